@@ -1,1 +1,222 @@
-//! placeholder
+//! `clawcut-store`: SQL only. Everything the daemon reads from or writes to
+//! the ClawCut database goes through the [`Store`] trait, implemented by
+//! [`SqliteStore`] (the embedded default) and [`PgStore`] (several replicas).
+//!
+//! Start reading at [`Store`]; then `claim` (one statement that picks and
+//! leases eligible jobs), then `complete` (the one transaction that finishes a
+//! job, its scene version, its scene and its audit event).
+//!
+//! Invariants:
+//! - every write after a claim carries the lease's fencing token and changes
+//!   nothing (returning [`StoreError::LeaseLost`]) when the token is stale;
+//! - one transaction per state change, with its `ai_job_events` row;
+//! - queries are checked at runtime (`sqlx::query`), never at compile time,
+//!   so building needs no database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawcut_core::{EligibilityRules, Job, JobStatus, Lease, Millis};
+
+mod error;
+mod migrate;
+mod pg;
+mod sqlite;
+
+pub use error::StoreError;
+pub use migrate::SchemaStatus;
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// What a pass asks of [`Store::claim`].
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// This worker's id, written as the lease owner.
+    pub worker_id: &'a str,
+    pub now: Millis,
+    pub lease_ttl: Duration,
+    pub limit: u32,
+    pub rules: &'a EligibilityRules,
+    /// Claim only this job (a targeted reconcile).
+    pub only_job: Option<&'a str>,
+    /// Ignore `min_age` and the due time (an operator asked for it now).
+    /// Kind, final states and live leases still exclude.
+    pub force: bool,
+}
+
+/// A file at its final path, verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOutput {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// The completion of a job: written in one transaction with the scene
+/// version, the scene and the audit event.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub from: JobStatus,
+    pub now: Millis,
+    pub video: StoredOutput,
+    pub thumbnail: Option<StoredOutput>,
+}
+
+/// A status change that ends or parks a job (`failed`, `canceled`,
+/// `needs_operator`) or moves it through submission (`submitting`,
+/// `pending`, back to `queued`).
+#[derive(Debug, Clone)]
+pub struct Settle {
+    pub from: JobStatus,
+    pub to: JobStatus,
+    pub now: Millis,
+    /// Becomes `last_error` (and `scene_versions.error` when `to` is failed
+    /// or canceled); `None` clears it.
+    pub reason: Option<String>,
+    /// Set `provider_job_id` (submission committed).
+    pub provider_job_id: Option<String>,
+    /// Set `idempotency_key` (submission intent).
+    pub idempotency_key: Option<String>,
+    /// Extra JSON for the audit event's `detail`.
+    pub detail: serde_json::Value,
+    /// Keep the lease (submission steps go on working the job); otherwise the
+    /// lease is released.
+    pub keep_lease: bool,
+}
+
+/// The next try of a job that stays in flight: a snooze (still running,
+/// `polls` grows) or a retry (transient error, `attempts` grows). Writes an
+/// event only when the status changes (`pending` to `processing`).
+#[derive(Debug, Clone)]
+pub struct Reschedule {
+    pub from: JobStatus,
+    pub to: JobStatus,
+    pub now: Millis,
+    pub attempts: u32,
+    pub polls: u32,
+    pub next_attempt_at: Millis,
+    pub last_error: Option<String>,
+}
+
+/// An operator's decision on a `needs_operator` job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Back to `queued` without a provider id: submission will send it again.
+    Resubmit,
+    Fail,
+}
+
+/// Which jobs an operator lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobFilter {
+    /// Not final, with a provider id, no live lease, not touched by the app
+    /// for `min_age`: work the daemon owes.
+    Stranded,
+    NeedsOperator,
+}
+
+/// Counts for `status`, `/metrics` and `/readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusReport {
+    /// Claimable right now.
+    pub eligible: u64,
+    /// `updated_at` of the oldest claimable job.
+    pub oldest_eligible_updated_at: Option<Millis>,
+    /// Owed work: see [`JobFilter::Stranded`] (includes those not yet due).
+    pub stranded: u64,
+    pub oldest_stranded_updated_at: Option<Millis>,
+    /// Leased right now.
+    pub running: u64,
+    pub needs_operator: u64,
+    pub oldest_needs_operator_updated_at: Option<Millis>,
+    /// `queued` video jobs without a provider id (waiting for submission).
+    pub unsubmitted: u64,
+    /// Every video job by status.
+    pub by_status: Vec<(JobStatus, u64)>,
+}
+
+/// The daemon's whole view of the database.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    fn backend(&self) -> Backend;
+
+    /// Create or upgrade the schema; returns the versions applied now.
+    async fn migrate(&self) -> Result<Vec<i64>, StoreError>;
+
+    /// Where the schema stands against the migrations this binary carries.
+    async fn schema_status(&self) -> Result<SchemaStatus, StoreError>;
+
+    /// A cheap round trip, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Lease up to `limit` eligible jobs, oldest `updated_at` first, in one
+    /// statement: sets the lease owner and expiry and bumps the fencing
+    /// token. Returns the rows as claimed (with the new token).
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>, StoreError>;
+
+    /// Extend a lease (a long download). `LeaseLost` when stale.
+    async fn heartbeat(&self, lease: &Lease, now: Millis, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Finish a job as `completed`: one transaction for the job, its scene
+    /// version, its scene (unless it points at a newer version) and the event.
+    async fn complete(&self, lease: &Lease, c: &Completion) -> Result<(), StoreError>;
+
+    /// Any other status change, with its event, in one transaction.
+    async fn settle(&self, lease: &Lease, s: &Settle) -> Result<(), StoreError>;
+
+    /// Schedule the next try and release the lease.
+    async fn reschedule(&self, lease: &Lease, r: &Reschedule) -> Result<(), StoreError>;
+
+    /// Give the job back untouched (shutdown before it finished).
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+
+    async fn list_jobs(
+        &self,
+        filter: JobFilter,
+        now: Millis,
+        rules: &EligibilityRules,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    async fn status_report(
+        &self,
+        now: Millis,
+        rules: &EligibilityRules,
+    ) -> Result<StatusReport, StoreError>;
+
+    /// Apply an operator's decision to a `needs_operator` job, with an event
+    /// naming `operator`. Returns the new status. Fails with `NotResolvable`
+    /// when the job is missing or not `needs_operator`.
+    async fn resolve(
+        &self,
+        job_id: &str,
+        resolution: Resolution,
+        operator: &str,
+        now: Millis,
+    ) -> Result<JobStatus, StoreError>;
+
+    /// Make a job due now (a webhook hint). Returns whether a row changed.
+    async fn make_due(&self, job_id: &str, now: Millis) -> Result<bool, StoreError>;
+}
+
+/// Open the store `url` names: `sqlite:` or `postgres:`/`postgresql:`.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl {
+            scheme: url.split(':').next().unwrap_or_default().to_owned(),
+        })
+    }
+}
