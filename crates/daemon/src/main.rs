@@ -1,1 +1,58 @@
-fn main() {}
+//! `clawcut-worker`: the binary. Thin by design: parse the command line, load
+//! the config, hand over to a command module, turn its failure into a
+//! sysexits code. The work itself lives in `worker` (one pass) and `run`
+//! (the daemon loop).
+
+mod app;
+mod cli;
+mod commands;
+mod config;
+mod demo;
+mod exit;
+mod http;
+mod metrics;
+mod run;
+mod worker;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::exit::Fatal;
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return std::process::ExitCode::from(exit::SOFTWARE);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            std::process::ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Fatal> {
+    let load = || Config::load(&cli.config).map_err(|e| exit::fatal(exit::CONFIG, e));
+    match &cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Run => run::run(&cli.config, load()?).await,
+        Command::Migrate => commands::migrate(&load()?).await,
+        Command::CheckConfig => commands::check_config(&cli.config, &load()?),
+        Command::Status { json } => commands::status(&load()?, *json).await,
+        Command::Reconcile(args) => commands::reconcile(&cli.config, &load()?, args).await,
+        Command::Resolve(args) => commands::resolve(&load()?, args).await,
+    }
+}

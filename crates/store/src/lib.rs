@@ -21,6 +21,7 @@ use clawcut_core::{EligibilityRules, Job, JobStatus, Lease, Millis};
 mod error;
 mod migrate;
 mod pg;
+mod row;
 mod sqlite;
 
 pub use error::StoreError;
@@ -218,5 +219,15 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Err(StoreError::UnsupportedUrl {
             scheme: url.split(':').next().unwrap_or_default().to_owned(),
         })
+    }
+}
+
+/// The claim statement as the given backend runs it, for tests that check
+/// its query plan (that it uses the partial index). Not for other uses.
+#[doc(hidden)]
+pub fn claim_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => sqlite::CLAIM_SQL,
+        Backend::Postgres => pg::CLAIM_SQL,
     }
 }

@@ -1,1 +1,778 @@
-//! TODO
+//! A fake OpenAI Videos API on 127.0.0.1, driven by per-video scripts.
+//!
+//! It answers `GET /v1/videos/{id}` and `GET /v1/videos/{id}/content[?variant=]`
+//! with the real API's JSON and error shapes, checks the bearer key, and counts
+//! everything, so tests (and `clawcut-worker demo`) exercise the real adapter
+//! over real HTTP. Each poll of a video consumes one [`Step`] of its
+//! [`Script`]; the last step repeats. Content is only served once a poll has
+//! answered `completed`, like the real API.
+//!
+//! Served bytes are deterministic ([`fake_bytes`]), so a test can compute the
+//! expected sha256 without downloading: see [`FakeOpenAi::content`].
+//!
+//! The server-side plumbing shared with [`crate::fake_replicate`] (start and
+//! shutdown, streamed bodies, in-flight counting) lives here too.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What one poll of a video answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Queued,
+    /// `in_progress` with this progress (0–100).
+    InProgress(u8),
+    Completed,
+    Failed {
+        code: String,
+        message: String,
+    },
+    /// An HTTP error with OpenAI's error JSON, optionally with `Retry-After`.
+    HttpError {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// 200 with a body that is not JSON.
+    Malformed,
+    /// Wait this long before answering `in_progress` (for timeouts and
+    /// in-flight caps).
+    Hang(Duration),
+    /// `in_progress` with the `openai-poll-after-ms` header.
+    PollAfterMs(u64),
+    /// Exactly this status and body (e.g. an unknown `status` value).
+    Raw {
+        status: u16,
+        body: String,
+    },
+}
+
+/// How one video behaves over its polls, and what its content looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// One per poll; the last repeats. Empty means `Completed`.
+    pub steps: Vec<Step>,
+    pub video_bytes: usize,
+    pub thumbnail_bytes: usize,
+    /// Answer content requests with this status instead (404: content gone).
+    pub content_status: Option<u16>,
+    /// `expires_at` in the video JSON (unix seconds), `null` when `None`.
+    pub expires_at: Option<i64>,
+    /// Sleep between 16 KiB chunks of content (slow downloads).
+    pub chunk_delay: Option<Duration>,
+    /// Send content without `Content-Length` (chunked transfer).
+    pub chunked: bool,
+    /// Answer content requests with `302 Location: <this>`; `{id}` and
+    /// `{variant}` are substituted.
+    pub redirect_content_to: Option<String>,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            steps: vec![Step::Completed],
+            video_bytes: 64 * 1024,
+            thumbnail_bytes: 2 * 1024,
+            content_status: None,
+            expires_at: None,
+            chunk_delay: None,
+            chunked: false,
+            redirect_content_to: None,
+        }
+    }
+}
+
+impl Script {
+    pub fn steps(steps: Vec<Step>) -> Self {
+        Script {
+            steps,
+            ..Script::default()
+        }
+    }
+
+    /// `queued`, then `n_polls - 1` polls in progress, then `completed`:
+    /// the poll number `n_polls + 1` is the first to complete.
+    pub fn completes_after(n_polls: usize) -> Self {
+        Script::steps(running_steps(n_polls).chain([Step::Completed]).collect())
+    }
+
+    /// Like [`Script::completes_after`], but ends `failed` with `message`.
+    pub fn fails_after(n_polls: usize, message: &str) -> Self {
+        let failed = Step::Failed {
+            code: "video_generation_failed".into(),
+            message: message.into(),
+        };
+        Script::steps(running_steps(n_polls).chain([failed]).collect())
+    }
+
+    /// `n_errors` answers of 500, then [`Script::completes_after`]`(then)`.
+    pub fn storm_then_complete(n_errors: usize, then: usize) -> Self {
+        let storm = std::iter::repeat_n(
+            Step::HttpError {
+                status: 500,
+                retry_after: None,
+            },
+            n_errors,
+        );
+        Script::steps(
+            storm
+                .chain(running_steps(then))
+                .chain([Step::Completed])
+                .collect(),
+        )
+    }
+
+    /// Completed, but its outputs expired an hour ago.
+    pub fn expired() -> Self {
+        Script {
+            expires_at: Some(unix_now() - 3600),
+            ..Script::default()
+        }
+    }
+
+    /// Completed, but the content endpoint answers 404.
+    pub fn content_gone() -> Self {
+        Script {
+            content_status: Some(404),
+            ..Script::default()
+        }
+    }
+
+    pub fn with_video_bytes(mut self, n: usize) -> Self {
+        self.video_bytes = n;
+        self
+    }
+
+    pub fn with_thumbnail_bytes(mut self, n: usize) -> Self {
+        self.thumbnail_bytes = n;
+        self
+    }
+
+    pub fn with_chunk_delay(mut self, delay: Duration) -> Self {
+        self.chunk_delay = Some(delay);
+        self
+    }
+
+    pub fn with_expires_at(mut self, unix_secs: i64) -> Self {
+        self.expires_at = Some(unix_secs);
+        self
+    }
+
+    pub fn with_content_status(mut self, status: u16) -> Self {
+        self.content_status = Some(status);
+        self
+    }
+
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
+    }
+
+    pub fn with_redirect_content_to(mut self, url: impl Into<String>) -> Self {
+        self.redirect_content_to = Some(url.into());
+        self
+    }
+
+    fn step(&self, poll_index: usize) -> Step {
+        self.steps
+            .get(poll_index)
+            .or(self.steps.last())
+            .cloned()
+            .unwrap_or(Step::Completed)
+    }
+}
+
+fn running_steps(n_polls: usize) -> impl Iterator<Item = Step> {
+    (0..n_polls).map(move |i| {
+        if i == 0 {
+            Step::Queued
+        } else {
+            Step::InProgress(u8::try_from(i * 100 / n_polls).unwrap_or(99))
+        }
+    })
+}
+
+/// The bytes the fakes serve for `seed` (`"{id}"` for an OpenAI video,
+/// `"{id}#thumbnail"` for its thumbnail, `"{id}/{file}"` for Replicate).
+pub fn fake_bytes(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    fill_fake_bytes(seed_of(seed), 0, &mut out);
+    out
+}
+
+fn seed_of(seed: &str) -> u64 {
+    // FNV-1a: stable across runs and platforms, unlike `DefaultHasher`.
+    seed.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Fills `buf` with the stream's bytes starting at `offset`: each 8-byte
+/// block is splitmix64 of the seed and the block index, so any range can be
+/// produced without the ones before it.
+fn fill_fake_bytes(seed: u64, offset: usize, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        let pos = (offset + i) as u64;
+        let mut z = seed.wrapping_add((pos / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        *b = z.to_le_bytes()[(pos % 8) as usize];
+    }
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test that panicked while holding the lock must not take every later
+    // request down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Start, shutdown and shared counters of one fake server.
+pub(crate) struct Server {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(router: Router, shutdown: watch::Sender<bool>) -> io::Result<Server> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut rx = shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await;
+        });
+        Ok(Server {
+            addr,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Stops accepting and ends hangs and slow bodies; connections close
+        // as their responses end.
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Sleeps, or returns early (false) when the server shuts down.
+pub(crate) async fn sleep_or_shutdown(d: Duration, shutdown: &watch::Receiver<bool>) -> bool {
+    let mut rx = shutdown.clone();
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        _ = rx.wait_for(|stop| *stop) => false,
+    }
+}
+
+/// Counts requests in flight for a key, and remembers the maximum.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    counts: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+impl InFlight {
+    pub fn enter(self: &Arc<Self>, key: &str) -> InFlightGuard {
+        let mut counts = lock(&self.counts);
+        let entry = counts.entry(key.to_owned()).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(entry.0);
+        InFlightGuard {
+            owner: Arc::clone(self),
+            key: key.to_owned(),
+        }
+    }
+
+    pub fn max(&self, key: &str) -> usize {
+        lock(&self.counts).get(key).map_or(0, |c| c.1)
+    }
+}
+
+pub(crate) struct InFlightGuard {
+    owner: Arc<InFlight>,
+    key: String,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Some(c) = lock(&self.owner.counts).get_mut(&self.key) {
+            c.0 = c.0.saturating_sub(1);
+        }
+    }
+}
+
+/// How a fake streams content.
+pub(crate) struct ContentBody {
+    pub seed: String,
+    pub len: usize,
+    pub chunk_delay: Option<Duration>,
+    pub chunked: bool,
+    pub content_type: &'static str,
+}
+
+const CHUNK: usize = 16 * 1024;
+
+impl ContentBody {
+    /// The response; `guard` lives until the body is fully sent or dropped,
+    /// so in-flight counts cover the transfer, not just the handler.
+    pub fn into_response(self, guard: InFlightGuard, shutdown: watch::Receiver<bool>) -> Response {
+        let seed = seed_of(&self.seed);
+        let (len, delay) = (self.len, self.chunk_delay);
+        let stream = futures_util::stream::unfold(
+            (0usize, guard, shutdown),
+            move |(offset, guard, shutdown)| async move {
+                if offset >= len {
+                    return None;
+                }
+                if offset > 0
+                    && let Some(d) = delay
+                    && !sleep_or_shutdown(d, &shutdown).await
+                {
+                    return Some((
+                        Err(io::Error::other("fake server shutting down")),
+                        (len, guard, shutdown),
+                    ));
+                }
+                let n = CHUNK.min(len - offset);
+                let mut buf = vec![0; n];
+                fill_fake_bytes(seed, offset, &mut buf);
+                Some((
+                    Ok::<_, io::Error>(Bytes::from(buf)),
+                    (offset + n, guard, shutdown),
+                ))
+            },
+        );
+        let mut resp = Response::new(Body::from_stream(stream));
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        if !self.chunked {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len as u64));
+        }
+        resp
+    }
+}
+
+pub(crate) fn json_response(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(body.clone())).into_response()
+}
+
+pub(crate) fn bearer_ok(headers: &HeaderMap, key: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| given == key)
+}
+
+/// The fake server. Dropping it shuts it down.
+pub struct FakeOpenAi {
+    server: Server,
+    state: Arc<FakeState>,
+}
+
+struct FakeState {
+    api_key: String,
+    shutdown: watch::Receiver<bool>,
+    total_requests: AtomicU64,
+    polls_in_flight: Arc<InFlight>,
+    content_in_flight: Arc<InFlight>,
+    jobs: Mutex<Jobs>,
+}
+
+#[derive(Default)]
+struct Jobs {
+    scripts: HashMap<String, Script>,
+    default: Option<Script>,
+    polls: HashMap<String, usize>,
+    completed: HashSet<String>,
+    downloads: HashMap<(String, String), usize>,
+}
+
+impl Jobs {
+    fn script(&self, id: &str) -> Option<Script> {
+        self.scripts.get(id).or(self.default.as_ref()).cloned()
+    }
+}
+
+/// Key under which all polls are counted together.
+const ALL: &str = "*";
+
+impl FakeOpenAi {
+    /// Starts on 127.0.0.1 with a free port.
+    ///
+    /// # Panics
+    /// If no loopback port can be bound; use [`FakeOpenAi::try_start`] to
+    /// handle that.
+    pub async fn start(api_key: &str) -> FakeOpenAi {
+        match FakeOpenAi::try_start(api_key).await {
+            Ok(fake) => fake,
+            Err(e) => panic!("start fake openai server: {e}"),
+        }
+    }
+
+    pub async fn try_start(api_key: &str) -> io::Result<FakeOpenAi> {
+        let (tx, rx) = watch::channel(false);
+        let state = Arc::new(FakeState {
+            api_key: api_key.to_owned(),
+            shutdown: rx,
+            total_requests: AtomicU64::new(0),
+            polls_in_flight: Arc::default(),
+            content_in_flight: Arc::default(),
+            jobs: Mutex::default(),
+        });
+        let router = Router::new()
+            .route("/v1/videos/{id}", get(retrieve))
+            .route("/v1/videos/{id}/content", get(content))
+            .fallback(fallback)
+            .with_state(Arc::clone(&state));
+        let server = Server::start(router, tx).await?;
+        Ok(FakeOpenAi { server, state })
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    pub fn script(&self, video_id: &str, script: Script) {
+        lock(&self.state.jobs)
+            .scripts
+            .insert(video_id.to_owned(), script);
+    }
+
+    /// The script of every video without its own; without one, unknown ids
+    /// answer 404.
+    pub fn set_default_script(&self, script: Script) {
+        lock(&self.state.jobs).default = Some(script);
+    }
+
+    /// Authenticated polls of `video_id` so far.
+    pub fn polls(&self, video_id: &str) -> usize {
+        lock(&self.state.jobs)
+            .polls
+            .get(video_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Content requests for `variant` (`video` or `thumbnail`) that were
+    /// answered with content.
+    pub fn downloads(&self, video_id: &str, variant: &str) -> usize {
+        lock(&self.state.jobs)
+            .downloads
+            .get(&(video_id.to_owned(), variant.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The most content transfers for `video_id` (any variant) at once.
+    pub fn max_concurrent_downloads(&self, video_id: &str) -> usize {
+        self.state.content_in_flight.max(video_id)
+    }
+
+    /// The most polls (of any video) in flight at once.
+    pub fn max_concurrent_polls(&self) -> usize {
+        self.state.polls_in_flight.max(ALL)
+    }
+
+    /// Every request received, including rejected ones.
+    pub fn total_requests(&self) -> u64 {
+        self.state.total_requests.load(Ordering::SeqCst)
+    }
+
+    /// The video bytes served for `video_id` under its current script.
+    pub fn content(&self, video_id: &str) -> Vec<u8> {
+        let len = lock(&self.state.jobs)
+            .script(video_id)
+            .map_or(0, |s| s.video_bytes);
+        fake_bytes(video_id, len)
+    }
+
+    /// The thumbnail bytes served for `video_id` under its current script.
+    pub fn thumbnail(&self, video_id: &str) -> Vec<u8> {
+        let len = lock(&self.state.jobs)
+            .script(video_id)
+            .map_or(0, |s| s.thumbnail_bytes);
+        fake_bytes(&format!("{video_id}#thumbnail"), len)
+    }
+
+    /// Stops the server and waits (briefly) for it to finish.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+fn openai_error(status: u16, message: &str, code: Option<&str>) -> Response {
+    let kind = if status >= 500 {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": kind, "param": null, "code": code}}),
+    )
+}
+
+fn unauthorized() -> Response {
+    openai_error(
+        401,
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+        Some("invalid_api_key"),
+    )
+}
+
+fn not_found(id: &str) -> Response {
+    openai_error(404, &format!("Video with id '{id}' not found."), None)
+}
+
+fn video_json(id: &str, status: &str, progress: u8, script: &Script, error: Value) -> Value {
+    let now = unix_now();
+    json!({
+        "id": id,
+        "object": "video",
+        "model": "sora-2",
+        "status": status,
+        "progress": progress,
+        "created_at": now - 60,
+        "completed_at": if status == "completed" { json!(now) } else { Value::Null },
+        "expires_at": script.expires_at,
+        "prompt": "a fake video",
+        "size": "1280x720",
+        "seconds": "8",
+        "quality": "standard",
+        "remixed_from_video_id": null,
+        "error": error,
+    })
+}
+
+async fn retrieve(
+    State(state): State<Arc<FakeState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    state.total_requests.fetch_add(1, Ordering::SeqCst);
+    if !bearer_ok(&headers, &state.api_key) {
+        return unauthorized();
+    }
+    let _in_flight = state.polls_in_flight.enter(ALL);
+    let (script, step) = {
+        let mut jobs = lock(&state.jobs);
+        let Some(script) = jobs.script(&id) else {
+            return not_found(&id);
+        };
+        let polls = jobs.polls.entry(id.clone()).or_default();
+        let step = script.step(*polls);
+        *polls += 1;
+        if step == Step::Completed {
+            jobs.completed.insert(id.clone());
+        }
+        (script, step)
+    };
+    let running = |progress| {
+        axum::Json(video_json(
+            &id,
+            "in_progress",
+            progress,
+            &script,
+            Value::Null,
+        ))
+    };
+    match step {
+        Step::Queued => {
+            axum::Json(video_json(&id, "queued", 0, &script, Value::Null)).into_response()
+        }
+        Step::InProgress(p) => running(p.min(100)).into_response(),
+        Step::PollAfterMs(ms) => {
+            let mut resp = running(50).into_response();
+            resp.headers_mut()
+                .insert("openai-poll-after-ms", HeaderValue::from(ms));
+            resp
+        }
+        Step::Completed => {
+            axum::Json(video_json(&id, "completed", 100, &script, Value::Null)).into_response()
+        }
+        Step::Failed { code, message } => axum::Json(video_json(
+            &id,
+            "failed",
+            0,
+            &script,
+            json!({"code": code, "message": message}),
+        ))
+        .into_response(),
+        Step::HttpError {
+            status,
+            retry_after,
+        } => {
+            let message = match status {
+                429 => "Rate limit reached for requests",
+                500..=599 => "The server had an error while processing your request.",
+                _ => "Request failed",
+            };
+            let mut resp = openai_error(status, message, None);
+            if let Some(secs) = retry_after {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            resp
+        }
+        Step::Malformed => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"id\": \"oops\", \"status\": ",
+        )
+            .into_response(),
+        Step::Hang(d) => {
+            sleep_or_shutdown(d, &state.shutdown).await;
+            running(50).into_response()
+        }
+        Step::Raw { status, body } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+    }
+}
+
+async fn content(
+    State(state): State<Arc<FakeState>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    state.total_requests.fetch_add(1, Ordering::SeqCst);
+    if !bearer_ok(&headers, &state.api_key) {
+        return unauthorized();
+    }
+    let variant = query.get("variant").map_or("video", String::as_str);
+    let script = {
+        let jobs = lock(&state.jobs);
+        let Some(script) = jobs.script(&id) else {
+            return not_found(&id);
+        };
+        if !jobs.completed.contains(&id) {
+            return openai_error(404, &format!("Video with id '{id}' is not ready."), None);
+        }
+        script
+    };
+    let (seed, len, content_type) = match variant {
+        "video" => (id.clone(), script.video_bytes, "video/mp4"),
+        "thumbnail" => (
+            format!("{id}#thumbnail"),
+            script.thumbnail_bytes,
+            "image/webp",
+        ),
+        other => {
+            return openai_error(400, &format!("Invalid variant '{other}'."), None);
+        }
+    };
+    if let Some(status) = script.content_status {
+        return openai_error(
+            status,
+            "The content for this video is no longer available.",
+            None,
+        );
+    }
+    if let Some(target) = &script.redirect_content_to {
+        let location = target.replace("{id}", &id).replace("{variant}", variant);
+        let mut resp = StatusCode::FOUND.into_response();
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return resp;
+    }
+    *lock(&state.jobs)
+        .downloads
+        .entry((id.clone(), variant.to_owned()))
+        .or_default() += 1;
+    let guard = state.content_in_flight.enter(&id);
+    ContentBody {
+        seed,
+        len,
+        chunk_delay: script.chunk_delay,
+        chunked: script.chunked,
+        content_type,
+    }
+    .into_response(guard, state.shutdown.clone())
+}
+
+async fn fallback(State(state): State<Arc<FakeState>>) -> Response {
+    state.total_requests.fetch_add(1, Ordering::SeqCst);
+    openai_error(404, "Invalid URL.", None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_bytes_are_deterministic_and_seekable() {
+        let all = fake_bytes("video_1", 100);
+        assert_eq!(all, fake_bytes("video_1", 100));
+        assert_ne!(all, fake_bytes("video_2", 100));
+        let mut tail = vec![0; 37];
+        fill_fake_bytes(seed_of("video_1"), 63, &mut tail);
+        assert_eq!(&all[63..], &tail[..]);
+    }
+
+    #[test]
+    fn scripts_repeat_their_last_step() {
+        let s = Script::completes_after(2);
+        assert_eq!(s.step(0), Step::Queued);
+        assert_eq!(s.step(1), Step::InProgress(50));
+        assert_eq!(s.step(2), Step::Completed);
+        assert_eq!(s.step(9), Step::Completed);
+        assert_eq!(Script::steps(vec![]).step(0), Step::Completed);
+    }
+}

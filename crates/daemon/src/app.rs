@@ -1,0 +1,174 @@
+//! Turning a loaded [`Config`] into running parts: logging, the store, the
+//! providers and the [`Worker`]. Shared by every command.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clawcut_providers::{DownloadPolicy, Downloader, ProviderConfig, ProviderKind, build_provider};
+use clawcut_store::Store;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat, ProviderKindName};
+use crate::exit::{self, ExitCode, Fatal, fatal};
+use crate::metrics::Metrics;
+use crate::worker::{ProviderHandle, Settings, Worker};
+
+/// Logs go to stderr (journald keeps them under systemd); stdout is for
+/// command output.
+pub fn init_logging(cfg: &Config, default_level: &str) {
+    let level = if cfg.log.level.is_empty() { default_level } else { &cfg.log.level };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second init (tests, demo) keeps the first subscriber.
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
+/// A download that receives nothing for this long is abandoned (and retried
+/// on the backoff schedule).
+pub const DOWNLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `<hostname>:<pid>:<random suffix>`.
+pub fn worker_id() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}:{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
+}
+
+pub async fn connect_store(cfg: &Config) -> Result<Arc<dyn Store>, Fatal> {
+    clawcut_store::connect(&cfg.database.url)
+        .await
+        .with_context(|| format!("connect to the database ({})", redact_url(&cfg.database.url)))
+        .exit_with(exit::UNAVAILABLE)
+}
+
+/// Refuse to work on a schema this binary does not match.
+pub async fn check_schema(store: &dyn Store) -> Result<(), Fatal> {
+    let st = store
+        .schema_status()
+        .await
+        .context("read the schema version")
+        .exit_with(exit::UNAVAILABLE)?;
+    if st.current < st.latest {
+        return Err(fatal(
+            exit::CONFIG,
+            format!(
+                "the database schema is at version {} but this binary needs {}: run `clawcut-worker migrate` first",
+                st.current, st.latest
+            ),
+        ));
+    }
+    if st.current > st.latest {
+        return Err(fatal(
+            exit::CONFIG,
+            format!(
+                "the database schema is at version {}, newer than this binary knows ({}): upgrade clawcut-worker",
+                st.current, st.latest
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Build every configured provider, reading each API key from its env var.
+pub fn build_providers(cfg: &Config, path: &std::path::Path) -> Result<HashMap<String, ProviderHandle>, Fatal> {
+    build_providers_with(cfg, path, |var| std::env::var(var).ok())
+}
+
+/// [`build_providers`] with the environment lookup passed in (`demo` hands
+/// its simulated provider's key over without touching the process env).
+pub fn build_providers_with(
+    cfg: &Config,
+    path: &std::path::Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<HashMap<String, ProviderHandle>, Fatal> {
+    let mut out = HashMap::new();
+    for (name, p) in &cfg.providers {
+        let env_name = Config::api_key_env(name, p);
+        let api_key = env(&env_name).ok_or_else(|| {
+            fatal(
+                exit::CONFIG,
+                format!(
+                    "config {}: key `providers.{name}.api_key_env`: environment variable {env_name} is not set",
+                    path.display()
+                ),
+            )
+        })?;
+        let kind = match p.kind {
+            ProviderKindName::Openai => ProviderKind::OpenAi,
+            ProviderKindName::Replicate => ProviderKind::Replicate,
+            ProviderKindName::Runway
+            | ProviderKindName::Luma
+            | ProviderKindName::Fal
+            | ProviderKindName::Kling
+            | ProviderKindName::Veo => {
+                return Err(fatal(exit::CONFIG, format!("providers.{name}.kind: {} is not built", p.kind.as_str())));
+            }
+        };
+        let base = p.base_url.as_deref().unwrap_or(p.kind.default_base_url());
+        let pc = ProviderConfig {
+            name: name.clone(),
+            kind,
+            base_url: url::Url::parse(base)
+                .with_context(|| format!("providers.{name}.base_url"))
+                .exit_with(exit::CONFIG)?,
+            api_key,
+            timeout: p.timeout.0,
+            max_in_flight: p.max_in_flight,
+            allowed_download_hosts: p.allowed_download_hosts.clone(),
+        };
+        let provider = build_provider(&pc)
+            .with_context(|| format!("config {}: providers.{name}", path.display()))
+            .exit_with(exit::CONFIG)?;
+        let policy = DownloadPolicy::for_provider(&pc);
+        out.insert(name.clone(), ProviderHandle { provider, policy });
+    }
+    Ok(out)
+}
+
+pub fn settings(cfg: &Config) -> Settings {
+    Settings {
+        batch_size: cfg.reconcile.batch_size,
+        concurrency: cfg.reconcile.concurrency,
+        lease_ttl: cfg.reconcile.lease_ttl.0,
+        rules: cfg.eligibility(),
+        backoff: cfg.backoff_policy(),
+        media_dir: cfg.media.dir.clone(),
+        max_bytes: cfg.media.max_bytes.0,
+    }
+}
+
+pub fn build_worker(
+    cfg: &Config,
+    path: &std::path::Path,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+) -> Result<Worker, Fatal> {
+    worker_with(cfg, store, metrics, build_providers(cfg, path)?)
+}
+
+pub fn worker_with(
+    cfg: &Config,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    providers: HashMap<String, ProviderHandle>,
+) -> Result<Worker, Fatal> {
+    let downloader = Downloader::new(DOWNLOAD_IDLE_TIMEOUT).context("build the download client").exit_with(exit::SOFTWARE)?;
+    Ok(Worker::new(worker_id(), store, providers, downloader, settings(cfg), metrics))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,80 @@
+//! The command line. `--help` works on every command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DEFAULT_PATH;
+
+#[derive(Debug, Parser)]
+#[command(name = "clawcut-worker", version, about = "Makes ClawCut's AI video-generation jobs durable: claims stranded jobs with leases, polls the provider, downloads the outputs and records them, backing off durably when anything fails.")]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "CLAWCUT_WORKER_CONFIG", default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: a pass at startup, then one per interval, until SIGTERM.
+    Run,
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Load and validate the config (and the environment variables it names); exit 78 when wrong.
+    CheckConfig,
+    /// Show eligible, stranded, running and needs_operator jobs, with ages.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one pass now and print what happened to each job.
+    Reconcile(ReconcileArgs),
+    /// An operator's decision on a needs_operator job.
+    Resolve(ResolveArgs),
+    /// A newcomer's first run: a simulated provider on 127.0.0.1, a fresh
+    /// SQLite database seeded with stranded jobs, the real loop until they
+    /// settle, and a table of what happened. Needs no account and no config.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Just this job, now (ignores min_age and the backoff schedule; a live lease still wins).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// At most this many jobs (default: reconcile.batch_size).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The ai_jobs.id.
+    pub id: String,
+    /// Send the job to the provider again (back to queued, provider id cleared).
+    #[arg(long, conflicts_with = "fail", required_unless_present = "fail")]
+    pub resubmit: bool,
+    /// Mark the job failed.
+    #[arg(long)]
+    pub fail: bool,
+    /// Who decided, for the audit event (default: $USER).
+    #[arg(long)]
+    pub operator: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to create the database and media (default: a new temp directory, kept afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Give up waiting for the jobs to settle after this long.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}

@@ -1,0 +1,220 @@
+//! The HTTP surface: `/healthz`, `/readyz`, `/metrics` and the admin API
+//! under `/v1` (bearer token, compared in constant time; off without one).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clawcut_store::{JobFilter, Resolution};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::exit::{self, ExitCode, Fatal};
+use crate::run::{Shared, one_pass, require_loopback_or_token};
+use crate::worker::{PassOptions, Phase, error_chain, now_ms};
+
+/// Admin request bodies are tiny JSON objects.
+const MAX_BODY: usize = 16 * 1024;
+
+pub async fn bind(listen: &str, has_token: bool) -> Result<TcpListener, Fatal> {
+    require_loopback_or_token(listen, has_token)?;
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind http.listen {listen}"))
+        .exit_with(exit::UNAVAILABLE)
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    if shared.admin_token.is_some() {
+        app = app
+            .route("/v1/reconcile", post(reconcile))
+            .route("/v1/jobs", get(list_jobs))
+            .route("/v1/jobs/{id}/resolve", post(resolve));
+    }
+    app.layer(DefaultBodyLimit::max(MAX_BODY)).with_state(shared)
+}
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut phase = shared.phase.clone();
+    let app = router(shared);
+    let stop = async move {
+        let _ = phase.wait_for(|p| *p == Phase::Abort).await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        warn!(error = %e, "http server stopped");
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response()
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    let unready = |reason: String| (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unready", "reason": reason }))).into_response();
+    if *s.phase.borrow() != Phase::Running {
+        return unready("shutting down".into());
+    }
+    match tokio::time::timeout(Duration::from_secs(2), s.worker.store().ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return unready(format!("database: {}", error_chain(&e))),
+        Err(_) => return unready("database: no answer within 2s".into()),
+    }
+    let cfg = s.config();
+    let last = s.last_pass_ok_at.load(Ordering::Relaxed);
+    // A pass may legitimately run long (downloads); three intervals plus the
+    // lease TTL is the longest a healthy loop goes without finishing one.
+    let window = cfg.reconcile.interval.0 * 3 + cfg.reconcile.lease_ttl.0;
+    let age = now_ms() - last;
+    if last == 0 {
+        return unready("no pass has finished yet".into());
+    }
+    if age > window.as_millis() as i64 {
+        let err = s.last_pass_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        return unready(format!(
+            "last successful pass {}s ago{}",
+            age / 1000,
+            err.map(|e| format!("; last error: {e}")).unwrap_or_default()
+        ));
+    }
+    (StatusCode::OK, Json(json!({ "status": "ready", "last_pass_age_ms": age }))).into_response()
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        s.worker.metrics.render(),
+    )
+        .into_response()
+}
+
+fn authorized(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = s.admin_token.as_deref() else {
+        return Err(error(StatusCode::NOT_FOUND, "admin api is off"));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileBody {
+    ai_job_id: Option<String>,
+}
+
+async fn reconcile(State(s): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
+    let req: ReconcileBody = if body.is_empty() {
+        ReconcileBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{}} or {{\"ai_job_id\": \"...\"}}: {e}")),
+        }
+    };
+    let opts = PassOptions {
+        limit: None,
+        force: req.ai_job_id.is_some(),
+        only_job: req.ai_job_id.clone(),
+    };
+    info!(job = ?req.ai_job_id, "admin api: reconcile requested");
+    match one_pass(&s, &opts).await {
+        Ok(summary) => {
+            if let (Some(id), 0) = (&req.ai_job_id, summary.claimed) {
+                let why = match s.worker.store().get_job(id).await {
+                    Ok(None) => "no such job".to_owned(),
+                    Ok(Some(j)) => format!("not claimable now (status {}, leased until {:?})", j.status, j.lease_expires_at),
+                    Err(e) => error_chain(&e),
+                };
+                return (StatusCode::CONFLICT, Json(json!({ "claimed": 0, "jobs": [], "reason": why }))).into_response();
+            }
+            (StatusCode::OK, Json(summary)).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    state: String,
+    limit: Option<u32>,
+}
+
+async fn list_jobs(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
+    let filter = match q.state.as_str() {
+        "stranded" => JobFilter::Stranded,
+        "needs_operator" => JobFilter::NeedsOperator,
+        other => return error(StatusCode::BAD_REQUEST, format!("state must be stranded or needs_operator, not {other:?}")),
+    };
+    let rules = s.worker.settings().rules.clone();
+    let now = now_ms();
+    match s.worker.store().list_jobs(filter, now, &rules, q.limit.unwrap_or(100).min(1000)).await {
+        Ok(jobs) => {
+            let rows: Vec<_> = jobs.iter().map(|j| crate::commands::job_json(j, now)).collect();
+            (StatusCode::OK, Json(json!({ "state": q.state, "jobs": rows }))).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    action: String,
+    operator: Option<String>,
+}
+
+async fn resolve(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
+    let req: ResolveBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"action\": \"resubmit\"|\"fail\"}}: {e}")),
+    };
+    let resolution = match req.action.as_str() {
+        "resubmit" => Resolution::Resubmit,
+        "fail" => Resolution::Fail,
+        other => return error(StatusCode::BAD_REQUEST, format!("action must be resubmit or fail, not {other:?}")),
+    };
+    let operator = format!("api:{}", req.operator.as_deref().unwrap_or("admin"));
+    match s.worker.store().resolve(&id, resolution, &operator, now_ms()).await {
+        Ok(status) => (StatusCode::OK, Json(json!({ "ai_job_id": id, "status": status.as_str() }))).into_response(),
+        Err(e @ clawcut_store::StoreError::NotResolvable { .. }) => error(StatusCode::CONFLICT, error_chain(&e)),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
+    }
+}

@@ -1,0 +1,148 @@
+//! The SPEC's Prometheus metrics, on `prometheus-client`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub passes: Counter,
+    pub jobs: Family<OutcomeLabel, Counter>,
+    pub provider_requests: Family<ProviderLabels, Counter>,
+    pub reschedules: Family<ReasonLabel, Counter>,
+    pub lease_takeovers: Counter,
+    pub leases_lost: Counter,
+    pub eligible_jobs: Gauge,
+    pub oldest_eligible_age_seconds: Gauge,
+    pub needs_operator_jobs: Gauge,
+    pub download_bytes: Counter,
+    pub pass_duration: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("clawcut_worker");
+        let passes = Counter::default();
+        let jobs = Family::<OutcomeLabel, Counter>::default();
+        let provider_requests = Family::<ProviderLabels, Counter>::default();
+        let reschedules = Family::<ReasonLabel, Counter>::default();
+        let lease_takeovers = Counter::default();
+        let leases_lost = Counter::default();
+        let eligible_jobs = Gauge::default();
+        let oldest_eligible_age_seconds = Gauge::default();
+        let needs_operator_jobs = Gauge::default();
+        let download_bytes = Counter::default();
+        let pass_duration = Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0]);
+        registry.register("passes", "Reconcile passes finished", passes.clone());
+        registry.register("jobs", "Jobs worked, by outcome", jobs.clone());
+        registry.register(
+            "provider_requests",
+            "Provider poll requests, by provider and answer",
+            provider_requests.clone(),
+        );
+        registry.register(
+            "backoff_reschedules",
+            "Jobs rescheduled, by reason (poll: still running, retry: transient error)",
+            reschedules.clone(),
+        );
+        registry.register(
+            "lease_takeovers",
+            "Jobs claimed whose previous lease had expired unreleased",
+            lease_takeovers.clone(),
+        );
+        registry.register(
+            "leases_lost",
+            "Writes refused because another worker had taken the job",
+            leases_lost.clone(),
+        );
+        registry.register("eligible_jobs", "Jobs claimable now", eligible_jobs.clone());
+        registry.register(
+            "oldest_eligible_job_age_seconds",
+            "Age of the oldest claimable job's updated_at",
+            oldest_eligible_age_seconds.clone(),
+        );
+        registry.register(
+            "needs_operator_jobs",
+            "Jobs waiting for an operator's decision",
+            needs_operator_jobs.clone(),
+        );
+        registry.register("download_bytes", "Output bytes downloaded", download_bytes.clone());
+        registry.register(
+            "pass_duration_seconds",
+            "Duration of reconcile passes",
+            pass_duration.clone(),
+        );
+        Metrics {
+            registry,
+            passes,
+            jobs,
+            provider_requests,
+            reschedules,
+            lease_takeovers,
+            leases_lost,
+            eligible_jobs,
+            oldest_eligible_age_seconds,
+            needs_operator_jobs,
+            download_bytes,
+            pass_duration,
+        }
+    }
+
+    pub fn job(&self, outcome: &str) {
+        self.jobs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn provider_request(&self, provider: &str, status: &str) {
+        self.provider_requests
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn reschedule(&self, reason: &str) {
+        self.reschedules
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,386 @@
+//! What every adapter shares: the HTTP client with its in-flight cap, URL
+//! building, and the one mapping from HTTP failures to
+//! [`ProviderError`]. Adapters only parse their own JSON.
+
+use std::error::Error as StdError;
+use std::time::{Duration, SystemTime};
+
+use clawcut_core::{ProviderError, ProviderErrorKind};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use tokio::sync::Semaphore;
+use url::Url;
+
+use crate::config::ProviderConfig;
+use crate::error::ProvidersError;
+
+/// A provider's JSON answer is small; anything bigger is a misbehaving
+/// endpoint, and buffering it would let it eat our memory.
+const MAX_API_BODY: usize = 1024 * 1024;
+/// Room for a useful provider message in logs and `last_error`, no more.
+const EXCERPT_CHARS: usize = 300;
+/// A `Retry-After` beyond this is treated as this: a provider must not be
+/// able to park a job for years with one header.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+/// Connecting should be quick even when a poll may legitimately take longer.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A 2xx answer, fully read.
+pub(crate) struct ApiResponse {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// One provider's HTTP client: base URL, bearer key, and a semaphore capping
+/// requests in flight across every job polling this provider.
+pub(crate) struct ApiClient {
+    client: reqwest::Client,
+    base_url: Url,
+    api_key: String,
+    auth: HeaderValue,
+    in_flight: Semaphore,
+}
+
+impl ApiClient {
+    pub(crate) fn new(cfg: &ProviderConfig) -> Result<Self, ProvidersError> {
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(MAX_CONNECT_TIMEOUT))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("clawcut-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ProvidersError::BuildClient)?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", cfg.api_key)).map_err(|_| {
+            ProvidersError::InvalidConfig {
+                provider: cfg.name.clone(),
+                field: "api_key",
+                reason: "contains characters not allowed in a header".into(),
+            }
+        })?;
+        auth.set_sensitive(true);
+        Ok(ApiClient {
+            client,
+            base_url: cfg.base_url.clone(),
+            api_key: cfg.api_key.clone(),
+            auth,
+            in_flight: Semaphore::new(cfg.max_in_flight.max(1)),
+        })
+    }
+
+    /// `base_url` + `segments`, each segment percent-encoded so a job id can
+    /// never change the path's shape.
+    pub(crate) fn endpoint(&self, segments: &[&str]) -> Url {
+        let mut url = self.base_url.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// The `Authorization` header for output downloads that need the key.
+    pub(crate) fn auth_header(&self) -> (String, String) {
+        ("authorization".into(), format!("Bearer {}", self.api_key))
+    }
+
+    /// GET `url` with the bearer key; a 2xx is returned fully read, anything
+    /// else becomes a classified [`ProviderError`].
+    pub(crate) async fn get(&self, url: Url) -> Result<ApiResponse, ProviderError> {
+        // The semaphore is never closed, so this cannot fail; map anyway
+        // rather than unwrap.
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| ProviderError::new(ProviderErrorKind::Network, "client shut down"))?;
+        let resp = self
+            .client
+            .get(url)
+            .header(AUTHORIZATION, self.auth.clone())
+            .send()
+            .await
+            .map_err(|e| self.from_reqwest(&e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = read_capped(resp)
+            .await
+            .map_err(|e| self.from_read_error(e))?;
+        if (200..300).contains(&status) {
+            Ok(ApiResponse { headers, body })
+        } else {
+            Err(error_from_status(status, &headers, &body, &self.api_key))
+        }
+    }
+
+    /// Parses a 2xx JSON body; anything unparseable is `Malformed`.
+    pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+        &self,
+        body: &[u8],
+    ) -> Result<T, ProviderError> {
+        serde_json::from_slice(body).map_err(|e| {
+            self.malformed(format!(
+                "unexpected response body ({e}): {}",
+                excerpt(body, &self.api_key)
+            ))
+        })
+    }
+
+    pub(crate) fn malformed(&self, message: impl Into<String>) -> ProviderError {
+        ProviderError::new(
+            ProviderErrorKind::Malformed,
+            redact(&message.into(), &self.api_key),
+        )
+    }
+
+    fn from_reqwest(&self, e: &reqwest::Error) -> ProviderError {
+        let kind = if e.is_timeout() {
+            ProviderErrorKind::Timeout
+        } else if e.is_decode() {
+            ProviderErrorKind::Malformed
+        } else {
+            // Connect, reset mid-body, redirect loops: all "the network did
+            // not get us an answer", retried alike.
+            ProviderErrorKind::Network
+        };
+        ProviderError::new(kind, redact(&error_chain(e), &self.api_key))
+    }
+
+    fn from_read_error(&self, e: ReadError) -> ProviderError {
+        match e {
+            ReadError::Http(e) => self.from_reqwest(&e),
+            ReadError::TooLarge => self.malformed(format!(
+                "response body larger than {MAX_API_BODY} bytes"
+            )),
+        }
+    }
+}
+
+enum ReadError {
+    Http(reqwest::Error),
+    TooLarge,
+}
+
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
+        if body.len() + chunk.len() > MAX_API_BODY {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Refuses ids no provider issues (empty, `.`/`..`, control characters,
+/// absurd lengths) before they reach a URL; the provider would not know them.
+pub(crate) fn check_job_id(id: &str) -> Result<(), ProviderError> {
+    let bad = id.is_empty()
+        || id == "."
+        || id == ".."
+        || id.len() > 512
+        || id.chars().any(|c| c.is_control());
+    if bad {
+        Err(ProviderError::new(
+            ProviderErrorKind::NotFound,
+            format!("invalid provider job id {:?}", truncate_chars(id, 80)),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Classifies a non-2xx answer. Shared with the downloader's reasoning, so
+/// every adapter treats a status code the same way.
+pub(crate) fn error_from_status(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &str,
+) -> ProviderError {
+    let kind = match status {
+        429 => ProviderErrorKind::RateLimited,
+        500..=599 => ProviderErrorKind::Server(status),
+        401 | 403 => ProviderErrorKind::Unauthorized(status),
+        404 => ProviderErrorKind::NotFound,
+        400..=499 => ProviderErrorKind::Client(status),
+        // 1xx/3xx that reached us: not what any provider documents.
+        _ => ProviderErrorKind::Malformed,
+    };
+    let retry_after = match kind {
+        ProviderErrorKind::RateLimited | ProviderErrorKind::Server(_) => {
+            retry_after(headers, SystemTime::now())
+        }
+        _ => None,
+    };
+    let detail = excerpt(body, secret);
+    let message = if detail.is_empty() {
+        format!("http {status}")
+    } else {
+        format!("http {status}: {detail}")
+    };
+    ProviderError {
+        kind,
+        retry_after,
+        message,
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date, capped.
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(value, now)
+}
+
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for u64 still means "a long time".
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// A short, single-line, secret-free summary of an error body: the
+/// provider's own message when the body is JSON we recognise, else the text.
+pub(crate) fn excerpt(body: &[u8], secret: &str) -> String {
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(json) => json_message(&json).unwrap_or_else(|| json.to_string()),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    truncate_chars(&redact(&one_line, secret), EXCERPT_CHARS)
+}
+
+/// OpenAI: `{"error":{"message":..,"code":..}}`; Replicate:
+/// `{"detail":..,"title":..}`; others commonly `{"message":..}` or
+/// `{"error":".."}`.
+fn json_message(json: &serde_json::Value) -> Option<String> {
+    let nonempty = |v: Option<&serde_json::Value>| {
+        v.and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let error = json.get("error");
+    if let Some(msg) = nonempty(error.and_then(|e| e.get("message"))) {
+        return Some(match nonempty(error.and_then(|e| e.get("code"))) {
+            Some(code) => format!("{msg} ({code})"),
+            None => msg,
+        });
+    }
+    nonempty(json.get("detail"))
+        .or_else(|| nonempty(json.get("message")))
+        .or_else(|| nonempty(error))
+        .or_else(|| nonempty(json.get("title")))
+}
+
+/// Replaces any echo of the key; some proxies reflect request headers in
+/// their error pages.
+pub(crate) fn redact(text: &str, secret: &str) -> String {
+    if secret.len() >= 4 && text.contains(secret) {
+        text.replace(secret, "[redacted]")
+    } else {
+        text.to_owned()
+    }
+}
+
+pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// "error sending request: client error (Connect): tcp connect error: ..."
+/// — the chain, because reqwest's top-level message alone says little.
+pub(crate) fn error_chain(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    truncate_chars(&out, 2 * EXCERPT_CHARS)
+}
+
+/// A URL fit for logs and error messages: no query, fragment or userinfo,
+/// which is where signed URLs keep their tokens.
+pub(crate) fn display_url(url: &Url) -> String {
+    let mut clean = url.clone();
+    clean.set_query(None);
+    clean.set_fragment(None);
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    clean.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now - Duration::from_secs(0)),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn excerpt_prefers_the_providers_message_and_hides_the_key() {
+        let openai = br#"{"error":{"message":"Invalid key sk-abc123","code":"invalid_api_key"}}"#;
+        assert_eq!(
+            excerpt(openai, "sk-abc123"),
+            "Invalid key [redacted] (invalid_api_key)"
+        );
+        let replicate = br#"{"title":"Unauthenticated","detail":"bad token","status":401}"#;
+        assert_eq!(excerpt(replicate, "x"), "bad token");
+        let html = "<html>\n\n<b>oops</b>\t</html>".as_bytes();
+        assert_eq!(excerpt(html, "secret"), "<html> <b>oops</b> </html>");
+        let long = "é".repeat(1000);
+        assert_eq!(excerpt(long.as_bytes(), "secret").chars().count(), 301);
+        assert_eq!(excerpt(&[0xff, 0xfe, 0x00], "secret"), "��");
+    }
+
+    #[test]
+    fn status_codes_map_to_kinds() {
+        let h = HeaderMap::new();
+        let kind = |s| error_from_status(s, &h, b"", "k").kind;
+        assert_eq!(kind(429), ProviderErrorKind::RateLimited);
+        assert_eq!(kind(503), ProviderErrorKind::Server(503));
+        assert_eq!(kind(401), ProviderErrorKind::Unauthorized(401));
+        assert_eq!(kind(403), ProviderErrorKind::Unauthorized(403));
+        assert_eq!(kind(404), ProviderErrorKind::NotFound);
+        assert_eq!(kind(422), ProviderErrorKind::Client(422));
+        assert_eq!(kind(302), ProviderErrorKind::Malformed);
+    }
+
+    #[test]
+    fn display_url_drops_tokens() {
+        let url = Url::parse("https://u:p@cdn.example/a/b.mp4?sig=secret#x").unwrap();
+        assert_eq!(display_url(&url), "https://cdn.example/a/b.mp4");
+    }
+}

@@ -1,0 +1,201 @@
+//! The Replicate adapter against the fake predictions API on 127.0.0.1.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawcut_core::{OutputKind, PollOutcome, Provider, ProviderErrorKind, RemoteProgress};
+use clawcut_providers::{ProviderKind, build_provider};
+use clawcut_test_support::fake_replicate::{FakeReplicate, Script, Step};
+use common::{KEY, config};
+
+async fn setup(script: Script) -> (FakeReplicate, Arc<dyn Provider>) {
+    let fake = FakeReplicate::start(KEY).await;
+    fake.script("p1", script);
+    let provider = build_provider(&config(ProviderKind::Replicate, &fake.base_url())).unwrap();
+    (fake, provider)
+}
+
+fn step(s: Step) -> Script {
+    Script::steps(vec![s])
+}
+
+#[tokio::test]
+async fn starting_then_processing_then_succeeded() {
+    let (fake, p) = setup(Script::succeeds_after(2)).await;
+    assert_eq!(
+        p.poll("p1").await.unwrap(),
+        PollOutcome::Running {
+            progress: RemoteProgress::Queued,
+            poll_after: None
+        }
+    );
+    assert_eq!(
+        p.poll("p1").await.unwrap(),
+        PollOutcome::Running {
+            progress: RemoteProgress::Running,
+            poll_after: None
+        }
+    );
+    let PollOutcome::Succeeded { video, thumbnail } = p.poll("p1").await.unwrap() else {
+        panic!("expected success");
+    };
+    assert_eq!(video.kind, OutputKind::Video);
+    assert_eq!(video.url, fake.output_url("p1", "output.mp4"));
+    assert_eq!(video.extension, "mp4");
+    assert!(video.headers.is_empty(), "output urls get no key");
+    assert_eq!(thumbnail, None);
+}
+
+#[tokio::test]
+async fn a_list_output_picks_the_video() {
+    let script = Script::default().with_outputs(&["cover.png", "clip.webm", "b.mp4"], true);
+    let (fake, p) = setup(script).await;
+    let PollOutcome::Succeeded { video, .. } = p.poll("p1").await.unwrap() else {
+        panic!("expected success");
+    };
+    assert_eq!(video.url, fake.output_url("p1", "clip.webm"));
+    assert_eq!(video.extension, "webm");
+}
+
+#[tokio::test]
+async fn a_list_without_video_takes_the_first_with_default_extension() {
+    let script = Script::default().with_outputs(&["result", "other.bin"], true);
+    let (fake, p) = setup(script).await;
+    let PollOutcome::Succeeded { video, .. } = p.poll("p1").await.unwrap() else {
+        panic!("expected success");
+    };
+    assert_eq!(video.url, fake.output_url("p1", "result"));
+    assert_eq!(video.extension, "mp4");
+}
+
+#[tokio::test]
+async fn failed_carries_the_error() {
+    let (_fake, p) = setup(Script::fails_after(1, "CUDA out of memory")).await;
+    let _ = p.poll("p1").await.unwrap();
+    assert_eq!(
+        p.poll("p1").await.unwrap(),
+        PollOutcome::Failed {
+            reason: "CUDA out of memory".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn canceled_and_aborted_are_canceled() {
+    for s in [Step::Canceled, Step::Aborted] {
+        let (_fake, p) = setup(step(s)).await;
+        assert!(matches!(
+            p.poll("p1").await.unwrap(),
+            PollOutcome::Canceled { .. }
+        ));
+    }
+}
+
+#[tokio::test]
+async fn removed_or_missing_outputs_are_gone() {
+    for s in [Step::DataRemoved, Step::SucceededWithoutOutput] {
+        let (_fake, p) = setup(step(s)).await;
+        assert!(matches!(
+            p.poll("p1").await.unwrap(),
+            PollOutcome::OutputsGone { .. }
+        ));
+    }
+}
+
+#[tokio::test]
+async fn http_errors_are_classified() {
+    let (_fake, p) = setup(step(Step::HttpError {
+        status: 429,
+        retry_after: Some(3),
+    }))
+    .await;
+    let e = p.poll("p1").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::RateLimited);
+    assert_eq!(e.retry_after, Some(Duration::from_secs(3)));
+    assert!(e.message.contains("throttled"), "{}", e.message);
+
+    let (_fake, p) = setup(step(Step::HttpError {
+        status: 503,
+        retry_after: Some(9),
+    }))
+    .await;
+    let e = p.poll("p1").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Server(503));
+    assert_eq!(e.retry_after, Some(Duration::from_secs(9)));
+
+    let (_fake, p) = setup(Script::default()).await;
+    let e = p.poll("nope").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::NotFound);
+    assert!(e.message.contains("Not found."), "{}", e.message);
+}
+
+#[tokio::test]
+async fn wrong_key_is_unauthorized() {
+    let fake = FakeReplicate::start("r8_right").await;
+    fake.script("p1", Script::default());
+    let p = build_provider(&config(ProviderKind::Replicate, &fake.base_url())).unwrap();
+    let e = p.poll("p1").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Unauthorized(401));
+    assert!(e.message.contains("authentication token"), "{}", e.message);
+    assert!(!e.message.contains(KEY));
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_status_are_malformed() {
+    let (_fake, p) = setup(step(Step::Malformed)).await;
+    assert_eq!(
+        p.poll("p1").await.unwrap_err().kind,
+        ProviderErrorKind::Malformed
+    );
+    let (_fake, p) = setup(step(Step::Raw {
+        status: 200,
+        body: r#"{"id":"p1","status":"teleporting"}"#.into(),
+    }))
+    .await;
+    let e = p.poll("p1").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Malformed);
+    assert!(e.message.contains("teleporting"));
+    let (_fake, p) = setup(step(Step::Raw {
+        status: 200,
+        body: r#"{"id":"p1","status":"succeeded","output":{"n":3}}"#.into(),
+    }))
+    .await;
+    assert_eq!(
+        p.poll("p1").await.unwrap_err().kind,
+        ProviderErrorKind::Malformed
+    );
+}
+
+#[tokio::test]
+async fn a_hang_past_the_timeout_is_a_timeout() {
+    let fake = FakeReplicate::start(KEY).await;
+    fake.script("p1", step(Step::Hang(Duration::from_secs(10))));
+    let mut cfg = config(ProviderKind::Replicate, &fake.base_url());
+    cfg.timeout = Duration::from_millis(300);
+    let p = build_provider(&cfg).unwrap();
+    assert_eq!(
+        p.poll("p1").await.unwrap_err().kind,
+        ProviderErrorKind::Timeout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_are_capped() {
+    let fake = FakeReplicate::start(KEY).await;
+    fake.set_default_script(step(Step::Hang(Duration::from_millis(150))));
+    let mut cfg = config(ProviderKind::Replicate, &fake.base_url());
+    cfg.max_in_flight = 3;
+    let p = build_provider(&cfg).unwrap();
+    let polls: Vec<_> = (0..9)
+        .map(|i| {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move { p.poll(&format!("p{i}")).await })
+        })
+        .collect();
+    for h in polls {
+        assert!(h.await.unwrap().is_ok());
+    }
+    assert_eq!(fake.max_concurrent_polls(), 3);
+}

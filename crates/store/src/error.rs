@@ -1,0 +1,131 @@
+//! The one error type of the store. Each variant names the operation that
+//! failed, so a log line reads "claim jobs: <database error>".
+
+use sqlx::Error as SqlxError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("connect to the database")]
+    Connect(#[source] SqlxError),
+    #[error("migrate the schema")]
+    Migrate(#[source] SqlxError),
+    /// The database carries migrations this binary does not know: it was
+    /// migrated by a newer release. Never downgraded.
+    #[error(
+        "database schema is at version {current}, newer than the {latest} this binary knows; upgrade clawcut-worker"
+    )]
+    SchemaTooNew { current: i64, latest: i64 },
+    #[error("read the schema version")]
+    SchemaStatus(#[source] SqlxError),
+    #[error("ping the database")]
+    Ping(#[source] SqlxError),
+    #[error("claim jobs")]
+    ClaimJobs(#[source] SqlxError),
+    #[error("extend the lease")]
+    Heartbeat(#[source] SqlxError),
+    #[error("complete the job")]
+    Complete(#[source] SqlxError),
+    #[error("settle the job")]
+    Settle(#[source] SqlxError),
+    #[error("reschedule the job")]
+    Reschedule(#[source] SqlxError),
+    #[error("release the lease")]
+    Release(#[source] SqlxError),
+    #[error("read the job")]
+    GetJob(#[source] SqlxError),
+    #[error("list jobs")]
+    ListJobs(#[source] SqlxError),
+    #[error("build the status report")]
+    StatusReport(#[source] SqlxError),
+    #[error("resolve the job")]
+    Resolve(#[source] SqlxError),
+    #[error("make the job due")]
+    MakeDue(#[source] SqlxError),
+    /// The fencing token is stale: another worker claimed the job since.
+    /// Nothing was written.
+    #[error("lease on job {job_id} lost to another worker; nothing written")]
+    LeaseLost { job_id: String },
+    #[error("job {job_id} cannot be resolved: {}", describe_status(.status))]
+    NotResolvable {
+        job_id: String,
+        /// The job's status, `None` when there is no such job.
+        status: Option<String>,
+    },
+    #[error("unsupported database url scheme {scheme:?} (expected sqlite: or postgres:)")]
+    UnsupportedUrl { scheme: String },
+    /// A row the daemon cannot interpret (an unknown status, a negative
+    /// counter): reported, never a panic.
+    #[error("job {job_id} has a corrupt row: {detail}")]
+    CorruptRow { job_id: String, detail: String },
+}
+
+fn describe_status(status: &Option<String>) -> String {
+    match status {
+        None => "no such job".to_owned(),
+        Some(s) => format!("it is {s}, not needs_operator"),
+    }
+}
+
+impl StoreError {
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, StoreError::LeaseLost { .. })
+    }
+
+    /// The database could not be reached (as opposed to a refused or
+    /// malformed statement): the caller should back off and retry, and
+    /// readiness should report it.
+    pub fn is_unavailable(&self) -> bool {
+        match self.sqlx_error() {
+            Some(e) => is_unavailable(e),
+            None => false,
+        }
+    }
+
+    fn sqlx_error(&self) -> Option<&SqlxError> {
+        match self {
+            StoreError::Connect(e)
+            | StoreError::Migrate(e)
+            | StoreError::SchemaStatus(e)
+            | StoreError::Ping(e)
+            | StoreError::ClaimJobs(e)
+            | StoreError::Heartbeat(e)
+            | StoreError::Complete(e)
+            | StoreError::Settle(e)
+            | StoreError::Reschedule(e)
+            | StoreError::Release(e)
+            | StoreError::GetJob(e)
+            | StoreError::ListJobs(e)
+            | StoreError::StatusReport(e)
+            | StoreError::Resolve(e)
+            | StoreError::MakeDue(e) => Some(e),
+            StoreError::SchemaTooNew { .. }
+            | StoreError::LeaseLost { .. }
+            | StoreError::NotResolvable { .. }
+            | StoreError::UnsupportedUrl { .. }
+            | StoreError::CorruptRow { .. } => None,
+        }
+    }
+}
+
+fn is_unavailable(e: &SqlxError) -> bool {
+    match e {
+        SqlxError::Io(_)
+        | SqlxError::Tls(_)
+        | SqlxError::Protocol(_)
+        | SqlxError::PoolTimedOut
+        | SqlxError::PoolClosed
+        | SqlxError::WorkerCrashed => true,
+        SqlxError::Database(db) => {
+            // SQLite: the file is locked beyond the busy timeout.
+            // PostgreSQL: class 08 (connection exception), 57P01..57P03
+            // (admin shutdown, crash shutdown, cannot connect now).
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            matches!(
+                code,
+                "5" | "6" | "261" | "517" | "57P01" | "57P02" | "57P03"
+            ) || code.starts_with("08")
+        }
+        _ => false,
+    }
+}

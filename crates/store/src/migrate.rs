@@ -1,0 +1,193 @@
+//! A tiny migration runner: the SQL files under `migrations/<backend>/` are
+//! embedded in the binary and applied in order, each in the same transaction
+//! as its row in `clawcut_worker_schema(version, description, applied_at)`.
+//!
+//! Two processes may migrate at once (two replicas starting together): on
+//! PostgreSQL the transaction first takes an advisory lock, on SQLite it is
+//! `BEGIN IMMEDIATE`, so the second waits and then finds nothing to do.
+//! A database migrated by a newer binary is reported, never downgraded.
+
+use sqlx::{PgPool, SqlitePool};
+
+use crate::StoreError;
+
+/// One embedded migration.
+struct Migration {
+    version: i64,
+    description: &'static str,
+    sql: &'static str,
+}
+
+const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    description: "init",
+    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+}];
+
+const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    description: "init",
+    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+}];
+
+/// Arbitrary but fixed: every clawcut-worker process migrating the same
+/// PostgreSQL database serializes on it.
+const PG_MIGRATE_LOCK: i64 = 0x636c_6177_6375_74;
+
+/// Where the schema stands against the migrations this binary carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Highest version applied to the database (0: never migrated).
+    pub current: i64,
+    /// Highest version this binary carries.
+    pub latest: i64,
+}
+
+impl SchemaStatus {
+    /// The database has exactly the migrations this binary knows.
+    pub fn is_current(&self) -> bool {
+        self.current == self.latest
+    }
+
+    /// `migrate` has something to apply.
+    pub fn is_behind(&self) -> bool {
+        self.current < self.latest
+    }
+
+    /// A newer binary migrated this database.
+    pub fn is_ahead(&self) -> bool {
+        self.current > self.latest
+    }
+}
+
+fn latest(migrations: &[Migration]) -> i64 {
+    migrations.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+pub(crate) async fn migrate_sqlite(pool: &SqlitePool) -> Result<Vec<i64>, StoreError> {
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::Migrate)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS clawcut_worker_schema (
+            version INTEGER PRIMARY KEY NOT NULL,
+            description TEXT NOT NULL,
+            applied_at INTEGER NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::Migrate)?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM clawcut_worker_schema")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::Migrate)?;
+    let latest = latest(SQLITE);
+    if current > latest {
+        return Err(StoreError::SchemaTooNew { current, latest });
+    }
+    let mut applied = Vec::new();
+    for m in SQLITE.iter().filter(|m| m.version > current) {
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Migrate)?;
+        sqlx::query(
+            "INSERT INTO clawcut_worker_schema (version, description, applied_at)
+             VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
+        )
+        .bind(m.version)
+        .bind(m.description)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Migrate)?;
+        applied.push(m.version);
+    }
+    tx.commit().await.map_err(StoreError::Migrate)?;
+    Ok(applied)
+}
+
+pub(crate) async fn schema_status_sqlite(pool: &SqlitePool) -> Result<SchemaStatus, StoreError> {
+    let exists: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'clawcut_worker_schema'",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(StoreError::SchemaStatus)?;
+    let current = if exists == 0 {
+        0
+    } else {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM clawcut_worker_schema")
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::SchemaStatus)?
+    };
+    Ok(SchemaStatus {
+        current,
+        latest: latest(SQLITE),
+    })
+}
+
+pub(crate) async fn migrate_pg(pool: &PgPool) -> Result<Vec<i64>, StoreError> {
+    let mut tx = pool.begin().await.map_err(StoreError::Migrate)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PG_MIGRATE_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Migrate)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS clawcut_worker_schema (
+            version bigint PRIMARY KEY,
+            description text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::Migrate)?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::int8 FROM clawcut_worker_schema")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::Migrate)?;
+    let latest = latest(POSTGRES);
+    if current > latest {
+        return Err(StoreError::SchemaTooNew { current, latest });
+    }
+    let mut applied = Vec::new();
+    for m in POSTGRES.iter().filter(|m| m.version > current) {
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Migrate)?;
+        sqlx::query("INSERT INTO clawcut_worker_schema (version, description) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(m.description)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Migrate)?;
+        applied.push(m.version);
+    }
+    tx.commit().await.map_err(StoreError::Migrate)?;
+    Ok(applied)
+}
+
+pub(crate) async fn schema_status_pg(pool: &PgPool) -> Result<SchemaStatus, StoreError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('clawcut_worker_schema') IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::SchemaStatus)?;
+    let current = if exists {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::int8 FROM clawcut_worker_schema")
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::SchemaStatus)?
+    } else {
+        0
+    };
+    Ok(SchemaStatus {
+        current,
+        latest: latest(POSTGRES),
+    })
+}

@@ -1,0 +1,229 @@
+//! The store conformance suite: every case is written once, as
+//! `pub async fn case(url)`, and run against SQLite (`tests/sqlite.rs`) and
+//! PostgreSQL (`tests/postgres.rs`) on real databases. Adding a case means
+//! adding it here and to [`for_each_case`].
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawcut_core::{Eligibility, EligibilityRules, Job, JobStatus, Lease, Millis};
+use clawcut_store::{Backend, ClaimRequest, Store, StoreError};
+use clawcut_test_support::db::{AppDb, NewJob};
+
+mod claim;
+mod schema;
+mod report;
+mod write;
+
+pub use claim::*;
+pub use schema::*;
+pub use report::*;
+pub use write::*;
+
+/// Every case, for the backend files to instantiate.
+macro_rules! for_each_case {
+    ($m:ident) => {
+        $m!(
+            migrate_is_idempotent_and_app_insert_works,
+            migrate_concurrently,
+            schema_newer_than_binary_is_reported,
+            claim_respects_each_rule,
+            claim_agrees_with_eligibility_check,
+            claim_oldest_first_with_limit,
+            claim_only_job_and_force,
+            concurrent_claimers_never_share_a_job,
+            claim_uses_partial_index,
+            stale_fencing_token_changes_nothing,
+            heartbeat_extends_lease,
+            complete_writes_job_version_scene_and_one_event,
+            complete_newer_version_keeps_scene_pointer,
+            complete_without_scene,
+            settle_final_and_parked_states,
+            settle_submission_steps,
+            reschedule_snooze_and_retry,
+            resolve_both_ways_and_not_resolvable,
+            make_due_only_when_it_changes_something,
+            status_report_numbers,
+            list_jobs_stranded_and_needs_operator,
+            corrupt_row_is_an_error_not_a_panic,
+        );
+    };
+}
+pub(crate) use for_each_case;
+
+/// A fixed "now" (2027-01-15) so every timestamp in a case is exact.
+pub const NOW: Millis = 1_800_000_000_000;
+pub const MIN: Millis = 60_000;
+pub const DAY: Millis = 86_400_000;
+
+pub fn rules(submit_enabled: bool) -> EligibilityRules {
+    EligibilityRules {
+        min_age: Duration::from_secs(120),
+        max_age: Duration::from_secs(7 * 86_400),
+        submit_enabled,
+    }
+}
+
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub db: AppDb,
+    pub url: String,
+}
+
+impl Ctx {
+    pub fn backend(&self) -> Backend {
+        self.store.backend()
+    }
+}
+
+/// A migrated database, the daemon's store and the app's connection.
+pub async fn setup(url: &str) -> Ctx {
+    let store = clawcut_store::connect(url).await.expect("connect store");
+    store.migrate().await.expect("migrate");
+    let db = AppDb::connect(url).await.expect("connect app db");
+    Ctx {
+        store,
+        db,
+        url: url.to_owned(),
+    }
+}
+
+pub fn claim_req<'a>(
+    worker: &'a str,
+    now: Millis,
+    limit: u32,
+    rules: &'a EligibilityRules,
+) -> ClaimRequest<'a> {
+    ClaimRequest {
+        worker_id: worker,
+        now,
+        lease_ttl: Duration::from_secs(60),
+        limit,
+        rules,
+        only_job: None,
+        force: false,
+    }
+}
+
+pub async fn claim_ids(ctx: &Ctx, worker: &str, now: Millis, limit: u32, r: &EligibilityRules) -> Vec<String> {
+    let jobs = ctx
+        .store
+        .claim(&claim_req(worker, now, limit, r))
+        .await
+        .expect("claim");
+    jobs.into_iter().map(|j| j.id).collect()
+}
+
+/// Claim exactly job `id` (forced) and return its lease.
+pub async fn lease_of(ctx: &Ctx, id: &str, worker: &str, now: Millis) -> (Job, Lease) {
+    let r = rules(true);
+    let mut req = claim_req(worker, now, 1, &r);
+    req.only_job = Some(id);
+    req.force = true;
+    let mut jobs = ctx.store.claim(&req).await.expect("claim one");
+    assert_eq!(jobs.len(), 1, "job {id} should be claimable");
+    let job = jobs.remove(0);
+    let lease = job.lease().expect("claimed job has a lease");
+    (job, lease)
+}
+
+/// A video job with its scene and a `generating` version, as the app makes
+/// it, created and last touched ten minutes before [`NOW`].
+pub async fn seed(ctx: &Ctx, id: &str, status: &str, pid: Option<&str>) -> NewJob {
+    let j = NewJob::video(id, status, pid, NOW - 10 * MIN);
+    ctx.db.insert_job_with_scene(&j).await.expect("seed job");
+    j
+}
+
+/// A row with daemon columns set too, for claim tests.
+#[derive(Debug, Clone)]
+pub struct RawJob {
+    pub id: String,
+    pub kind: &'static str,
+    pub status: &'static str,
+    pub pid: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub next_attempt_at: Millis,
+    pub lease_expires_at: Option<Millis>,
+}
+
+impl RawJob {
+    pub fn new(id: &str, status: &'static str, pid: Option<&str>) -> RawJob {
+        RawJob {
+            id: id.to_owned(),
+            kind: "video",
+            status,
+            pid: pid.map(str::to_owned),
+            created_at: NOW - 10 * MIN,
+            updated_at: NOW - 10 * MIN,
+            next_attempt_at: 0,
+            lease_expires_at: None,
+        }
+    }
+}
+
+fn sql_ts(backend: Backend, ms: Millis) -> String {
+    match backend {
+        Backend::Sqlite => ms.to_string(),
+        Backend::Postgres => format!("to_timestamp({ms}::float8 / 1000.0)"),
+    }
+}
+
+fn sql_opt(v: Option<&str>) -> String {
+    v.map_or("NULL".to_owned(), |s| format!("'{s}'"))
+}
+
+/// Insert many rows in one statement (fast on both backends).
+pub async fn insert_raw(ctx: &Ctx, jobs: &[RawJob]) {
+    let b = ctx.backend();
+    for chunk in jobs.chunks(500) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|j| {
+                format!(
+                    "('{}', '{}', 'openai', NULL, NULL, '{{}}', '{}', {}, {}, {}, {}, {}, {})",
+                    j.id,
+                    j.kind,
+                    j.status,
+                    sql_opt(j.pid.as_deref()),
+                    sql_ts(b, j.created_at),
+                    sql_ts(b, j.updated_at),
+                    sql_ts(b, j.next_attempt_at),
+                    sql_opt(j.lease_expires_at.map(|_| "someone-else")),
+                    j.lease_expires_at
+                        .map_or("NULL".to_owned(), |ms| sql_ts(b, ms)),
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO ai_jobs (id, kind, provider, scene_id, scene_version_id, request, status,
+                 provider_job_id, created_at, updated_at, next_attempt_at, lease_owner,
+                 lease_expires_at) VALUES {}",
+            values.join(",\n")
+        );
+        ctx.db.exec(&sql).await.expect("insert raw jobs");
+    }
+}
+
+/// Set a daemon column of one job to a timestamp (test-only raw SQL).
+pub async fn set_ts(ctx: &Ctx, id: &str, column: &str, ms: Option<Millis>) {
+    let v = ms.map_or("NULL".to_owned(), |ms| sql_ts(ctx.backend(), ms));
+    ctx.db
+        .exec(&format!("UPDATE ai_jobs SET {column} = {v} WHERE id = '{id}'"))
+        .await
+        .expect("set timestamp");
+}
+
+pub fn is_eligible(r: &EligibilityRules, j: &Job, now: Millis) -> bool {
+    matches!(r.check(j, now), Eligibility::Eligible(_))
+}
+
+pub fn assert_lease_lost(res: Result<(), StoreError>, what: &str) {
+    match res {
+        Err(e) if e.is_lease_lost() => {}
+        other => panic!("{what}: expected LeaseLost, got {other:?}"),
+    }
+}

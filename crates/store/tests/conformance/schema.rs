@@ -1,0 +1,109 @@
+//! Migrations and the app's view of the schema.
+
+use clawcut_store::{Backend, StoreError};
+use clawcut_test_support::db::{AppDb, NewJob};
+
+use super::*;
+
+pub async fn migrate_is_idempotent_and_app_insert_works(url: &str) {
+    let store = clawcut_store::connect(url).await.unwrap();
+    let before = store.schema_status().await.unwrap();
+    assert_eq!(before.current, 0);
+    assert!(!before.is_current());
+    assert_eq!(store.migrate().await.unwrap(), vec![1]);
+    assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
+    let after = store.schema_status().await.unwrap();
+    assert!(after.is_current(), "{after:?}");
+    assert_eq!(after.current, after.latest);
+    store.ping().await.unwrap();
+
+    // The app writes only its own columns; everything else has a default.
+    let db = AppDb::connect(url).await.unwrap();
+    db.insert_job(&NewJob::video("app1", "queued", None, NOW)).await.unwrap();
+    let row = db.job("app1").await.unwrap().unwrap();
+    assert_eq!(row.status, "queued");
+    assert_eq!((row.attempts, row.polls, row.fencing_token), (0, 0, 0));
+    assert_eq!(row.next_attempt_at, 0);
+    assert_eq!(row.lease_owner, None);
+    assert_eq!(row.lease_expires_at, None);
+    assert_eq!(row.created_at, NOW);
+    let job = store.get_job("app1").await.unwrap().unwrap();
+    assert_eq!(job.updated_at, NOW);
+    assert_eq!(job.request, NewJob::video("x", "queued", None, 0).request);
+
+    // Even created_at/updated_at default to now (in ms on SQLite).
+    db.exec(
+        "INSERT INTO ai_jobs (id, kind, provider, request, status) \
+         VALUES ('app2', 'video', 'openai', '{}', 'queued')",
+    )
+    .await
+    .unwrap();
+    db.exec("INSERT INTO scenes (id, title) VALUES ('s', 't')").await.unwrap();
+    db.exec("INSERT INTO scene_versions (id, scene_id) VALUES ('v', 's')").await.unwrap();
+    let row = db.job("app2").await.unwrap().unwrap();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!((row.created_at - wall).abs() < 60_000, "{} vs {wall}", row.created_at);
+    assert!((row.updated_at - wall).abs() < 60_000);
+    let v = db.version("v").await.unwrap().unwrap();
+    assert_eq!(v.status, "generating");
+    assert!((v.created_at - wall).abs() < 60_000);
+}
+
+pub async fn migrate_concurrently(url: &str) {
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let url = url.to_owned();
+        handles.push(tokio::spawn(async move {
+            let store = clawcut_store::connect(&url).await.unwrap();
+            store.migrate().await.unwrap()
+        }));
+    }
+    let mut applied = Vec::new();
+    for h in handles {
+        applied.extend(h.await.unwrap());
+    }
+    assert_eq!(applied, vec![1], "exactly one process applies each migration");
+    let store = clawcut_store::connect(url).await.unwrap();
+    assert!(store.schema_status().await.unwrap().is_current());
+}
+
+pub async fn schema_newer_than_binary_is_reported(url: &str) {
+    let ctx = setup(url).await;
+    let sql = match ctx.backend() {
+        Backend::Sqlite => {
+            "INSERT INTO clawcut_worker_schema (version, description, applied_at) VALUES (99, 'future', 0)"
+        }
+        Backend::Postgres => {
+            "INSERT INTO clawcut_worker_schema (version, description) VALUES (99, 'future')"
+        }
+    };
+    ctx.db.exec(sql).await.unwrap();
+    let st = ctx.store.schema_status().await.unwrap();
+    assert_eq!(st.current, 99);
+    assert!(!st.is_current());
+    assert!(st.is_ahead());
+    match ctx.store.migrate().await {
+        Err(StoreError::SchemaTooNew { current: 99, latest }) => assert_eq!(latest, st.latest),
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+pub async fn corrupt_row_is_an_error_not_a_panic(url: &str) {
+    let ctx = setup(url).await;
+    seed(&ctx, "bad", "pending", Some("p")).await;
+    ctx.db
+        .exec("UPDATE ai_jobs SET attempts = -3 WHERE id = 'bad'")
+        .await
+        .unwrap();
+    match ctx.store.get_job("bad").await {
+        Err(StoreError::CorruptRow { job_id, detail }) => {
+            assert_eq!(job_id, "bad");
+            assert!(detail.contains("attempts"), "{detail}");
+        }
+        other => panic!("expected CorruptRow, got {other:?}"),
+    }
+    assert!(ctx.store.get_job("missing").await.unwrap().is_none());
+}
