@@ -122,7 +122,10 @@ impl ProviderConfig {
         }
         if reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.api_key)).is_err() {
             // The key's value must not appear in the message.
-            return Err(invalid("api_key", "contains characters not allowed in a header"));
+            return Err(invalid(
+                "api_key",
+                "contains characters not allowed in a header",
+            ));
         }
         if let Some(bad) = self
             .allowed_download_hosts

@@ -84,12 +84,15 @@ impl DownloadPolicy {
             })?
             .trim_end_matches('.')
             .to_ascii_lowercase();
-        let allowed = self.hosts.iter().any(|pattern| match pattern.strip_prefix("*.") {
-            Some(parent) => host
-                .strip_suffix(parent)
-                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
-            None => *pattern == host,
-        });
+        let allowed = self
+            .hosts
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(parent) => host
+                    .strip_suffix(parent)
+                    .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+                None => *pattern == host,
+            });
         if allowed {
             Ok(())
         } else {
@@ -174,13 +177,13 @@ impl Downloader {
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
         let mut reported = (0u64, Instant::now());
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|source| ProvidersError::DownloadOutput {
-                url: shown_url.clone(),
-                source,
-            })?
+        while let Some(chunk) =
+            resp.chunk()
+                .await
+                .map_err(|source| ProvidersError::DownloadOutput {
+                    url: shown_url.clone(),
+                    source,
+                })?
         {
             total = total.saturating_add(chunk.len() as u64);
             if total > max_bytes {
@@ -296,7 +299,9 @@ async fn install(temp: &TempFile, final_path: &Path) -> Result<(), ProvidersErro
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let parent_existed = tokio::fs::try_exists(parent).await.unwrap_or(false);
-    tokio::fs::create_dir_all(parent).await.map_err(err(parent))?;
+    tokio::fs::create_dir_all(parent)
+        .await
+        .map_err(err(parent))?;
     tokio::fs::rename(&temp.path, final_path)
         .await
         .map_err(err(final_path))?;

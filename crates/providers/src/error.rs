@@ -68,7 +68,11 @@ pub enum ProvidersError {
     TooManyRedirects { limit: usize },
 
     #[error("download output from {url}: expected {expected} bytes, got {got}")]
-    TruncatedOutput { url: String, expected: u64, got: u64 },
+    TruncatedOutput {
+        url: String,
+        expected: u64,
+        got: u64,
+    },
 
     #[error("download output from {url}: empty body")]
     EmptyOutput { url: String },

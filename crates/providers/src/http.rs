@@ -97,12 +97,12 @@ impl ApiClient {
             .header(AUTHORIZATION, self.auth.clone())
             .send()
             .await
-            .map_err(|e| self.from_reqwest(&e))?;
+            .map_err(|e| self.classify_reqwest(&e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = read_capped(resp)
             .await
-            .map_err(|e| self.from_read_error(e))?;
+            .map_err(|e| self.classify_read_error(e))?;
         if (200..300).contains(&status) {
             Ok(ApiResponse { headers, body })
         } else {
@@ -130,7 +130,7 @@ impl ApiClient {
         )
     }
 
-    fn from_reqwest(&self, e: &reqwest::Error) -> ProviderError {
+    fn classify_reqwest(&self, e: &reqwest::Error) -> ProviderError {
         let kind = if e.is_timeout() {
             ProviderErrorKind::Timeout
         } else if e.is_decode() {
@@ -143,12 +143,12 @@ impl ApiClient {
         ProviderError::new(kind, redact(&error_chain(e), &self.api_key))
     }
 
-    fn from_read_error(&self, e: ReadError) -> ProviderError {
+    fn classify_read_error(&self, e: ReadError) -> ProviderError {
         match e {
-            ReadError::Http(e) => self.from_reqwest(&e),
-            ReadError::TooLarge => self.malformed(format!(
-                "response body larger than {MAX_API_BODY} bytes"
-            )),
+            ReadError::Http(e) => self.classify_reqwest(&e),
+            ReadError::TooLarge => {
+                self.malformed(format!("response body larger than {MAX_API_BODY} bytes"))
+            }
         }
     }
 }
@@ -338,7 +338,10 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now - Duration::from_secs(0)),
+            parse_retry_after(
+                "Sun, 06 Nov 1994 08:50:37 GMT",
+                now - Duration::from_secs(0)
+            ),
             Some(Duration::from_secs(60))
         );
         assert_eq!(parse_retry_after("soon", now), None);

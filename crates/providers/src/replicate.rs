@@ -135,9 +135,7 @@ fn pick_video<'a>(urls: &[&'a str]) -> Option<&'a str> {
 
 fn extension_of(url: &str) -> String {
     path_extension(url)
-        .filter(|e| {
-            (1..=5).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric())
-        })
+        .filter(|e| (1..=5).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric()))
         .unwrap_or_else(|| DEFAULT_EXTENSION.into())
 }
 

@@ -283,5 +283,8 @@ async fn config_debug_redacts_the_key_and_bad_configs_are_refused() {
     let e = build_provider(&cfg).err().expect("refused");
     assert!(!e.to_string().contains("bad\nkey"));
     assert!("runway".parse::<ProviderKind>().is_err());
-    assert_eq!("openai".parse::<ProviderKind>().unwrap(), ProviderKind::OpenAi);
+    assert_eq!(
+        "openai".parse::<ProviderKind>().unwrap(),
+        ProviderKind::OpenAi
+    );
 }

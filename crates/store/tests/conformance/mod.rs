@@ -8,18 +8,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clawcut_core::{Eligibility, EligibilityRules, Job, JobStatus, Lease, Millis};
+use clawcut_core::{Eligibility, EligibilityRules, Job, Lease, Millis};
 use clawcut_store::{Backend, ClaimRequest, Store, StoreError};
 use clawcut_test_support::db::{AppDb, NewJob};
 
 mod claim;
-mod schema;
 mod report;
+mod schema;
 mod write;
 
 pub use claim::*;
-pub use schema::*;
 pub use report::*;
+pub use schema::*;
 pub use write::*;
 
 /// Every case, for the backend files to instantiate.
@@ -107,7 +107,13 @@ pub fn claim_req<'a>(
     }
 }
 
-pub async fn claim_ids(ctx: &Ctx, worker: &str, now: Millis, limit: u32, r: &EligibilityRules) -> Vec<String> {
+pub async fn claim_ids(
+    ctx: &Ctx,
+    worker: &str,
+    now: Millis,
+    limit: u32,
+    r: &EligibilityRules,
+) -> Vec<String> {
     let jobs = ctx
         .store
         .claim(&claim_req(worker, now, limit, r))
@@ -212,7 +218,9 @@ pub async fn insert_raw(ctx: &Ctx, jobs: &[RawJob]) {
 pub async fn set_ts(ctx: &Ctx, id: &str, column: &str, ms: Option<Millis>) {
     let v = ms.map_or("NULL".to_owned(), |ms| sql_ts(ctx.backend(), ms));
     ctx.db
-        .exec(&format!("UPDATE ai_jobs SET {column} = {v} WHERE id = '{id}'"))
+        .exec(&format!(
+            "UPDATE ai_jobs SET {column} = {v} WHERE id = '{id}'"
+        ))
         .await
         .expect("set timestamp");
 }

@@ -19,7 +19,9 @@ pub async fn migrate_is_idempotent_and_app_insert_works(url: &str) {
 
     // The app writes only its own columns; everything else has a default.
     let db = AppDb::connect(url).await.unwrap();
-    db.insert_job(&NewJob::video("app1", "queued", None, NOW)).await.unwrap();
+    db.insert_job(&NewJob::video("app1", "queued", None, NOW))
+        .await
+        .unwrap();
     let row = db.job("app1").await.unwrap().unwrap();
     assert_eq!(row.status, "queued");
     assert_eq!((row.attempts, row.polls, row.fencing_token), (0, 0, 0));
@@ -38,14 +40,22 @@ pub async fn migrate_is_idempotent_and_app_insert_works(url: &str) {
     )
     .await
     .unwrap();
-    db.exec("INSERT INTO scenes (id, title) VALUES ('s', 't')").await.unwrap();
-    db.exec("INSERT INTO scene_versions (id, scene_id) VALUES ('v', 's')").await.unwrap();
+    db.exec("INSERT INTO scenes (id, title) VALUES ('s', 't')")
+        .await
+        .unwrap();
+    db.exec("INSERT INTO scene_versions (id, scene_id) VALUES ('v', 's')")
+        .await
+        .unwrap();
     let row = db.job("app2").await.unwrap().unwrap();
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    assert!((row.created_at - wall).abs() < 60_000, "{} vs {wall}", row.created_at);
+    assert!(
+        (row.created_at - wall).abs() < 60_000,
+        "{} vs {wall}",
+        row.created_at
+    );
     assert!((row.updated_at - wall).abs() < 60_000);
     let v = db.version("v").await.unwrap().unwrap();
     assert_eq!(v.status, "generating");
@@ -65,7 +75,11 @@ pub async fn migrate_concurrently(url: &str) {
     for h in handles {
         applied.extend(h.await.unwrap());
     }
-    assert_eq!(applied, vec![1], "exactly one process applies each migration");
+    assert_eq!(
+        applied,
+        vec![1],
+        "exactly one process applies each migration"
+    );
     let store = clawcut_store::connect(url).await.unwrap();
     assert!(store.schema_status().await.unwrap().is_current());
 }
@@ -86,7 +100,10 @@ pub async fn schema_newer_than_binary_is_reported(url: &str) {
     assert!(!st.is_current());
     assert!(st.is_ahead());
     match ctx.store.migrate().await {
-        Err(StoreError::SchemaTooNew { current: 99, latest }) => assert_eq!(latest, st.latest),
+        Err(StoreError::SchemaTooNew {
+            current: 99,
+            latest,
+        }) => assert_eq!(latest, st.latest),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
 }

@@ -1,0 +1,349 @@
+//! Claiming: the eligibility rules, ordering, concurrency and the plan.
+
+use std::collections::{BTreeSet, HashMap};
+
+use clawcut_core::{EligibilityRules, JobStatus};
+use clawcut_store::Backend;
+
+use super::*;
+
+pub async fn claim_respects_each_rule(url: &str) {
+    let ctx = setup(url).await;
+    let mut rows = Vec::new();
+    let mut add = |id: &str, status: &'static str, pid: Option<&str>, f: &dyn Fn(&mut RawJob)| {
+        let mut j = RawJob::new(id, status, pid);
+        f(&mut j);
+        rows.push(j);
+    };
+    add("ok_pending", "pending", Some("p1"), &|_| {});
+    add("ok_queued_pid", "queued", Some("p2"), &|_| {});
+    add("ok_processing", "processing", Some("p3"), &|_| {});
+    add("young", "pending", Some("p4"), &|j| {
+        j.updated_at = NOW - MIN
+    });
+    add("min_age_boundary", "pending", Some("p5"), &|j| {
+        j.updated_at = NOW - 2 * MIN
+    });
+    add("expired_still_claimed", "pending", Some("p6"), &|j| {
+        j.created_at = NOW - 8 * DAY
+    });
+    add("image", "pending", Some("p7"), &|j| j.kind = "image");
+    add("completed", "completed", Some("p8"), &|_| {});
+    add("failed", "failed", Some("p9"), &|_| {});
+    add("canceled", "canceled", Some("p10"), &|_| {});
+    add("needs_operator", "needs_operator", Some("p11"), &|_| {});
+    add("not_due", "pending", Some("p12"), &|j| {
+        j.next_attempt_at = NOW + 1
+    });
+    add("due_now", "pending", Some("p13"), &|j| {
+        j.next_attempt_at = NOW
+    });
+    add("live_lease", "pending", Some("p14"), &|j| {
+        j.lease_expires_at = Some(NOW + 1)
+    });
+    add("lease_expired", "pending", Some("p15"), &|j| {
+        j.lease_expires_at = Some(NOW)
+    });
+    add("submitting", "submitting", None, &|_| {});
+    add("queued_no_pid", "queued", None, &|_| {});
+    add("pending_no_pid", "pending", None, &|_| {});
+    insert_raw(&ctx, &rows).await;
+
+    let off = rules(false);
+    let got: BTreeSet<String> = claim_ids(&ctx, "w1", NOW, 100, &off)
+        .await
+        .into_iter()
+        .collect();
+    let want: BTreeSet<String> = [
+        "ok_pending",
+        "ok_queued_pid",
+        "ok_processing",
+        "min_age_boundary",
+        "expired_still_claimed",
+        "due_now",
+        "lease_expired",
+        "submitting",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(got, want);
+
+    // With submission enabled the queued job without an id is taken too,
+    // and nothing else (the others are leased now).
+    let on = rules(true);
+    let got = claim_ids(&ctx, "w2", NOW, 100, &on).await;
+    assert_eq!(got, vec!["queued_no_pid".to_owned()]);
+    // Claim touched neither status nor updated_at.
+    let j = ctx.store.get_job("ok_pending").await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Pending);
+    assert_eq!(j.updated_at, NOW - 10 * MIN);
+    assert_eq!(j.lease_owner.as_deref(), Some("w1"));
+    assert_eq!(j.lease_expires_at, Some(NOW + 60_000));
+    assert_eq!(j.fencing_token, 1);
+}
+
+/// Many combinations of every column claim looks at, checked against the
+/// reference implementation `EligibilityRules::check`.
+pub async fn claim_agrees_with_eligibility_check(url: &str) {
+    let ctx = setup(url).await;
+    let kinds = ["video", "image"];
+    let statuses = JobStatus::ALL.map(|s| s.as_str());
+    let pids = [Some("px"), None];
+    let updated = [NOW - 10 * MIN, NOW - 2 * MIN, NOW - 2 * MIN + 1];
+    let next = [0, NOW, NOW + 1];
+    let leases = [None, Some(NOW), Some(NOW + 1)];
+    let created = [NOW - 10 * MIN, NOW - 7 * DAY];
+    let mut rows = Vec::new();
+    let mut n = 0u32;
+    for kind in kinds {
+        for status in statuses {
+            for pid in pids {
+                for u in updated {
+                    for na in next {
+                        for l in leases {
+                            for c in created {
+                                n += 1;
+                                // A deterministic third of the cross product
+                                // keeps the case quick but varied.
+                                if n % 3 != 0 && kind == "image" {
+                                    continue;
+                                }
+                                let mut j = RawJob::new(&format!("j{n:05}"), status, pid);
+                                j.kind = kind;
+                                j.updated_at = u;
+                                j.next_attempt_at = na;
+                                j.lease_expires_at = l;
+                                j.created_at = c;
+                                rows.push(j);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    insert_raw(&ctx, &rows).await;
+    for (round, r) in [rules(false), rules(true)].iter().enumerate() {
+        let now = NOW;
+        let mut want = BTreeSet::new();
+        for j in &rows {
+            let job = ctx.store.get_job(&j.id).await.unwrap().unwrap();
+            if is_eligible(r, &job, now) {
+                want.insert(job.id.clone());
+            }
+        }
+        assert!(!want.is_empty());
+        let worker = format!("w{round}");
+        let claimed = ctx
+            .store
+            .claim(&claim_req(&worker, now, 100_000, r))
+            .await
+            .unwrap();
+        let got: BTreeSet<String> = claimed.iter().map(|j| j.id.clone()).collect();
+        assert_eq!(got.len(), claimed.len());
+        assert_eq!(got, want, "submit_enabled={}", r.submit_enabled);
+        // Give them back so the next rule set sees the same rows.
+        for j in claimed {
+            ctx.store.release(&j.lease().unwrap()).await.unwrap();
+        }
+    }
+}
+
+pub async fn claim_oldest_first_with_limit(url: &str) {
+    let ctx = setup(url).await;
+    let mut rows = Vec::new();
+    for (id, age) in [("e", 3), ("a", 9), ("c", 5), ("b", 5), ("d", 4)] {
+        let mut j = RawJob::new(id, "pending", Some("p"));
+        j.updated_at = NOW - age * MIN;
+        rows.push(j);
+    }
+    insert_raw(&ctx, &rows).await;
+    let r = rules(false);
+    assert!(claim_ids(&ctx, "w", NOW, 0, &r).await.is_empty());
+    assert_eq!(claim_ids(&ctx, "w", NOW, 2, &r).await, ["a", "b"]);
+    assert_eq!(claim_ids(&ctx, "w", NOW, 2, &r).await, ["c", "d"]);
+    assert_eq!(claim_ids(&ctx, "w", NOW, 2, &r).await, ["e"]);
+    assert!(claim_ids(&ctx, "w", NOW, 2, &r).await.is_empty());
+}
+
+pub async fn claim_only_job_and_force(url: &str) {
+    let ctx = setup(url).await;
+    let mut young = RawJob::new("young", "pending", Some("p"));
+    young.updated_at = NOW;
+    young.next_attempt_at = NOW + 60 * MIN;
+    let old = RawJob::new("old", "pending", Some("p"));
+    let done = RawJob::new("done", "completed", Some("p"));
+    let mut leased = RawJob::new("leased", "pending", Some("p"));
+    leased.lease_expires_at = Some(NOW + MIN);
+    insert_raw(&ctx, &[young, old, done, leased]).await;
+    let r = rules(false);
+    let mut req = claim_req("w", NOW, 10, &r);
+    req.only_job = Some("young");
+    assert!(
+        ctx.store.claim(&req).await.unwrap().is_empty(),
+        "too young, not due"
+    );
+    req.force = true;
+    let got = ctx.store.claim(&req).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, "young");
+    // Force never overrides final states or live leases.
+    for id in ["done", "leased", "missing"] {
+        req.only_job = Some(id);
+        assert!(ctx.store.claim(&req).await.unwrap().is_empty(), "{id}");
+    }
+    req.only_job = None;
+    assert_eq!(
+        ctx.store
+            .claim(&req)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id.as_str())
+            .collect::<Vec<_>>(),
+        ["old"]
+    );
+}
+
+/// Several stores on separate connections claim at once, round after
+/// round; no job is ever leased to two of them in the same round.
+pub async fn concurrent_claimers_never_share_a_job(url: &str) {
+    const CLAIMERS: usize = 4;
+    const ROUNDS: i64 = 50;
+    const JOBS: usize = 30;
+    let ctx = setup(url).await;
+    let rows: Vec<RawJob> = (0..JOBS)
+        .map(|i| RawJob::new(&format!("c{i:03}"), "pending", Some("p")))
+        .collect();
+    insert_raw(&ctx, &rows).await;
+    let mut stores = Vec::new();
+    for _ in 0..CLAIMERS {
+        stores.push(clawcut_store::connect(url).await.unwrap());
+    }
+    let mut claims_per_job: HashMap<String, i64> = HashMap::new();
+    for round in 0..ROUNDS {
+        let now = NOW + round * 10 * MIN;
+        let barrier = Arc::new(tokio::sync::Barrier::new(CLAIMERS));
+        let mut handles = Vec::new();
+        for (i, store) in stores.iter().enumerate() {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            handles.push(tokio::spawn(async move {
+                let r = rules(false);
+                let worker = format!("claimer-{i}");
+                barrier.wait().await;
+                let mut req = claim_req(&worker, now, 10, &r);
+                // Long enough to outlive the round, short enough to have
+                // expired by the next one.
+                req.lease_ttl = Duration::from_secs(60);
+                store.claim(&req).await.unwrap()
+            }));
+        }
+        let mut seen = BTreeSet::new();
+        let mut total = 0;
+        for h in handles {
+            for job in h.await.unwrap() {
+                total += 1;
+                assert!(
+                    seen.insert(job.id.clone()),
+                    "round {round}: {} claimed twice",
+                    job.id
+                );
+                let n = claims_per_job.entry(job.id.clone()).or_default();
+                *n += 1;
+                assert_eq!(job.fencing_token, *n, "token grows by one per claim");
+            }
+        }
+        assert_eq!(total, JOBS, "round {round}: every job claimed exactly once");
+    }
+    // Every store holds its own pool; close them so PostgreSQL can drop the DB.
+    drop(stores);
+}
+
+pub async fn claim_uses_partial_index(url: &str) {
+    let ctx = setup(url).await;
+    let b = ctx.backend();
+    let bulk = match b {
+        Backend::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO ai_jobs (id, kind, provider, request, status, provider_job_id,
+                                  created_at, updated_at)
+             SELECT 'done' || i, 'video', 'openai', '{}',
+                    CASE i % 3 WHEN 0 THEN 'completed' WHEN 1 THEN 'failed' ELSE 'canceled' END,
+                    'p' || i, 1700000000000 + i, 1700000000000 + i FROM n"
+        }
+        Backend::Postgres => {
+            "INSERT INTO ai_jobs (id, kind, provider, request, status, provider_job_id,
+                                  created_at, updated_at)
+             SELECT 'done' || i, 'video', 'openai', '{}',
+                    CASE i % 3 WHEN 0 THEN 'completed' WHEN 1 THEN 'failed' ELSE 'canceled' END,
+                    'p' || i, to_timestamp(1700000000 + i), to_timestamp(1700000000 + i)
+             FROM generate_series(1, 20000) AS i;
+             ANALYZE ai_jobs;"
+        }
+    };
+    ctx.db.exec(bulk).await.unwrap();
+    insert_raw(
+        &ctx,
+        &[
+            RawJob::new("live1", "pending", Some("p")),
+            RawJob::new("live2", "processing", Some("p")),
+            RawJob::new("live3", "submitting", None),
+        ],
+    )
+    .await;
+    let plan = explain_claim(&ctx).await;
+    assert!(
+        plan.contains("ai_jobs_claimable"),
+        "claim must use the partial index; plan:\n{plan}"
+    );
+    let started = std::time::Instant::now();
+    let got = claim_ids(&ctx, "w", NOW, 25, &rules(false)).await;
+    assert_eq!(got.len(), 3);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+async fn explain_claim(ctx: &Ctx) -> String {
+    let r: EligibilityRules = rules(false);
+    let sql = clawcut_store::claim_sql(ctx.backend());
+    let lines: Vec<String> = match &ctx.db {
+        AppDb::Sqlite(pool) => {
+            let q = format!("EXPLAIN QUERY PLAN {sql}");
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+                .bind(r.submit_enabled)
+                .bind(false)
+                .bind(r.updated_before(NOW))
+                .bind(NOW)
+                .bind(None::<&str>)
+                .bind("w")
+                .bind(NOW + MIN)
+                .bind(25_i64)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            rows.into_iter().map(|r| r.3).collect()
+        }
+        AppDb::Pg(pool) => {
+            let q = format!("EXPLAIN {sql}");
+            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+                .bind(r.submit_enabled)
+                .bind(false)
+                .bind(r.updated_before(NOW))
+                .bind(NOW)
+                .bind(None::<&str>)
+                .bind("w")
+                .bind(NOW + MIN)
+                .bind(25_i64)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            rows.into_iter().map(|r| r.0).collect()
+        }
+    };
+    lines.join("\n")
+}
