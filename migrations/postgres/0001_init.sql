@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS ai_job_events (
     ai_job_id   text NOT NULL,
     from_status text,
     to_status   text NOT NULL,
-    worker_id   text,
+    worker_id   text NOT NULL,
     detail      text NOT NULL DEFAULT '{}',
     created_at  timestamptz NOT NULL DEFAULT now()
 );

@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS ai_job_events (
     ai_job_id   TEXT NOT NULL,
     from_status TEXT,
     to_status   TEXT NOT NULL,
-    worker_id   TEXT,
+    worker_id   TEXT NOT NULL,
     detail      TEXT NOT NULL DEFAULT '{}',
     created_at  INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
 );

@@ -1,7 +1,6 @@
 //! The command line as an operator meets it: exit codes, messages, one-shot
 //! commands, and `demo`.
 
-
 use clawcut_test_support::db::{AppDb, NewJob};
 use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 
@@ -20,11 +19,19 @@ fn bad_config_exits_78_naming_file_and_key() {
     let env = Env::sqlite("http://127.0.0.1:9", "");
     let cfg = env.config.display().to_string();
     let text = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(&env.config, text.replace("interval = \"300ms\"", "interval = \"soonish\"")).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace("interval = \"300ms\"", "interval = \"soonish\""),
+    )
+    .unwrap();
     for cmd in ["check-config", "run", "migrate", "status"] {
         let o = env.output(&[cmd]);
         assert_eq!(o.status.code(), Some(78), "{cmd}: {}", stderr(&o));
-        assert!(stderr(&o).contains(&cfg) && stderr(&o).contains("reconcile.interval"), "{cmd}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&cfg) && stderr(&o).contains("reconcile.interval"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
     }
     std::fs::write(&env.config, format!("{text}\n[surprise]\nkey = 1\n")).unwrap();
     let o = env.output(&["check-config"]);
@@ -35,23 +42,47 @@ fn bad_config_exits_78_naming_file_and_key() {
 #[test]
 fn missing_api_key_variable_is_a_config_error() {
     let env = Env::sqlite("http://127.0.0.1:9", "");
-    let o = env.cmd(&["check-config"]).env_remove("E2E_OPENAI_KEY").output().unwrap();
+    let o = env
+        .cmd(&["check-config"])
+        .env_remove("E2E_OPENAI_KEY")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(78));
-    assert!(stderr(&o).contains("E2E_OPENAI_KEY") && stderr(&o).contains("providers.openai.api_key_env"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("E2E_OPENAI_KEY")
+            && stderr(&o).contains("providers.openai.api_key_env"),
+        "{}",
+        stderr(&o)
+    );
     let o = env.output(&["check-config"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]
 fn usage_errors_exit_64_and_help_exits_0() {
-    let o = std::process::Command::new(BIN).arg("frobnicate").output().unwrap();
+    let o = std::process::Command::new(BIN)
+        .arg("frobnicate")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(64));
-    for args in [&["--help"][..], &["run", "--help"], &["reconcile", "--help"], &["demo", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["reconcile", "--help"],
+        &["demo", "--help"],
+    ] {
         let o = std::process::Command::new(BIN).args(args).output().unwrap();
         assert_eq!(o.status.code(), Some(0), "{args:?}");
     }
-    let o = std::process::Command::new(BIN).args(["resolve", "x"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(64), "resolve needs --resubmit or --fail");
+    let o = std::process::Command::new(BIN)
+        .args(["resolve", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(64),
+        "resolve needs --resubmit or --fail"
+    );
 }
 
 #[test]
@@ -59,13 +90,22 @@ fn run_refuses_an_unmigrated_database_and_unreachable_one() {
     let env = Env::sqlite("http://127.0.0.1:9", "");
     let o = env.output(&["run"]);
     assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
-    assert!(stderr(&o).contains("clawcut-worker migrate"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("clawcut-worker migrate"),
+        "{}",
+        stderr(&o)
+    );
     env.migrate();
     let again = env.output(&["migrate"]);
     assert!(stdout(&again).contains("up to date"), "{}", stdout(&again));
 
     let dir = tempfile::tempdir().unwrap();
-    let pg = Env::with_url(dir, "postgres://nobody@127.0.0.1:1/none".into(), "http://127.0.0.1:9", "");
+    let pg = Env::with_url(
+        dir,
+        "postgres://nobody@127.0.0.1:1/none".into(),
+        "http://127.0.0.1:9",
+        "",
+    );
     let o = pg.output(&["status"]);
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
 }
@@ -79,7 +119,9 @@ async fn reconcile_one_job_now_and_status() {
     let db = AppDb::connect(&env.db_url).await.unwrap();
     let now = now_ms();
     let _ = db.insert_scene("scene_now", "s").await;
-    db.insert_version("ver_now", "scene_now", now).await.unwrap();
+    db.insert_version("ver_now", "scene_now", now)
+        .await
+        .unwrap();
     // Fresh: min_age keeps the loop away, but an operator may force it.
     db.insert_job(&NewJob {
         id: "job_now".into(),
@@ -107,13 +149,25 @@ async fn reconcile_one_job_now_and_status() {
 
     let o = env.output(&["reconcile", "--job", "job_now"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("job_now") && stdout(&o).contains("completed"), "{}", stdout(&o));
-    assert_eq!(db.job("job_now").await.unwrap().unwrap().status, "completed");
+    assert!(
+        stdout(&o).contains("job_now") && stdout(&o).contains("completed"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        db.job("job_now").await.unwrap().unwrap().status,
+        "completed"
+    );
 
     let o = env.output(&["reconcile", "--job", "job_now"]);
     assert_eq!(o.status.code(), Some(65), "already final: {}", stderr(&o));
     let o = env.output(&["resolve", "job_now", "--fail"]);
-    assert_eq!(o.status.code(), Some(65), "only needs_operator jobs resolve: {}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(65),
+        "only needs_operator jobs resolve: {}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -127,15 +181,29 @@ fn demo_runs_without_any_account() {
         .unwrap();
     let out = stdout(&o);
     assert!(o.status.success(), "demo failed: {}\n{}", out, stderr(&o));
-    for needle in ["job_beach", "completed", "failed", "scene_river points at ver_river_2", "media"] {
+    for needle in [
+        "job_beach",
+        "completed",
+        "failed",
+        "scene_river points at ver_river_2",
+        "media",
+    ] {
         assert!(out.contains(needle), "demo output lacks {needle:?}:\n{out}");
     }
-    assert!(dir.path().join("media/videos/scene_beach/ver_beach_1.mp4").exists());
+    assert!(
+        dir.path()
+            .join("media/videos/scene_beach/ver_beach_1.mp4")
+            .exists()
+    );
     let o = std::process::Command::new(BIN)
         .arg("--config")
         .arg(dir.path().join("clawcut-worker.toml"))
         .arg("status")
         .output()
         .unwrap();
-    assert!(o.status.success(), "status on the demo database: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "status on the demo database: {}",
+        stderr(&o)
+    );
 }

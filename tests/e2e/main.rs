@@ -3,5 +3,7 @@
 
 mod cli;
 mod crash;
+mod http;
 mod reconcile;
 mod support;
+mod systemd;

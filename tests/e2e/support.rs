@@ -10,12 +10,24 @@ use sha2::{Digest, Sha256};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_clawcut-worker");
 pub const KEY: &str = "sk-e2e-test-key-0123456789";
+pub const ADMIN_TOKEN: &str = "adm-e2e-token-9f8e7d6c5b4a";
+/// Every secret the suite hands a daemon; no daemon log may contain one.
+pub const SECRETS: [&str; 2] = [KEY, ADMIN_TOKEN];
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn sha256_hex(b: &[u8]) -> String {
@@ -64,17 +76,32 @@ impl Env {
             ),
         )
         .unwrap();
-        Env { dir, db_url, config }
+        Env {
+            dir,
+            db_url,
+            config,
+        }
     }
 
     pub fn media(&self) -> PathBuf {
         self.dir.path().join("media")
     }
 
+    /// Replace `from` with `to` in the config file.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "config lacks {from:?}");
+        std::fs::write(&self.config, text.replacen(from, to, 1)).unwrap();
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--config").arg(&self.config).args(args);
-        c.env("E2E_OPENAI_KEY", KEY).env_remove("RUST_LOG").env_remove("CLAWCUT_WORKER_ADMIN_TOKEN");
+        c.env("E2E_OPENAI_KEY", KEY)
+            .env_remove("RUST_LOG")
+            .env_remove("CLAWCUT_WORKER_ADMIN_TOKEN")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC");
         c
     }
 
@@ -84,14 +111,23 @@ impl Env {
 
     pub fn migrate(&self) {
         let out = self.output(&["migrate"]);
-        assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "migrate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Start `run` with its logs going to a file in the temp dir.
     pub fn start(&self, name: &str) -> Daemon {
+        self.start_with(name, |_| {})
+    }
+
+    pub fn start_with(&self, name: &str, f: impl FnOnce(&mut Command)) -> Daemon {
         let log = self.dir.path().join(format!("{name}.log"));
-        let child = self
-            .cmd(&["run"])
+        let mut cmd = self.cmd(&["run"]);
+        f(&mut cmd);
+        let child = cmd
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -112,13 +148,25 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 
     pub fn kill9(mut self) {
         self.signal("KILL");
         let _ = self.child.wait();
+    }
+
+    /// Wait until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str, within: Duration) {
+        eventually(within, needle, || async {
+            self.logs().contains(needle).then_some(())
+        })
+        .await;
     }
 
     /// Wait for the process to exit; its exit code.
@@ -142,6 +190,17 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Every daemon the suite starts is scanned for the secrets it was given.
+        if !std::thread::panicking() {
+            let logs = self.logs();
+            for s in SECRETS {
+                assert!(
+                    !logs.contains(s),
+                    "a secret leaked into {}",
+                    self.log.display()
+                );
+            }
+        }
     }
 }
 
@@ -163,10 +222,19 @@ where
 
 /// A stranded video job, as the app leaves it: running at the provider,
 /// untouched for ten minutes.
-pub async fn seed_job(db: &AppDb, job: &str, scene: &str, version: &str, provider_job_id: &str, version_created_at: i64) {
+pub async fn seed_job(
+    db: &AppDb,
+    job: &str,
+    scene: &str,
+    version: &str,
+    provider_job_id: &str,
+    version_created_at: i64,
+) {
     let t = now_ms() - 600_000;
     let _ = db.insert_scene(scene, "a scene").await;
-    db.insert_version(version, scene, version_created_at).await.unwrap();
+    db.insert_version(version, scene, version_created_at)
+        .await
+        .unwrap();
     db.insert_job(&NewJob {
         id: job.into(),
         kind: "video".into(),
@@ -186,7 +254,10 @@ pub async fn seed_job(db: &AppDb, job: &str, scene: &str, version: &str, provide
 pub async fn all_final(db: &AppDb, ids: &[String]) -> bool {
     for id in ids {
         let j = db.job(id).await.unwrap().unwrap();
-        if !matches!(j.status.as_str(), "completed" | "failed" | "canceled" | "needs_operator") {
+        if !matches!(
+            j.status.as_str(),
+            "completed" | "failed" | "canceled" | "needs_operator"
+        ) {
             return false;
         }
     }
@@ -196,7 +267,9 @@ pub async fn all_final(db: &AppDb, ids: &[String]) -> bool {
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {

@@ -17,9 +17,15 @@ use crate::worker::{ProviderHandle, Settings, Worker};
 /// Logs go to stderr (journald keeps them under systemd); stdout is for
 /// command output.
 pub fn init_logging(cfg: &Config, default_level: &str) {
-    let level = if cfg.log.level.is_empty() { default_level } else { &cfg.log.level };
+    let level = if cfg.log.level.is_empty() {
+        default_level
+    } else {
+        &cfg.log.level
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests, demo) keeps the first subscriber.
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
@@ -37,13 +43,22 @@ pub fn worker_id() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}:{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
+    format!(
+        "{host}:{}:{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
 }
 
 pub async fn connect_store(cfg: &Config) -> Result<Arc<dyn Store>, Fatal> {
     clawcut_store::connect(&cfg.database.url)
         .await
-        .with_context(|| format!("connect to the database ({})", redact_url(&cfg.database.url)))
+        .with_context(|| {
+            format!(
+                "connect to the database ({})",
+                redact_url(&cfg.database.url)
+            )
+        })
         .exit_with(exit::UNAVAILABLE)
 }
 
@@ -76,7 +91,10 @@ pub async fn check_schema(store: &dyn Store) -> Result<(), Fatal> {
 }
 
 /// Build every configured provider, reading each API key from its env var.
-pub fn build_providers(cfg: &Config, path: &std::path::Path) -> Result<HashMap<String, ProviderHandle>, Fatal> {
+pub fn build_providers(
+    cfg: &Config,
+    path: &std::path::Path,
+) -> Result<HashMap<String, ProviderHandle>, Fatal> {
     build_providers_with(cfg, path, |var| std::env::var(var).ok())
 }
 
@@ -107,7 +125,10 @@ pub fn build_providers_with(
             | ProviderKindName::Fal
             | ProviderKindName::Kling
             | ProviderKindName::Veo => {
-                return Err(fatal(exit::CONFIG, format!("providers.{name}.kind: {} is not built", p.kind.as_str())));
+                return Err(fatal(
+                    exit::CONFIG,
+                    format!("providers.{name}.kind: {} is not built", p.kind.as_str()),
+                ));
             }
         };
         let base = p.base_url.as_deref().unwrap_or(p.kind.default_base_url());
@@ -158,8 +179,17 @@ pub fn worker_with(
     metrics: Arc<Metrics>,
     providers: HashMap<String, ProviderHandle>,
 ) -> Result<Worker, Fatal> {
-    let downloader = Downloader::new(DOWNLOAD_IDLE_TIMEOUT).context("build the download client").exit_with(exit::SOFTWARE)?;
-    Ok(Worker::new(worker_id(), store, providers, downloader, settings(cfg), metrics))
+    let downloader = Downloader::new(DOWNLOAD_IDLE_TIMEOUT)
+        .context("build the download client")
+        .exit_with(exit::SOFTWARE)?;
+    Ok(Worker::new(
+        worker_id(),
+        store,
+        providers,
+        downloader,
+        settings(cfg),
+        metrics,
+    ))
 }
 
 /// A database URL without its password, for messages.

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::DEFAULT_PATH;
 
 #[derive(Debug, Parser)]
-#[command(name = "clawcut-worker", version, about = "Makes ClawCut's AI video-generation jobs durable: claims stranded jobs with leases, polls the provider, downloads the outputs and records them, backing off durably when anything fails.")]
+#[command(
+    name = "clawcut-worker",
+    version,
+    about = "Makes ClawCut's AI video-generation jobs durable: claims stranded jobs with leases, polls the provider, downloads the outputs and records them, backing off durably when anything fails."
+)]
 pub struct Cli {
     /// The config file.
     #[arg(long, global = true, env = "CLAWCUT_WORKER_CONFIG", default_value = DEFAULT_PATH)]

@@ -19,12 +19,23 @@ use crate::worker::{PassOptions, PassSummary, Phase, error_chain, now_ms};
 
 pub async fn migrate(cfg: &Config) -> Result<(), Fatal> {
     let store = app::connect_store(cfg).await?;
-    let applied = store.migrate().await.context("migrate the schema").exit_with(exit::UNAVAILABLE)?;
-    let st = store.schema_status().await.context("read the schema version").exit_with(exit::UNAVAILABLE)?;
+    let applied = store
+        .migrate()
+        .await
+        .context("migrate the schema")
+        .exit_with(exit::UNAVAILABLE)?;
+    let st = store
+        .schema_status()
+        .await
+        .context("read the schema version")
+        .exit_with(exit::UNAVAILABLE)?;
     if applied.is_empty() {
         println!("schema is up to date (version {})", st.current);
     } else {
-        println!("applied migrations {applied:?}; schema is at version {}", st.current);
+        println!(
+            "applied migrations {applied:?}; schema is at version {}",
+            st.current
+        );
     }
     Ok(())
 }
@@ -38,13 +49,19 @@ pub fn check_config(path: &Path, cfg: &Config) -> Result<(), Fatal> {
     }
     println!("config {} is valid", path.display());
     println!("  database: {}", app::redact_url(&cfg.database.url));
-    println!("  providers: {}", cfg.providers.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!(
+        "  providers: {}",
+        cfg.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
     Ok(())
 }
 
 fn age(now: Millis, t: Option<Millis>) -> String {
     match t {
-        Some(t) => humantime::format_duration(std::time::Duration::from_secs(((now - t).max(0) / 1000) as u64)).to_string(),
+        Some(t) => humantime::format_duration(std::time::Duration::from_secs(
+            ((now - t).max(0) / 1000) as u64,
+        ))
+        .to_string(),
         None => "-".into(),
     }
 }
@@ -54,7 +71,11 @@ pub async fn status(cfg: &Config, as_json: bool) -> Result<(), Fatal> {
     app::check_schema(&*store).await?;
     let now = now_ms();
     let rules = cfg.eligibility();
-    let r = store.status_report(now, &rules).await.context("read job counts").exit_with(exit::UNAVAILABLE)?;
+    let r = store
+        .status_report(now, &rules)
+        .await
+        .context("read job counts")
+        .exit_with(exit::UNAVAILABLE)?;
     let needs = store
         .list_jobs(clawcut_store::JobFilter::NeedsOperator, now, &rules, 20)
         .await
@@ -77,15 +98,42 @@ pub async fn status(cfg: &Config, as_json: bool) -> Result<(), Fatal> {
         return Ok(());
     }
     println!("{:<16} {:>8}  {}", "", "jobs", "oldest (by updated_at)");
-    println!("{:<16} {:>8}  {}", "eligible now", r.eligible, age(now, r.oldest_eligible_updated_at));
-    println!("{:<16} {:>8}  {}", "stranded", r.stranded, age(now, r.oldest_stranded_updated_at));
+    println!(
+        "{:<16} {:>8}  {}",
+        "eligible now",
+        r.eligible,
+        age(now, r.oldest_eligible_updated_at)
+    );
+    println!(
+        "{:<16} {:>8}  {}",
+        "stranded",
+        r.stranded,
+        age(now, r.oldest_stranded_updated_at)
+    );
     println!("{:<16} {:>8}", "running (leased)", r.running);
-    println!("{:<16} {:>8}  {}", "needs_operator", r.needs_operator, age(now, r.oldest_needs_operator_updated_at));
-    println!("{:<16} {:>8}  (queued without a provider id; submission is off)", "unsubmitted", r.unsubmitted);
-    let by: Vec<String> = r.by_status.iter().map(|(s, n)| format!("{s}={n}")).collect();
+    println!(
+        "{:<16} {:>8}  {}",
+        "needs_operator",
+        r.needs_operator,
+        age(now, r.oldest_needs_operator_updated_at)
+    );
+    println!(
+        "{:<16} {:>8}  (queued without a provider id; submission is off)",
+        "unsubmitted", r.unsubmitted
+    );
+    let by: Vec<String> = r
+        .by_status
+        .iter()
+        .map(|(s, n)| format!("{s}={n}"))
+        .collect();
     println!("by status: {}", by.join(" "));
     for j in &needs {
-        println!("needs_operator {} ({} old): {}", j.id, age(now, Some(j.updated_at)), j.last_error.as_deref().unwrap_or(""));
+        println!(
+            "needs_operator {} ({} old): {}",
+            j.id,
+            age(now, Some(j.updated_at)),
+            j.last_error.as_deref().unwrap_or("")
+        );
     }
     Ok(())
 }
@@ -116,9 +164,16 @@ pub async fn reconcile(path: &Path, cfg: &Config, args: &ReconcileArgs) -> Resul
         force: args.job.is_some(),
         only_job: args.job.clone(),
     };
-    let summary = worker.pass(&opts, &phase).await.context("reconcile pass").exit_with(exit::UNAVAILABLE)?;
+    let summary = worker
+        .pass(&opts, &phase)
+        .await
+        .context("reconcile pass")
+        .exit_with(exit::UNAVAILABLE)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
     } else {
         print_summary(&summary);
     }
@@ -126,10 +181,16 @@ pub async fn reconcile(path: &Path, cfg: &Config, args: &ReconcileArgs) -> Resul
         let why = match worker.store().get_job(id).await {
             Ok(None) => "no such job".to_owned(),
             Ok(Some(j)) if j.status.is_final() => format!("already {}", j.status),
-            Ok(Some(j)) => format!("not claimable now (status {}, kind {}, lease until {:?})", j.status, j.kind, j.lease_expires_at),
+            Ok(Some(j)) => format!(
+                "not claimable now (status {}, kind {}, lease until {:?})",
+                j.status, j.kind, j.lease_expires_at
+            ),
             Err(e) => error_chain(&e),
         };
-        return Err(fatal(exit::DATAERR, format!("job {id} was not reconciled: {why}")));
+        return Err(fatal(
+            exit::DATAERR,
+            format!("job {id} was not reconciled: {why}"),
+        ));
     }
     Ok(())
 }
@@ -139,22 +200,42 @@ pub fn print_summary(s: &PassSummary) {
     if s.jobs.is_empty() {
         return;
     }
-    println!("{:<24} {:<10} {:<12} {:<14} {}", "job", "provider", "from", "result", "detail");
+    println!(
+        "{:<24} {:<10} {:<12} {:<14} {}",
+        "job", "provider", "from", "result", "detail"
+    );
     for j in &s.jobs {
-        let result = if j.to == j.from { j.action.to_owned() } else { format!("{} -> {}", j.action, j.to) };
-        println!("{:<24} {:<10} {:<12} {:<14} {}", j.job_id, j.provider, j.from, result, j.detail);
+        let result = if j.to == j.from {
+            j.action.to_owned()
+        } else {
+            format!("{} -> {}", j.action, j.to)
+        };
+        println!(
+            "{:<24} {:<10} {:<12} {:<14} {}",
+            j.job_id, j.provider, j.from, result, j.detail
+        );
     }
 }
 
 pub async fn resolve(cfg: &Config, args: &ResolveArgs) -> Result<(), Fatal> {
     let store = app::connect_store(cfg).await?;
     app::check_schema(&*store).await?;
-    let resolution = if args.fail { Resolution::Fail } else { Resolution::Resubmit };
+    let resolution = if args.fail {
+        Resolution::Fail
+    } else {
+        Resolution::Resubmit
+    };
     let operator = format!(
         "cli:{}",
-        args.operator.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "operator".into())
+        args.operator
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "operator".into())
     );
-    match store.resolve(&args.id, resolution, &operator, now_ms()).await {
+    match store
+        .resolve(&args.id, resolution, &operator, now_ms())
+        .await
+    {
         Ok(status) => {
             println!("job {} is now {}", args.id, status);
             Ok(())

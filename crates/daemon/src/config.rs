@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clawcut_core::{BackoffPolicy, EligibilityRules};
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 
 pub const DEFAULT_PATH: &str = "/etc/clawcut-worker/config.toml";
 
@@ -28,7 +28,13 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.key {
-            Some(k) => write!(f, "config {}: key `{}`: {}", self.file.display(), k, self.problem),
+            Some(k) => write!(
+                f,
+                "config {}: key `{}`: {}",
+                self.file.display(),
+                k,
+                self.problem
+            ),
             None => write!(f, "config {}: {}", self.file.display(), self.problem),
         }
     }
@@ -43,9 +49,11 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map(Dur)
-            .map_err(|e| de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"24h\"")))
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"24h\""
+            ))
+        })
     }
 }
 
@@ -59,7 +67,11 @@ impl<'de> Deserialize<'de> for Size {
         s.trim()
             .parse::<bytesize::ByteSize>()
             .map(|b| Size(b.as_u64()))
-            .map_err(|e| de::Error::custom(format!("invalid size {s:?} ({e}); write e.g. \"2GiB\", \"500MB\"")))
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "invalid size {s:?} ({e}); write e.g. \"2GiB\", \"500MB\""
+                ))
+            })
     }
 }
 
@@ -298,12 +310,14 @@ impl Config {
             key,
             problem,
         };
-        let value: toml::Table = toml::from_str(text).map_err(|e| err(None, format!("not valid TOML: {e}")))?;
-        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
-            let key = e.path().to_string();
-            let key = (key != ".").then_some(key);
-            err(key, e.into_inner().to_string())
-        })?;
+        let value: toml::Table =
+            toml::from_str(text).map_err(|e| err(None, format!("not valid TOML: {e}")))?;
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+                let key = e.path().to_string();
+                let key = (key != ".").then_some(key);
+                err(key, e.into_inner().to_string())
+            })?;
         cfg.validate().map_err(|(k, p)| err(Some(k), p))?;
         Ok(cfg)
     }
@@ -312,7 +326,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, p: &str| Err((k.to_owned(), p.to_owned()));
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
             return bad("database.url", "must start with sqlite: or postgres:");
         }
         let r = &self.reconcile;
@@ -354,12 +371,22 @@ impl Config {
             return bad("media.max_bytes", "must be greater than zero");
         }
         if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
-            return bad("http.listen", "must be an address like 127.0.0.1:3778 (or \"\" to turn HTTP off)");
+            return bad(
+                "http.listen",
+                "must be an address like 127.0.0.1:3778 (or \"\" to turn HTTP off)",
+            );
         }
         for (name, p) in &self.providers {
             let key = |k: &str| format!("providers.{name}.{k}");
-            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || name.is_empty() {
-                return Err((format!("providers.{name}"), "provider names use [A-Za-z0-9_-]".into()));
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                || name.is_empty()
+            {
+                return Err((
+                    format!("providers.{name}"),
+                    "provider names use [A-Za-z0-9_-]".into(),
+                ));
             }
             match p.kind {
                 ProviderKindName::Openai | ProviderKindName::Replicate => {}
@@ -370,14 +397,24 @@ impl Config {
                 | ProviderKindName::Veo => {
                     return Err((
                         key("kind"),
-                        format!("the `{}` adapter is not built in this version (openai and replicate are)", p.kind.as_str()),
+                        format!(
+                            "the `{}` adapter is not built in this version (openai and replicate are)",
+                            p.kind.as_str()
+                        ),
                     ));
                 }
             }
             let base = p.base_url.as_deref().unwrap_or(p.kind.default_base_url());
             match url::Url::parse(base) {
-                Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host_str().is_some() => {}
-                Ok(_) => return Err((key("base_url"), format!("{base:?} must be an http(s) URL with a host"))),
+                Ok(u)
+                    if (u.scheme() == "https" || u.scheme() == "http")
+                        && u.host_str().is_some() => {}
+                Ok(_) => {
+                    return Err((
+                        key("base_url"),
+                        format!("{base:?} must be an http(s) URL with a host"),
+                    ));
+                }
                 Err(e) => return Err((key("base_url"), format!("{base:?} is not a URL: {e}"))),
             }
             if p.timeout.0.is_zero() {
@@ -410,7 +447,9 @@ impl Config {
 
     /// The env var holding `name`'s API key.
     pub fn api_key_env(name: &str, p: &ProviderSection) -> String {
-        p.api_key_env.clone().unwrap_or_else(|| format!("{}_API_KEY", name.to_ascii_uppercase().replace('-', "_")))
+        p.api_key_env
+            .clone()
+            .unwrap_or_else(|| format!("{}_API_KEY", name.to_ascii_uppercase().replace('-', "_")))
     }
 }
 
@@ -425,7 +464,10 @@ mod tests {
     #[test]
     fn empty_file_gives_the_spec_defaults() {
         let c = parse("").unwrap();
-        assert_eq!(c.database.url, "sqlite:///var/lib/clawcut-worker/clawcut.db");
+        assert_eq!(
+            c.database.url,
+            "sqlite:///var/lib/clawcut-worker/clawcut.db"
+        );
         assert_eq!(c.reconcile.interval.0, Duration::from_secs(30));
         assert!(c.reconcile.on_startup);
         assert_eq!(c.reconcile.batch_size, 25);
@@ -454,11 +496,18 @@ mod tests {
 
     #[test]
     fn unknown_keys_name_file_and_key() {
-        let e = parse("[reconcile]\nintervall = \"5s\"\n").unwrap_err().to_string();
+        let e = parse("[reconcile]\nintervall = \"5s\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/etc/cw.toml"), "{e}");
         assert!(e.contains("intervall"), "{e}");
-        let e = parse("[providers.openai]\nkind = \"openai\"\napi_key = \"sk-x\"\n").unwrap_err().to_string();
-        assert!(e.contains("providers.openai") && e.contains("api_key"), "{e}");
+        let e = parse("[providers.openai]\nkind = \"openai\"\napi_key = \"sk-x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("providers.openai") && e.contains("api_key"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -484,7 +533,10 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_read_as_humans_write_them() {
-        let c = parse("[media]\nmax_bytes = \"500MB\"\n[reconcile]\nmax_age = \"24h\"\nmin_age = \"90s\"\n").unwrap();
+        let c = parse(
+            "[media]\nmax_bytes = \"500MB\"\n[reconcile]\nmax_age = \"24h\"\nmin_age = \"90s\"\n",
+        )
+        .unwrap();
         assert_eq!(c.media.max_bytes.0, 500_000_000);
         assert_eq!(c.reconcile.max_age.0, Duration::from_secs(86400));
         assert_eq!(c.reconcile.min_age.0, Duration::from_secs(90));

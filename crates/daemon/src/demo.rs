@@ -46,34 +46,106 @@ fn seeds() -> Vec<Seed> {
         created_ago: 10 * min,
     };
     vec![
-        seed("job_beach", "scene_beach", "ver_beach_1", "finished while the app was down", Script::completes_after(0)),
-        seed("job_city", "scene_city", "ver_city_1", "finishes after 2 more polls", Script::completes_after(2)),
-        seed("job_forest", "scene_forest", "ver_forest_1", "keeps running for 4 polls", Script::completes_after(4)),
-        seed("job_moon", "scene_moon", "ver_moon_1", "fails at the provider", Script::fails_after(1, "moderation_blocked")),
-        seed("job_storm", "scene_storm", "ver_storm_1", "3 x HTTP 500, then finishes", Script::storm_then_complete(3, 1)),
+        seed(
+            "job_beach",
+            "scene_beach",
+            "ver_beach_1",
+            "finished while the app was down",
+            Script::completes_after(0),
+        ),
+        seed(
+            "job_city",
+            "scene_city",
+            "ver_city_1",
+            "finishes after 2 more polls",
+            Script::completes_after(2),
+        ),
+        seed(
+            "job_forest",
+            "scene_forest",
+            "ver_forest_1",
+            "keeps running for 4 polls",
+            Script::completes_after(4),
+        ),
+        seed(
+            "job_moon",
+            "scene_moon",
+            "ver_moon_1",
+            "fails at the provider",
+            Script::fails_after(1, "moderation_blocked"),
+        ),
+        seed(
+            "job_storm",
+            "scene_storm",
+            "ver_storm_1",
+            "3 x HTTP 500, then finishes",
+            Script::storm_then_complete(3, 1),
+        ),
         Seed {
             script: Script {
-                steps: vec![Step::HttpError { status: 429, retry_after: Some(1) }, Step::Completed],
+                steps: vec![
+                    Step::HttpError {
+                        status: 429,
+                        retry_after: Some(1),
+                    },
+                    Step::Completed,
+                ],
                 ..Script::completes_after(0)
             },
-            ..seed("job_busy", "scene_busy", "ver_busy_1", "429 with Retry-After, then finishes", Script::completes_after(0))
+            ..seed(
+                "job_busy",
+                "scene_busy",
+                "ver_busy_1",
+                "429 with Retry-After, then finishes",
+                Script::completes_after(0),
+            )
         },
         Seed {
             script: Script {
                 expires_at: Some(1_700_000_000),
                 ..Script::completes_after(0)
             },
-            ..seed("job_gone", "scene_gone", "ver_gone_1", "finished, but its outputs expired", Script::completes_after(0))
+            ..seed(
+                "job_gone",
+                "scene_gone",
+                "ver_gone_1",
+                "finished, but its outputs expired",
+                Script::completes_after(0),
+            )
         },
-        seed("job_take_1", "scene_river", "ver_river_1", "older take of one scene", Script::completes_after(3)),
-        seed("job_take_2", "scene_river", "ver_river_2", "newer take of the same scene", Script::completes_after(0)),
+        seed(
+            "job_take_1",
+            "scene_river",
+            "ver_river_1",
+            "older take of one scene",
+            Script::completes_after(3),
+        ),
+        seed(
+            "job_take_2",
+            "scene_river",
+            "ver_river_2",
+            "newer take of the same scene",
+            Script::completes_after(0),
+        ),
         Seed {
             created_ago: Duration::from_secs(8 * 86400),
-            ..seed("job_ancient", "scene_ancient", "ver_ancient_1", "created 8 days ago (max_age 7d)", Script::completes_after(0))
+            ..seed(
+                "job_ancient",
+                "scene_ancient",
+                "ver_ancient_1",
+                "created 8 days ago (max_age 7d)",
+                Script::completes_after(0),
+            )
         },
         Seed {
             kind: "image",
-            ..seed("job_image", "scene_image", "ver_image_1", "an image job: not ours", Script::completes_after(0))
+            ..seed(
+                "job_image",
+                "scene_image",
+                "ver_image_1",
+                "an image job: not ours",
+                Script::completes_after(0),
+            )
         },
     ]
 }
@@ -110,11 +182,21 @@ fn demo_config(dir: &Path, base_url: &str) -> Config {
 pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
     let dir: PathBuf = match &args.dir {
         Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display())).exit_with(exit::CANTCREAT)?;
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("create {}", d.display()))
+                .exit_with(exit::CANTCREAT)?;
             if d.join("clawcut.db").exists() {
-                return Err(fatal(exit::CANTCREAT, format!("{} already holds a demo database; pick an empty directory", d.display())));
+                return Err(fatal(
+                    exit::CANTCREAT,
+                    format!(
+                        "{} already holds a demo database; pick an empty directory",
+                        d.display()
+                    ),
+                ));
             }
-            std::path::absolute(d).with_context(|| format!("resolve {}", d.display())).exit_with(exit::CANTCREAT)?
+            std::path::absolute(d)
+                .with_context(|| format!("resolve {}", d.display()))
+                .exit_with(exit::CANTCREAT)?
         }
         None => tempfile::Builder::new()
             .prefix("clawcut-demo-")
@@ -127,32 +209,66 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
     let cfg = demo_config(&dir, &fake.base_url());
     app::init_logging(&cfg, "warn");
     println!("clawcut-worker demo");
-    println!("  simulated provider (openai Videos API shape): {}", fake.base_url());
+    println!(
+        "  simulated provider (openai Videos API shape): {}",
+        fake.base_url()
+    );
     println!("  database: {}", dir.join("clawcut.db").display());
 
     let store = app::connect_store(&cfg).await?;
-    store.migrate().await.context("migrate the demo database").exit_with(exit::SOFTWARE)?;
+    store
+        .migrate()
+        .await
+        .context("migrate the demo database")
+        .exit_with(exit::SOFTWARE)?;
     let seeds = seeds();
     seed(&cfg.database.url, &fake, &seeds).await?;
-    println!("  seeded {} stranded jobs; running the daemon loop until they settle...\n", seeds.len());
+    println!(
+        "  seeded {} stranded jobs; running the daemon loop until they settle...\n",
+        seeds.len()
+    );
 
-    let providers = app::build_providers_with(&cfg, Path::new("(demo)"), |var| (var == KEY_VAR).then(|| KEY.to_owned()))?;
-    let worker = Arc::new(app::worker_with(&cfg, store.clone(), Arc::new(Metrics::new()), providers)?);
+    let providers = app::build_providers_with(&cfg, Path::new("(demo)"), |var| {
+        (var == KEY_VAR).then(|| KEY.to_owned())
+    })?;
+    let worker = Arc::new(app::worker_with(
+        &cfg,
+        store.clone(),
+        Arc::new(Metrics::new()),
+        providers,
+    )?);
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-    let shared = Arc::new(Shared::new(worker, cfg.clone(), PathBuf::from("(demo)"), phase_rx, None));
+    let shared = Arc::new(Shared::new(
+        worker,
+        cfg.clone(),
+        PathBuf::from("(demo)"),
+        phase_rx,
+        None,
+    ));
     let driver = tokio::spawn({
         let shared = shared.clone();
         async move { drive(&shared, true).await }
     });
     let started = Instant::now();
-    let app_db = AppDb::connect(&cfg.database.url).await.context("open the demo database").exit_with(exit::SOFTWARE)?;
+    let app_db = AppDb::connect(&cfg.database.url)
+        .await
+        .context("open the demo database")
+        .exit_with(exit::SOFTWARE)?;
     let ours: Vec<&Seed> = seeds.iter().filter(|s| s.kind == "video").collect();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let mut settled = 0;
         for s in &ours {
-            if let Some(j) = app_db.job(s.job).await.context("read a job").exit_with(exit::SOFTWARE)? {
-                if matches!(j.status.as_str(), "completed" | "failed" | "canceled" | "needs_operator") {
+            if let Some(j) = app_db
+                .job(s.job)
+                .await
+                .context("read a job")
+                .exit_with(exit::SOFTWARE)?
+            {
+                if matches!(
+                    j.status.as_str(),
+                    "completed" | "failed" | "canceled" | "needs_operator"
+                ) {
                     settled += 1;
                 }
             }
@@ -162,31 +278,66 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
         }
         if started.elapsed() > args.timeout {
             let _ = phase_tx.send(Phase::Abort);
-            return Err(fatal(exit::SOFTWARE, format!("only {settled} of {} jobs settled within {:?}", ours.len(), args.timeout)));
+            return Err(fatal(
+                exit::SOFTWARE,
+                format!(
+                    "only {settled} of {} jobs settled within {:?}",
+                    ours.len(),
+                    args.timeout
+                ),
+            ));
         }
     }
     let _ = phase_tx.send(Phase::Draining);
     let _ = driver.await;
     let took = started.elapsed();
 
-    println!("{:<12} {:<38} {:<10} {:>5} {:>8}  {}", "job", "scenario", "status", "polls", "retries", "result");
+    println!(
+        "{:<12} {:<38} {:<10} {:>5} {:>8}  {}",
+        "job", "scenario", "status", "polls", "retries", "result"
+    );
     for s in &seeds {
-        let j = app_db.job(s.job).await.context("read a job").exit_with(exit::SOFTWARE)?;
+        let j = app_db
+            .job(s.job)
+            .await
+            .context("read a job")
+            .exit_with(exit::SOFTWARE)?;
         let Some(j) = j else { continue };
         let result = match (j.video_path.as_deref(), j.last_error.as_deref()) {
-            (Some(p), _) => p.strip_prefix(&format!("{}/", dir.display())).unwrap_or(p).to_owned(),
+            (Some(p), _) => p
+                .strip_prefix(&format!("{}/", dir.display()))
+                .unwrap_or(p)
+                .to_owned(),
             (None, Some(e)) => e.chars().take(70).collect(),
             (None, None) => "untouched".into(),
         };
-        println!("{:<12} {:<38} {:<10} {:>5} {:>8}  {}", s.job, s.what, j.status, j.polls, j.attempts, result);
+        println!(
+            "{:<12} {:<38} {:<10} {:>5} {:>8}  {}",
+            s.job, s.what, j.status, j.polls, j.attempts, result
+        );
     }
-    let river = app_db.scene("scene_river").await.context("read a scene").exit_with(exit::SOFTWARE)?;
+    let river = app_db
+        .scene("scene_river")
+        .await
+        .context("read a scene")
+        .exit_with(exit::SOFTWARE)?;
     println!(
         "\nscene_river points at {} (the newer take wins, whatever order they finished in)",
-        river.and_then(|s| s.current_version_id).unwrap_or_else(|| "nothing".into())
+        river
+            .and_then(|s| s.current_version_id)
+            .unwrap_or_else(|| "nothing".into())
     );
-    let events = app_db.all_events().await.context("read events").exit_with(exit::SOFTWARE)?;
-    println!("{} audit events in ai_job_events; settled in {:.1}s with {} requests to the provider", events.len(), took.as_secs_f64(), fake.total_requests());
+    let events = app_db
+        .all_events()
+        .await
+        .context("read events")
+        .exit_with(exit::SOFTWARE)?;
+    println!(
+        "{} audit events in ai_job_events; settled in {:.1}s with {} requests to the provider",
+        events.len(),
+        took.as_secs_f64(),
+        fake.total_requests()
+    );
     let conf = dir.join("clawcut-worker.toml");
     let _ = std::fs::write(
         &conf,
@@ -198,26 +349,36 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
     );
     println!("\nfiles:    {}", cfg.media.dir.display());
     println!("database: {}", dir.join("clawcut.db").display());
-    println!("look around: clawcut-worker --config {} status", conf.display());
+    println!(
+        "look around: clawcut-worker --config {} status",
+        conf.display()
+    );
     Ok(())
 }
 
 async fn seed(url: &str, fake: &FakeOpenAi, seeds: &[Seed]) -> Result<(), Fatal> {
-    let db = AppDb::connect(url).await.context("open the demo database").exit_with(exit::SOFTWARE)?;
+    let db = AppDb::connect(url)
+        .await
+        .context("open the demo database")
+        .exit_with(exit::SOFTWARE)?;
     let now = now_ms();
     for (i, s) in seeds.iter().enumerate() {
         let created = now - s.created_ago.as_millis() as i64;
         let provider_job_id = format!("video_demo_{:02}", i + 1);
         fake.script(&provider_job_id, s.script.clone());
         db.insert_scene(s.scene, s.what).await.ok();
-        db.insert_version(s.version, s.scene, created + i as i64).await.context("seed a scene version").exit_with(exit::SOFTWARE)?;
+        db.insert_version(s.version, s.scene, created + i as i64)
+            .await
+            .context("seed a scene version")
+            .exit_with(exit::SOFTWARE)?;
         db.insert_job(&NewJob {
             id: s.job.into(),
             kind: s.kind.into(),
             provider: "openai".into(),
             scene_id: Some(s.scene.into()),
             scene_version_id: Some(s.version.into()),
-            request: r#"{"prompt":"a calm shot","model":"sora-2","seconds":"4","size":"1280x720"}"#.into(),
+            request: r#"{"prompt":"a calm shot","model":"sora-2","seconds":"4","size":"1280x720"}"#
+                .into(),
             status: "processing".into(),
             provider_job_id: Some(provider_job_id),
             created_at: created,

@@ -44,7 +44,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             .route("/v1/jobs", get(list_jobs))
             .route("/v1/jobs/{id}/resolve", post(resolve));
     }
-    app.layer(DefaultBodyLimit::max(MAX_BODY)).with_state(shared)
+    app.layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
 }
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -53,7 +54,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let stop = async move {
         let _ = phase.wait_for(|p| *p == Phase::Abort).await;
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         warn!(error = %e, "http server stopped");
     }
 }
@@ -67,7 +71,25 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
-    let unready = |reason: String| (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unready", "reason": reason }))).into_response();
+    let (ready, body) = readiness(&s).await;
+    // Log changes only: probes come every few seconds.
+    if s.was_ready.swap(ready, Ordering::Relaxed) != ready {
+        if ready {
+            info!("readiness: ready again");
+        } else {
+            warn!(reason = %body["reason"], "readiness: not ready");
+        }
+    }
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn readiness(s: &Shared) -> (bool, serde_json::Value) {
+    let unready = |reason: String| (false, json!({ "status": "unready", "reason": reason }));
     if *s.phase.borrow() != Phase::Running {
         return unready("shutting down".into());
     }
@@ -86,19 +108,27 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
         return unready("no pass has finished yet".into());
     }
     if age > window.as_millis() as i64 {
-        let err = s.last_pass_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let err = s
+            .last_pass_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         return unready(format!(
             "last successful pass {}s ago{}",
             age / 1000,
-            err.map(|e| format!("; last error: {e}")).unwrap_or_default()
+            err.map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
         ));
     }
-    (StatusCode::OK, Json(json!({ "status": "ready", "last_pass_age_ms": age }))).into_response()
+    (true, json!({ "status": "ready", "last_pass_age_ms": age }))
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.worker.metrics.render(),
     )
         .into_response()
@@ -131,7 +161,11 @@ struct ReconcileBody {
     ai_job_id: Option<String>,
 }
 
-async fn reconcile(State(s): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn reconcile(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return r;
     }
@@ -140,7 +174,12 @@ async fn reconcile(State(s): State<Arc<Shared>>, headers: HeaderMap, body: axum:
     } else {
         match serde_json::from_slice(&body) {
             Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{}} or {{\"ai_job_id\": \"...\"}}: {e}")),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body must be {{}} or {{\"ai_job_id\": \"...\"}}: {e}"),
+                );
+            }
         }
     };
     let opts = PassOptions {
@@ -154,10 +193,17 @@ async fn reconcile(State(s): State<Arc<Shared>>, headers: HeaderMap, body: axum:
             if let (Some(id), 0) = (&req.ai_job_id, summary.claimed) {
                 let why = match s.worker.store().get_job(id).await {
                     Ok(None) => "no such job".to_owned(),
-                    Ok(Some(j)) => format!("not claimable now (status {}, leased until {:?})", j.status, j.lease_expires_at),
+                    Ok(Some(j)) => format!(
+                        "not claimable now (status {}, leased until {:?})",
+                        j.status, j.lease_expires_at
+                    ),
                     Err(e) => error_chain(&e),
                 };
-                return (StatusCode::CONFLICT, Json(json!({ "claimed": 0, "jobs": [], "reason": why }))).into_response();
+                return (
+                    StatusCode::CONFLICT,
+                    Json(json!({ "claimed": 0, "jobs": [], "reason": why })),
+                )
+                    .into_response();
             }
             (StatusCode::OK, Json(summary)).into_response()
         }
@@ -171,21 +217,42 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-async fn list_jobs(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+async fn list_jobs(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return r;
     }
     let filter = match q.state.as_str() {
         "stranded" => JobFilter::Stranded,
         "needs_operator" => JobFilter::NeedsOperator,
-        other => return error(StatusCode::BAD_REQUEST, format!("state must be stranded or needs_operator, not {other:?}")),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("state must be stranded or needs_operator, not {other:?}"),
+            );
+        }
     };
     let rules = s.worker.settings().rules.clone();
     let now = now_ms();
-    match s.worker.store().list_jobs(filter, now, &rules, q.limit.unwrap_or(100).min(1000)).await {
+    match s
+        .worker
+        .store()
+        .list_jobs(filter, now, &rules, q.limit.unwrap_or(100).min(1000))
+        .await
+    {
         Ok(jobs) => {
-            let rows: Vec<_> = jobs.iter().map(|j| crate::commands::job_json(j, now)).collect();
-            (StatusCode::OK, Json(json!({ "state": q.state, "jobs": rows }))).into_response()
+            let rows: Vec<_> = jobs
+                .iter()
+                .map(|j| crate::commands::job_json(j, now))
+                .collect();
+            (
+                StatusCode::OK,
+                Json(json!({ "state": q.state, "jobs": rows })),
+            )
+                .into_response()
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
     }
@@ -198,23 +265,49 @@ struct ResolveBody {
     operator: Option<String>,
 }
 
-async fn resolve(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+async fn resolve(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return r;
     }
     let req: ResolveBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"action\": \"resubmit\"|\"fail\"}}: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"action\": \"resubmit\"|\"fail\"}}: {e}"),
+            );
+        }
     };
     let resolution = match req.action.as_str() {
         "resubmit" => Resolution::Resubmit,
         "fail" => Resolution::Fail,
-        other => return error(StatusCode::BAD_REQUEST, format!("action must be resubmit or fail, not {other:?}")),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("action must be resubmit or fail, not {other:?}"),
+            );
+        }
     };
     let operator = format!("api:{}", req.operator.as_deref().unwrap_or("admin"));
-    match s.worker.store().resolve(&id, resolution, &operator, now_ms()).await {
-        Ok(status) => (StatusCode::OK, Json(json!({ "ai_job_id": id, "status": status.as_str() }))).into_response(),
-        Err(e @ clawcut_store::StoreError::NotResolvable { .. }) => error(StatusCode::CONFLICT, error_chain(&e)),
+    match s
+        .worker
+        .store()
+        .resolve(&id, resolution, &operator, now_ms())
+        .await
+    {
+        Ok(status) => (
+            StatusCode::OK,
+            Json(json!({ "ai_job_id": id, "status": status.as_str() })),
+        )
+            .into_response(),
+        Err(e @ clawcut_store::StoreError::NotResolvable { .. }) => {
+            error(StatusCode::CONFLICT, error_chain(&e))
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
     }
 }

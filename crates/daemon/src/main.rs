@@ -10,6 +10,7 @@ mod config;
 mod demo;
 mod exit;
 mod http;
+mod liveness;
 mod metrics;
 mod run;
 mod worker;
@@ -25,10 +26,17 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return std::process::ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return std::process::ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: start the async runtime: {e}");

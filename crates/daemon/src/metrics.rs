@@ -85,7 +85,11 @@ impl Metrics {
             "Jobs waiting for an operator's decision",
             needs_operator_jobs.clone(),
         );
-        registry.register("download_bytes", "Output bytes downloaded", download_bytes.clone());
+        registry.register(
+            "download_bytes",
+            "Output bytes downloaded",
+            download_bytes.clone(),
+        );
         registry.register(
             "pass_duration_seconds",
             "Duration of reconcile passes",

@@ -3,7 +3,7 @@
 //! each step (READY, WATCHDOG, STATUS, STOPPING).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
@@ -27,6 +27,8 @@ pub struct Shared {
     /// When the last pass finished without a database error (ms; 0 = never).
     pub last_pass_ok_at: AtomicI64,
     pub last_pass_error: Mutex<Option<String>>,
+    /// What `/readyz` answered last, so only changes are logged.
+    pub was_ready: AtomicBool,
     pub phase: watch::Receiver<Phase>,
     /// Read once at startup from the env var `http.admin_token_env` names.
     pub admin_token: Option<String>,
@@ -46,13 +48,17 @@ impl Shared {
             config_path,
             last_pass_ok_at: AtomicI64::new(0),
             last_pass_error: Mutex::new(None),
+            was_ready: AtomicBool::new(false),
             phase,
             admin_token,
         }
     }
 
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -71,13 +77,21 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
         .with_context(|| format!("create media.dir {}", cfg.media.dir.display()))
         .exit_with(exit::CANTCREAT)?;
     sweep_temp(&cfg.media.dir).await;
-    let admin_token = std::env::var(&cfg.http.admin_token_env).ok().filter(|t| !t.is_empty());
+    let admin_token = std::env::var(&cfg.http.admin_token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
     let metrics = Arc::new(Metrics::new());
     let worker = Arc::new(app::build_worker(&cfg, path, store, metrics)?);
     info!(worker_id = %worker.id, database = %app::redact_url(&cfg.database.url), "clawcut-worker starting");
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-    let shared = Arc::new(Shared::new(worker, cfg.clone(), path.to_owned(), phase_rx, admin_token));
+    let shared = Arc::new(Shared::new(
+        worker,
+        cfg.clone(),
+        path.to_owned(),
+        phase_rx,
+        admin_token,
+    ));
 
     if !cfg.http.listen.is_empty() {
         let listener = http::bind(&cfg.http.listen, shared.admin_token.is_some()).await?;
@@ -86,7 +100,10 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     }
 
     spawn_signal_handler(shared.clone(), phase_tx)?;
-    notify(&[NotifyState::Ready, NotifyState::Status("started; first pass pending")]);
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status("started; first pass pending"),
+    ]);
 
     drive(&shared, cfg.reconcile.on_startup).await;
     notify(&[NotifyState::Stopping, NotifyState::Status("stopped")]);
@@ -103,9 +120,16 @@ pub async fn drive(shared: &Shared, on_startup: bool) {
     loop {
         if !first {
             let interval = shared.config().reconcile.interval.0;
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                _ = phase.changed() => {}
+            let wake_at = tokio::time::Instant::now() + interval;
+            // Sleep in slices short enough to keep feeding the watchdog.
+            let slice = shared.worker.liveness.max_sleep().unwrap_or(interval);
+            while tokio::time::Instant::now() < wake_at && *phase.borrow() == Phase::Running {
+                let until = wake_at.min(tokio::time::Instant::now() + slice);
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    _ = phase.changed() => {}
+                }
+                shared.worker.liveness.beat();
             }
         }
         first = false;
@@ -114,8 +138,10 @@ pub async fn drive(shared: &Shared, on_startup: bool) {
         }
         loop {
             let batch = shared.worker.settings().batch_size as usize;
-            let claimed = one_pass(shared, &PassOptions::default()).await.map_or(0, |s| s.claimed);
-            notify(&[NotifyState::Watchdog]);
+            let claimed = one_pass(shared, &PassOptions::default())
+                .await
+                .map_or(0, |s| s.claimed);
+            shared.worker.liveness.beat();
             sweep_temp(&shared.worker.settings().media_dir).await;
             if claimed < batch || *phase.borrow() != Phase::Running {
                 break;
@@ -132,7 +158,10 @@ const TEMP_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Remove temporary download files left by a crashed process.
 pub async fn sweep_temp(media: &Path) {
     let media = media.to_owned();
-    let res = tokio::task::spawn_blocking(move || clawcut_providers::cleanup_stale_temp_older_than(&media, TEMP_MAX_IDLE)).await;
+    let res = tokio::task::spawn_blocking(move || {
+        clawcut_providers::cleanup_stale_temp_older_than(&media, TEMP_MAX_IDLE)
+    })
+    .await;
     match res {
         Ok(Ok(0)) => {}
         Ok(Ok(n)) => info!(removed = n, "removed stale temporary download files"),
@@ -147,7 +176,10 @@ pub async fn one_pass(shared: &Shared, opts: &PassOptions) -> Result<PassSummary
     match worker.pass(opts, &shared.phase).await {
         Ok(summary) => {
             shared.last_pass_ok_at.store(now_ms(), Ordering::Relaxed);
-            *shared.last_pass_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *shared
+                .last_pass_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
             update_gauges(worker).await;
             let line = format!(
                 "last pass: {} claimed, {} completed, {} failed, {} snoozed, {} retried in {} ms",
@@ -167,7 +199,10 @@ pub async fn one_pass(shared: &Shared, opts: &PassOptions) -> Result<PassSummary
         Err(e) => {
             let msg = error_chain(&e);
             error!(error = %msg, "pass failed; retrying next interval");
-            *shared.last_pass_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+            *shared
+                .last_pass_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
             notify(&[NotifyState::Status(&format!("database error: {msg}"))]);
             Err(msg)
         }
@@ -182,8 +217,10 @@ async fn update_gauges(worker: &Worker) {
             let m = &worker.metrics;
             m.eligible_jobs.set(r.eligible as i64);
             m.needs_operator_jobs.set(r.needs_operator as i64);
-            m.oldest_eligible_age_seconds
-                .set(r.oldest_eligible_updated_at.map_or(0, |t| (now - t).max(0) / 1000));
+            m.oldest_eligible_age_seconds.set(
+                r.oldest_eligible_updated_at
+                    .map_or(0, |t| (now - t).max(0) / 1000),
+            );
         }
         Err(e) => warn!(error = %error_chain(&e), "could not read job counts for metrics"),
     }
@@ -259,13 +296,18 @@ pub fn reload(shared: &Shared) {
 }
 
 pub fn require_loopback_or_token(listen: &str, has_token: bool) -> Result<(), Fatal> {
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .map_err(|_| fatal(exit::CONFIG, format!("http.listen {listen:?} is not an address")))?;
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        fatal(
+            exit::CONFIG,
+            format!("http.listen {listen:?} is not an address"),
+        )
+    })?;
     if !addr.ip().is_loopback() && !has_token {
         return Err(fatal(
             exit::CONFIG,
-            format!("refusing to listen on non-loopback {listen} without an admin token: set the variable named by http.admin_token_env, or listen on 127.0.0.1"),
+            format!(
+                "refusing to listen on non-loopback {listen} without an admin token: set the variable named by http.admin_token_env, or listen on 127.0.0.1"
+            ),
         ));
     }
     Ok(())

@@ -14,12 +14,15 @@ use clawcut_core::{
     Millis, Outcome, PollOutcome, Provider, ProviderErrorKind, WorkKind, transition,
 };
 use clawcut_providers::{DownloadPolicy, Downloader};
-use clawcut_store::{ClaimRequest, Completion, Reschedule, Settle, Store, StoreError, StoredOutput};
+use clawcut_store::{
+    ClaimRequest, Completion, Reschedule, Settle, Store, StoreError, StoredOutput,
+};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 
 pub fn now_ms() -> Millis {
@@ -68,6 +71,7 @@ pub struct Worker {
     downloader: Downloader,
     settings: Mutex<Arc<Settings>>,
     pub metrics: Arc<Metrics>,
+    pub liveness: Arc<Liveness>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -126,6 +130,7 @@ impl Worker {
             downloader,
             settings: Mutex::new(Arc::new(settings)),
             metrics,
+            liveness: Arc::new(Liveness::from_env()),
         }
     }
 
@@ -134,7 +139,10 @@ impl Worker {
     }
 
     pub fn settings(&self) -> Arc<Settings> {
-        self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Swap in new settings; passes already running keep the old ones.
@@ -170,7 +178,9 @@ impl Worker {
             .await?;
         let claimed = jobs.len();
         let held: Arc<Mutex<HashMap<String, Lease>>> = Arc::new(Mutex::new(
-            jobs.iter().filter_map(|j| j.lease().map(|l| (j.id.clone(), l))).collect(),
+            jobs.iter()
+                .filter_map(|j| j.lease().map(|l| (j.id.clone(), l)))
+                .collect(),
         ));
         let heartbeat = tokio::spawn(heartbeat_loop(
             self.store.clone(),
@@ -185,7 +195,9 @@ impl Worker {
                 let mut phase = phase.clone();
                 async move {
                     let report = self.work_guarded(job, &s, opts.force, &mut phase).await;
-                    held.lock().unwrap_or_else(|e| e.into_inner()).remove(&report.job_id);
+                    held.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&report.job_id);
                     report
                 }
             })
@@ -194,7 +206,9 @@ impl Worker {
             .await;
         heartbeat.abort();
         self.metrics.passes.inc();
-        self.metrics.pass_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .pass_duration
+            .observe(started.elapsed().as_secs_f64());
         Ok(PassSummary {
             claimed,
             jobs: reports,
@@ -223,7 +237,16 @@ impl Worker {
             return base(job.status, "error", "claimed row carries no lease".into());
         };
         if *phase.borrow() != Phase::Running {
-            return self.release(&lease, base(job.status, "released", "shutting down before work started".into())).await;
+            return self
+                .release(
+                    &lease,
+                    base(
+                        job.status,
+                        "released",
+                        "shutting down before work started".into(),
+                    ),
+                )
+                .await;
         }
         let work = self.work(&job, &lease, s, force);
         let abort = async {
@@ -241,7 +264,11 @@ impl Worker {
             Err(e) if e.is_lease_lost() => {
                 self.metrics.leases_lost.inc();
                 warn!(job = %job.id, "lease lost: another worker took the job; dropping this attempt");
-                base(job.status, "lease_lost", "another worker holds the job now".into())
+                base(
+                    job.status,
+                    "lease_lost",
+                    "another worker holds the job now".into(),
+                )
             }
             Err(e) => {
                 warn!(job = %job.id, error = %error_chain(&e), "could not record the job's outcome; the lease will expire and the job will be redone");
@@ -249,6 +276,7 @@ impl Worker {
             }
         };
         self.metrics.job(report.action);
+        self.liveness.beat();
         info!(job = %report.job_id, provider = %report.provider, from = %report.from, to = %report.to, action = report.action, detail = %report.detail, "job worked");
         report
     }
@@ -261,7 +289,13 @@ impl Worker {
         report
     }
 
-    async fn work(&self, job: &Job, lease: &Lease, s: &Settings, force: bool) -> Result<Done, StoreError> {
+    async fn work(
+        &self,
+        job: &Job,
+        lease: &Lease,
+        s: &Settings,
+        force: bool,
+    ) -> Result<Done, StoreError> {
         let now = now_ms();
         // We hold the lease, and a forced claim skipped min_age and due time:
         // ask core what kind of work this is without those gates.
@@ -290,7 +324,8 @@ impl Worker {
                     humantime::format_duration(round_secs(age)),
                     humantime::format_duration(s.rules.max_age)
                 );
-                self.settle(job, lease, Event::Expired, reason, "expired").await
+                self.settle(job, lease, Event::Expired, reason, "expired")
+                    .await
             }
             WorkKind::RecoverSubmission => {
                 let reason = format!(
@@ -300,7 +335,14 @@ impl Worker {
                     job.updated_at,
                     job.id
                 );
-                self.settle(job, lease, Event::SubmitUnknowable, reason, "needs_operator").await
+                self.settle(
+                    job,
+                    lease,
+                    Event::SubmitUnknowable,
+                    reason,
+                    "needs_operator",
+                )
+                .await
             }
             WorkKind::Submit => {
                 // Submission is refused at config load; a claim of such a row
@@ -336,7 +378,10 @@ impl Worker {
         };
         self.metrics.provider_request(&job.provider, status_label);
         match answer {
-            Ok(PollOutcome::Running { progress, poll_after }) => {
+            Ok(PollOutcome::Running {
+                progress,
+                poll_after,
+            }) => {
                 let to = decide(job.status, Event::StillRunning(progress))?;
                 let polls = job.polls.saturating_add(1);
                 let delay = s.backoff.delay(polls, rand::random::<f64>(), poll_after);
@@ -359,23 +404,45 @@ impl Worker {
                 Ok(Done {
                     to: to.status(),
                     action: "snoozed",
-                    detail: format!("still running; next poll in {}", humantime::format_duration(round_secs(delay))),
+                    detail: format!(
+                        "still running; next poll in {}",
+                        humantime::format_duration(round_secs(delay))
+                    ),
                 })
             }
             Ok(PollOutcome::Succeeded { video, thumbnail }) => {
-                self.store_outputs(job, lease, s, handle, &video, thumbnail.as_ref()).await
+                self.store_outputs(job, lease, s, handle, &video, thumbnail.as_ref())
+                    .await
             }
             Ok(PollOutcome::Failed { reason }) => {
-                self.settle(job, lease, Event::ProviderFailed, format!("provider reported failure: {reason}"), "failed")
-                    .await
+                self.settle(
+                    job,
+                    lease,
+                    Event::ProviderFailed,
+                    format!("provider reported failure: {reason}"),
+                    "failed",
+                )
+                .await
             }
             Ok(PollOutcome::Canceled { reason }) => {
-                self.settle(job, lease, Event::ProviderCanceled, format!("provider reported the job canceled: {reason}"), "canceled")
-                    .await
+                self.settle(
+                    job,
+                    lease,
+                    Event::ProviderCanceled,
+                    format!("provider reported the job canceled: {reason}"),
+                    "canceled",
+                )
+                .await
             }
             Ok(PollOutcome::OutputsGone { reason }) => {
-                self.settle(job, lease, Event::OutputsGone, format!("outputs gone at the provider: {reason}"), "failed")
-                    .await
+                self.settle(
+                    job,
+                    lease,
+                    Event::OutputsGone,
+                    format!("outputs gone at the provider: {reason}"),
+                    "failed",
+                )
+                .await
             }
             Err(e) => {
                 let counts = e.kind.counts_as_attempt();
@@ -397,9 +464,14 @@ impl Worker {
         video: &DownloadSpec,
         thumbnail: Option<&DownloadSpec>,
     ) -> Result<Done, StoreError> {
-        let (Some(scene), Some(version)) = (safe_id(job.scene_id.as_deref()), safe_id(job.scene_version_id.as_deref().or(Some(&job.id)))) else {
+        let (Some(scene), Some(version)) = (
+            safe_id(job.scene_id.as_deref()),
+            safe_id(job.scene_version_id.as_deref().or(Some(&job.id))),
+        ) else {
             let reason = "scene_id or scene_version_id is missing or not of the form [A-Za-z0-9_-]{1,64}; refusing to build a media path from it".to_owned();
-            return self.settle(job, lease, Event::ProviderFailed, reason, "failed").await;
+            return self
+                .settle(job, lease, Event::ProviderFailed, reason, "failed")
+                .await;
         };
         let video_path = final_path(&s.media_dir, "videos", scene, version, &video.extension);
         let stored_video = match self.fetch(video, handle, s, &video_path).await {
@@ -422,7 +494,10 @@ impl Worker {
             }
         };
         decide(job.status, Event::OutputsStored)?;
-        let detail = format!("video {} ({} bytes, sha256 {})", stored_video.path, stored_video.bytes, stored_video.sha256);
+        let detail = format!(
+            "video {} ({} bytes, sha256 {})",
+            stored_video.path, stored_video.bytes, stored_video.sha256
+        );
         self.store
             .complete(
                 lease,
@@ -449,13 +524,22 @@ impl Worker {
         path: &Path,
     ) -> Result<StoredOutput, FetchFailure> {
         let metrics = self.metrics.clone();
+        let liveness = self.liveness.clone();
         let mut last = 0u64;
         let got = self
             .downloader
-            .download(spec, &handle.policy, &s.media_dir, path, s.max_bytes, move |total| {
-                metrics.download_bytes.inc_by(total.saturating_sub(last));
-                last = total;
-            })
+            .download(
+                spec,
+                &handle.policy,
+                &s.media_dir,
+                path,
+                s.max_bytes,
+                move |total| {
+                    metrics.download_bytes.inc_by(total.saturating_sub(last));
+                    last = total;
+                    liveness.beat();
+                },
+            )
             .await;
         match got {
             Ok(d) => Ok(StoredOutput {
@@ -464,22 +548,44 @@ impl Worker {
                 bytes: d.bytes,
             }),
             Err(e) if e.is_output_gone() => Err(FetchFailure::Gone(error_chain(&e))),
-            Err(e) if e.is_transient() => Err(FetchFailure::Transient(error_chain(&e), e.retry_after())),
+            Err(e) if e.is_transient() => {
+                Err(FetchFailure::Transient(error_chain(&e), e.retry_after()))
+            }
             Err(e) => Err(FetchFailure::Permanent(error_chain(&e))),
         }
     }
 
-    async fn download_failed(&self, job: &Job, lease: &Lease, s: &Settings, f: FetchFailure) -> Result<Done, StoreError> {
+    async fn download_failed(
+        &self,
+        job: &Job,
+        lease: &Lease,
+        s: &Settings,
+        f: FetchFailure,
+    ) -> Result<Done, StoreError> {
         match f {
             FetchFailure::Gone(why) => {
-                self.settle(job, lease, Event::OutputsGone, format!("outputs gone at the provider: {why}"), "failed")
-                    .await
+                self.settle(
+                    job,
+                    lease,
+                    Event::OutputsGone,
+                    format!("outputs gone at the provider: {why}"),
+                    "failed",
+                )
+                .await
             }
             FetchFailure::Permanent(why) => {
-                self.settle(job, lease, Event::ProviderFailed, format!("output refused: {why}"), "failed").await
+                self.settle(
+                    job,
+                    lease,
+                    Event::ProviderFailed,
+                    format!("output refused: {why}"),
+                    "failed",
+                )
+                .await
             }
             FetchFailure::Transient(why, retry_after) => {
-                self.retry(job, lease, s, true, format!("download: {why}"), retry_after).await
+                self.retry(job, lease, s, true, format!("download: {why}"), retry_after)
+                    .await
             }
         }
     }
@@ -502,7 +608,9 @@ impl Worker {
         };
         match decide(job.status, event)? {
             Outcome::Retry(to) => {
-                let delay = s.backoff.delay(attempts.max(1), rand::random::<f64>(), retry_after);
+                let delay = s
+                    .backoff
+                    .delay(attempts.max(1), rand::random::<f64>(), retry_after);
                 let now = now_ms();
                 self.store
                     .reschedule(
@@ -523,7 +631,11 @@ impl Worker {
                 Ok(Done {
                     to,
                     action: "retry",
-                    detail: format!("{msg}; attempt {attempts} of {}, next try in {}", s.backoff.max_attempts, humantime::format_duration(round_secs(delay))),
+                    detail: format!(
+                        "{msg}; attempt {attempts} of {}, next try in {}",
+                        s.backoff.max_attempts,
+                        humantime::format_duration(round_secs(delay))
+                    ),
                 })
             }
             Outcome::Move(_) | Outcome::Snooze(_) => {
@@ -533,7 +645,14 @@ impl Worker {
         }
     }
 
-    async fn settle(&self, job: &Job, lease: &Lease, event: Event, reason: String, action: &'static str) -> Result<Done, StoreError> {
+    async fn settle(
+        &self,
+        job: &Job,
+        lease: &Lease,
+        event: Event,
+        reason: String,
+        action: &'static str,
+    ) -> Result<Done, StoreError> {
         let to = decide(job.status, event)?.status();
         self.store
             .settle(
@@ -550,7 +669,11 @@ impl Worker {
                 },
             )
             .await?;
-        Ok(Done { to, action, detail: reason })
+        Ok(Done {
+            to,
+            action,
+            detail: reason,
+        })
     }
 }
 
@@ -576,12 +699,18 @@ fn round_secs(d: Duration) -> Duration {
 
 /// IDs become path components: only the SPEC's `[A-Za-z0-9_-]{1,64}` may.
 fn safe_id(id: Option<&str>) -> Option<&str> {
-    id.filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    id.filter(|s| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
 }
 
 /// `<media>/<videos|thumbnails>/<scene_id>/<scene_version_id>.<ext>`.
 pub fn final_path(media: &Path, sub: &str, scene: &str, version: &str, ext: &str) -> PathBuf {
-    let ext = if !ext.is_empty() && ext.len() <= 8 && ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    let ext = if !ext.is_empty() && ext.len() <= 8 && ext.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         ext.to_ascii_lowercase()
     } else if sub == "videos" {
         "mp4".into()
@@ -602,16 +731,25 @@ async fn heartbeat_loop(
     tick.tick().await;
     loop {
         tick.tick().await;
-        let leases: Vec<Lease> = held.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let leases: Vec<Lease> = held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for lease in leases {
             match store.heartbeat(&lease, now_ms(), ttl).await {
                 Ok(()) => {}
                 Err(e) if e.is_lease_lost() => {
                     metrics.leases_lost.inc();
-                    held.lock().unwrap_or_else(|e| e.into_inner()).remove(&lease.job_id);
+                    held.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&lease.job_id);
                     warn!(job = %lease.job_id, "heartbeat: lease lost to another worker");
                 }
-                Err(e) => warn!(job = %lease.job_id, error = %error_chain(&e), "heartbeat failed; will retry"),
+                Err(e) => {
+                    warn!(job = %lease.job_id, error = %error_chain(&e), "heartbeat failed; will retry")
+                }
             }
         }
     }

@@ -32,7 +32,7 @@ const POSTGRES: &[Migration] = &[Migration {
 
 /// Arbitrary but fixed: every clawcut-worker process migrating the same
 /// PostgreSQL database serializes on it.
-const PG_MIGRATE_LOCK: i64 = 0x636c_6177_6375_74;
+const PG_MIGRATE_LOCK: i64 = 0x0063_6c61_7763_7574; // "clawcut"
 
 /// Where the schema stands against the migrations this binary carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -88,7 +88,7 @@ pub struct EventRow {
     pub ai_job_id: String,
     pub from_status: Option<String>,
     pub to_status: String,
-    pub worker_id: Option<String>,
+    pub worker_id: String,
     pub detail: String,
     pub created_at: i64,
 }

@@ -10,25 +10,30 @@
 //! Served bytes are deterministic ([`fake_bytes`]), so a test can compute the
 //! expected sha256 without downloading: see [`FakeOpenAi::content`].
 //!
-//! The server-side plumbing shared with [`crate::fake_replicate`] (start and
-//! shutdown, streamed bodies, in-flight counting) lives here too.
+//! The server plumbing shared with [`crate::fake_replicate`] lives in the
+//! private `plumbing` submodule.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+
+pub(crate) mod plumbing;
+
+pub use plumbing::fake_bytes;
+use plumbing::{
+    ContentBody, InFlight, Server, bearer_ok, json_response, lock, sleep_or_shutdown, unix_now,
+};
 
 /// What one poll of a video answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,211 +208,6 @@ fn running_steps(n_polls: usize) -> impl Iterator<Item = Step> {
             Step::InProgress(u8::try_from(i * 100 / n_polls).unwrap_or(99))
         }
     })
-}
-
-/// The bytes the fakes serve for `seed` (`"{id}"` for an OpenAI video,
-/// `"{id}#thumbnail"` for its thumbnail, `"{id}/{file}"` for Replicate).
-pub fn fake_bytes(seed: &str, len: usize) -> Vec<u8> {
-    let mut out = vec![0; len];
-    fill_fake_bytes(seed_of(seed), 0, &mut out);
-    out
-}
-
-fn seed_of(seed: &str) -> u64 {
-    // FNV-1a: stable across runs and platforms, unlike `DefaultHasher`.
-    seed.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// Fills `buf` with the stream's bytes starting at `offset`: each 8-byte
-/// block is splitmix64 of the seed and the block index, so any range can be
-/// produced without the ones before it.
-fn fill_fake_bytes(seed: u64, offset: usize, buf: &mut [u8]) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        let pos = (offset + i) as u64;
-        let mut z = seed.wrapping_add((pos / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        *b = z.to_le_bytes()[(pos % 8) as usize];
-    }
-}
-
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A test that panicked while holding the lock must not take every later
-    // request down with it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Start, shutdown and shared counters of one fake server.
-pub(crate) struct Server {
-    pub addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    pub async fn start(router: Router, shutdown: watch::Sender<bool>) -> io::Result<Server> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let mut rx = shutdown.subscribe();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await;
-        });
-        Ok(Server {
-            addr,
-            shutdown,
-            task: Some(task),
-        })
-    }
-
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Stops accepting and ends hangs and slow bodies; connections close
-        // as their responses end.
-        let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// Sleeps, or returns early (false) when the server shuts down.
-pub(crate) async fn sleep_or_shutdown(d: Duration, shutdown: &watch::Receiver<bool>) -> bool {
-    let mut rx = shutdown.clone();
-    tokio::select! {
-        () = tokio::time::sleep(d) => true,
-        _ = rx.wait_for(|stop| *stop) => false,
-    }
-}
-
-/// Counts requests in flight for a key, and remembers the maximum.
-#[derive(Default)]
-pub(crate) struct InFlight {
-    counts: Mutex<HashMap<String, (usize, usize)>>,
-}
-
-impl InFlight {
-    pub fn enter(self: &Arc<Self>, key: &str) -> InFlightGuard {
-        let mut counts = lock(&self.counts);
-        let entry = counts.entry(key.to_owned()).or_default();
-        entry.0 += 1;
-        entry.1 = entry.1.max(entry.0);
-        InFlightGuard {
-            owner: Arc::clone(self),
-            key: key.to_owned(),
-        }
-    }
-
-    pub fn max(&self, key: &str) -> usize {
-        lock(&self.counts).get(key).map_or(0, |c| c.1)
-    }
-}
-
-pub(crate) struct InFlightGuard {
-    owner: Arc<InFlight>,
-    key: String,
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if let Some(c) = lock(&self.owner.counts).get_mut(&self.key) {
-            c.0 = c.0.saturating_sub(1);
-        }
-    }
-}
-
-/// How a fake streams content.
-pub(crate) struct ContentBody {
-    pub seed: String,
-    pub len: usize,
-    pub chunk_delay: Option<Duration>,
-    pub chunked: bool,
-    pub content_type: &'static str,
-}
-
-const CHUNK: usize = 16 * 1024;
-
-impl ContentBody {
-    /// The response; `guard` lives until the body is fully sent or dropped,
-    /// so in-flight counts cover the transfer, not just the handler.
-    pub fn into_response(self, guard: InFlightGuard, shutdown: watch::Receiver<bool>) -> Response {
-        let seed = seed_of(&self.seed);
-        let (len, delay) = (self.len, self.chunk_delay);
-        let stream = futures_util::stream::unfold(
-            (0usize, guard, shutdown),
-            move |(offset, guard, shutdown)| async move {
-                if offset >= len {
-                    return None;
-                }
-                if offset > 0
-                    && let Some(d) = delay
-                    && !sleep_or_shutdown(d, &shutdown).await
-                {
-                    return Some((
-                        Err(io::Error::other("fake server shutting down")),
-                        (len, guard, shutdown),
-                    ));
-                }
-                let n = CHUNK.min(len - offset);
-                let mut buf = vec![0; n];
-                fill_fake_bytes(seed, offset, &mut buf);
-                Some((
-                    Ok::<_, io::Error>(Bytes::from(buf)),
-                    (offset + n, guard, shutdown),
-                ))
-            },
-        );
-        let mut resp = Response::new(Body::from_stream(stream));
-        let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
-        if !self.chunked {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len as u64));
-        }
-        resp
-    }
-}
-
-pub(crate) fn json_response(status: u16, body: &Value) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(body.clone())).into_response()
-}
-
-pub(crate) fn bearer_ok(headers: &HeaderMap, key: &str) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| given == key)
 }
 
 /// The fake server. Dropping it shuts it down.
@@ -751,20 +551,9 @@ async fn fallback(State(state): State<Arc<FakeState>>) -> Response {
     state.total_requests.fetch_add(1, Ordering::SeqCst);
     openai_error(404, "Invalid URL.", None)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fake_bytes_are_deterministic_and_seekable() {
-        let all = fake_bytes("video_1", 100);
-        assert_eq!(all, fake_bytes("video_1", 100));
-        assert_ne!(all, fake_bytes("video_2", 100));
-        let mut tail = vec![0; 37];
-        fill_fake_bytes(seed_of("video_1"), 63, &mut tail);
-        assert_eq!(&all[63..], &tail[..]);
-    }
 
     #[test]
     fn scripts_repeat_their_last_step() {

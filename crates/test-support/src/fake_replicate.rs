@@ -22,8 +22,9 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::fake_openai::{
-    ContentBody, InFlight, Server, bearer_ok, fake_bytes, json_response, lock, sleep_or_shutdown,
+use crate::fake_openai::fake_bytes;
+use crate::fake_openai::plumbing::{
+    ContentBody, InFlight, Server, bearer_ok, json_response, lock, sleep_or_shutdown,
 };
 
 /// What one poll of a prediction answers.

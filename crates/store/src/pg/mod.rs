@@ -47,7 +47,7 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(url).map_err(StoreError::Connect)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await
             .map_err(StoreError::Connect)?;

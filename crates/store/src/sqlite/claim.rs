@@ -16,7 +16,10 @@ use crate::{ClaimRequest, StoreError};
 ///
 /// The leading `status IN (...)` term repeats the predicate of the partial
 /// index `ai_jobs_claimable` verbatim: SQLite only uses a partial index
-/// whose predicate appears as a term of the query.
+/// whose predicate appears as a term of the query. Queries name the index
+/// with `INDEXED BY` (the planner otherwise prefers `ai_jobs_kind_status`
+/// without statistics), which also makes them fail loudly rather than scan
+/// the table should the two predicates ever drift apart.
 macro_rules! sqlite_eligible {
     () => {
         "status IN ('queued', 'submitting', 'pending', 'processing')
@@ -34,7 +37,7 @@ pub(crate) use sqlite_eligible;
 pub(crate) const CLAIM: &str = concat!(
     "UPDATE ai_jobs
      SET lease_owner = ?6, lease_expires_at = ?7, fencing_token = fencing_token + 1
-     WHERE id IN (SELECT id FROM ai_jobs WHERE ",
+     WHERE id IN (SELECT id FROM ai_jobs INDEXED BY ai_jobs_claimable WHERE ",
     sqlite_eligible!(),
     " ORDER BY updated_at, id LIMIT ?8)
      RETURNING ",

@@ -40,7 +40,7 @@ const LIST_NEEDS_OPERATOR: &str = concat!(
 );
 
 const COUNT_ELIGIBLE: &str = concat!(
-    "SELECT COUNT(*), MIN(updated_at) FROM ai_jobs WHERE ",
+    "SELECT COUNT(*), MIN(updated_at) FROM ai_jobs INDEXED BY ai_jobs_claimable WHERE ",
     sqlite_eligible!()
 );
 

@@ -106,7 +106,7 @@ pub async fn claim_agrees_with_eligibility_check(url: &str) {
                                 n += 1;
                                 // A deterministic third of the cross product
                                 // keeps the case quick but varied.
-                                if n % 3 != 0 && kind == "image" {
+                                if !n.is_multiple_of(3) && kind == "image" {
                                     continue;
                                 }
                                 let mut j = RawJob::new(&format!("j{n:05}"), status, pid);

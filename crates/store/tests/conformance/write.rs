@@ -186,7 +186,7 @@ pub async fn complete_writes_job_version_scene_and_one_event(url: &str) {
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0].from_status.as_deref(), Some("processing"));
     assert_eq!(ev[0].to_status, "completed");
-    assert_eq!(ev[0].worker_id.as_deref(), Some("worker-1"));
+    assert_eq!(ev[0].worker_id, "worker-1");
     assert_eq!(ev[0].created_at, NOW + 5);
     let detail: serde_json::Value = serde_json::from_str(&ev[0].detail).unwrap();
     assert_eq!(detail["video"]["sha256"], c.video.sha256);
@@ -514,7 +514,7 @@ pub async fn resolve_both_ways_and_not_resolvable(url: &str) {
     assert_eq!((row.attempts, row.polls, row.next_attempt_at), (0, 0, 0));
     let ev = ctx.db.events("r").await.unwrap();
     assert_eq!(ev.len(), 2);
-    assert_eq!(ev[1].worker_id.as_deref(), Some("alice"));
+    assert_eq!(ev[1].worker_id, "alice");
     assert_eq!(ev[1].from_status.as_deref(), Some("needs_operator"));
     assert_eq!(ev[1].to_status, "queued");
 
@@ -532,7 +532,7 @@ pub async fn resolve_both_ways_and_not_resolvable(url: &str) {
     assert_eq!(v.status, "failed");
     let ev = ctx.db.events("f").await.unwrap();
     assert_eq!(ev.last().unwrap().to_status, "failed");
-    assert_eq!(ev.last().unwrap().worker_id.as_deref(), Some("bob"));
+    assert_eq!(ev.last().unwrap().worker_id, "bob");
 
     // Already resolved, a running job, a missing job: refused, untouched.
     for (id, status) in [("f", Some("failed")), ("r", Some("queued")), ("nope", None)] {
