@@ -81,3 +81,27 @@ CREATE TABLE IF NOT EXISTS ai_job_events (
 );
 
 CREATE INDEX IF NOT EXISTS ai_job_events_job ON ai_job_events (ai_job_id, seq);
+
+-- Adopting an existing ClawCut database: the app's tables already exist
+-- (so the CREATEs above did nothing) and lack the daemon's columns.
+ALTER TABLE ai_jobs
+    ADD COLUMN IF NOT EXISTS attempts         integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS polls            integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS next_attempt_at  timestamptz NOT NULL DEFAULT 'epoch',
+    ADD COLUMN IF NOT EXISTS lease_owner      text,
+    ADD COLUMN IF NOT EXISTS lease_expires_at timestamptz,
+    ADD COLUMN IF NOT EXISTS fencing_token    bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS last_error       text,
+    ADD COLUMN IF NOT EXISTS completed_at     timestamptz,
+    ADD COLUMN IF NOT EXISTS video_path       text,
+    ADD COLUMN IF NOT EXISTS thumbnail_path   text,
+    ADD COLUMN IF NOT EXISTS video_sha256     text,
+    ADD COLUMN IF NOT EXISTS video_bytes      bigint,
+    ADD COLUMN IF NOT EXISTS idempotency_key  text;
+
+ALTER TABLE scene_versions
+    ADD COLUMN IF NOT EXISTS video_path     text,
+    ADD COLUMN IF NOT EXISTS thumbnail_path text,
+    ADD COLUMN IF NOT EXISTS video_sha256   text,
+    ADD COLUMN IF NOT EXISTS video_bytes    bigint,
+    ADD COLUMN IF NOT EXISTS error          text;

@@ -5,5 +5,6 @@ mod cli;
 mod crash;
 mod http;
 mod reconcile;
+mod replicas;
 mod support;
 mod systemd;

@@ -280,3 +280,10 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The e2e tests that use PostgreSQL share one cluster, and some stop or
+/// restart it: they take turns.
+pub async fn pg_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}

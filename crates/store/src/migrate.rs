@@ -87,6 +87,9 @@ pub(crate) async fn migrate_sqlite(pool: &SqlitePool) -> Result<Vec<i64>, StoreE
     if current > latest {
         return Err(StoreError::SchemaTooNew { current, latest });
     }
+    if current == 0 {
+        adopt_sqlite_app_tables(&mut tx).await?;
+    }
     let mut applied = Vec::new();
     for m in SQLITE.iter().filter(|m| m.version > current) {
         sqlx::raw_sql(m.sql)
@@ -106,6 +109,63 @@ pub(crate) async fn migrate_sqlite(pool: &SqlitePool) -> Result<Vec<i64>, StoreE
     }
     tx.commit().await.map_err(StoreError::Migrate)?;
     Ok(applied)
+}
+
+/// Columns the daemon needs on tables the app may have created already,
+/// with definitions valid for `ALTER TABLE ... ADD COLUMN` (constant
+/// defaults). Must match `migrations/sqlite/0001_init.sql`.
+const SQLITE_ADOPTED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("ai_jobs", "attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("ai_jobs", "polls", "INTEGER NOT NULL DEFAULT 0"),
+    ("ai_jobs", "next_attempt_at", "INTEGER NOT NULL DEFAULT 0"),
+    ("ai_jobs", "lease_owner", "TEXT"),
+    ("ai_jobs", "lease_expires_at", "INTEGER"),
+    ("ai_jobs", "fencing_token", "INTEGER NOT NULL DEFAULT 0"),
+    ("ai_jobs", "last_error", "TEXT"),
+    ("ai_jobs", "completed_at", "INTEGER"),
+    ("ai_jobs", "video_path", "TEXT"),
+    ("ai_jobs", "thumbnail_path", "TEXT"),
+    ("ai_jobs", "video_sha256", "TEXT"),
+    ("ai_jobs", "video_bytes", "INTEGER"),
+    ("ai_jobs", "idempotency_key", "TEXT"),
+    ("scene_versions", "video_path", "TEXT"),
+    ("scene_versions", "thumbnail_path", "TEXT"),
+    ("scene_versions", "video_sha256", "TEXT"),
+    ("scene_versions", "video_bytes", "INTEGER"),
+    ("scene_versions", "error", "TEXT"),
+];
+
+/// Adopting an existing ClawCut database: the app's tables exist (so the
+/// `CREATE TABLE IF NOT EXISTS` of migration 1 does nothing) but lack the
+/// daemon's columns. SQLite has no `ADD COLUMN IF NOT EXISTS`, hence this.
+async fn adopt_sqlite_app_tables(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+) -> Result<(), StoreError> {
+    for (table, column, definition) in SQLITE_ADOPTED_COLUMNS {
+        let present: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2")
+                .bind(table)
+                .bind(column)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(StoreError::Migrate)?;
+        let table_exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        )
+        .bind(table)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(StoreError::Migrate)?;
+        if table_exists == 1 && present == 0 {
+            // Built only from the constants above, never from input.
+            let sql = format!("ALTER TABLE {table} ADD COLUMN {column} {definition}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::Migrate)?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn schema_status_sqlite(pool: &SqlitePool) -> Result<SchemaStatus, StoreError> {

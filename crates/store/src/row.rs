@@ -82,7 +82,7 @@ pub(crate) fn bytes_i64(b: u64) -> i64 {
     i64::try_from(b).unwrap_or(i64::MAX)
 }
 
-/// Status strings of the final statuses, for `completed_at`.
+/// `completed_at` for a status change: now when `to` is final.
 pub(crate) fn completed_at(to: JobStatus, now: i64) -> Option<i64> {
     to.is_final().then_some(now)
 }
@@ -109,16 +109,17 @@ pub(crate) fn detail_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// Counts in [`JobStatus::ALL`] order; a status the daemon does not know is
-/// a corrupt row, reported rather than hidden.
+/// Counts in [`JobStatus::ALL`] order. A status the daemon does not know
+/// (possible in an adopted app table without our CHECK constraint) is
+/// logged and left out rather than failing the whole report: `/metrics`
+/// and `/readyz` must keep answering.
 pub(crate) fn by_status(rows: Vec<(String, i64)>) -> Result<Vec<(JobStatus, u64)>, StoreError> {
     let mut out = Vec::with_capacity(rows.len());
     for (status, n) in rows {
-        let st: JobStatus = status.parse().map_err(|_| StoreError::CorruptRow {
-            job_id: "(status counts)".to_owned(),
-            detail: format!("unknown status {status:?}"),
-        })?;
-        out.push((st, count(n)));
+        match status.parse::<JobStatus>() {
+            Ok(st) => out.push((st, count(n))),
+            Err(_) => tracing::warn!(%status, jobs = n, "video jobs with an unknown status"),
+        }
     }
     out.sort_by_key(|(st, _)| JobStatus::ALL.iter().position(|s| s == st));
     Ok(out)

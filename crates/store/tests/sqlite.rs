@@ -17,3 +17,24 @@ macro_rules! sqlite_cases {
 }
 
 conformance::for_each_case!(sqlite_cases);
+
+/// SQLite specifics: the file and its directory are created, WAL is on.
+#[tokio::test]
+async fn creates_directory_and_uses_wal() {
+    let (dir, _) = temp_sqlite();
+    let path = dir.path().join("a/b/clawcut.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = clawcut_store::SqliteStore::connect(&url).await.unwrap();
+    clawcut_store::Store::migrate(&store).await.unwrap();
+    assert!(path.is_file());
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous = FULL");
+}

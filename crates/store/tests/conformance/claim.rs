@@ -207,7 +207,9 @@ pub async fn claim_only_job_and_force(url: &str) {
 }
 
 /// Several stores on separate connections claim at once, round after
-/// round; no job is ever leased to two of them in the same round.
+/// round, and snooze what they got while the others still claim; no job is
+/// ever leased to two of them in the same round. Between rounds the clock
+/// moves past the snooze, so every job is due again.
 pub async fn concurrent_claimers_never_share_a_job(url: &str) {
     const CLAIMERS: usize = 4;
     const ROUNDS: i64 = 50;
@@ -237,7 +239,25 @@ pub async fn concurrent_claimers_never_share_a_job(url: &str) {
                 // Long enough to outlive the round, short enough to have
                 // expired by the next one.
                 req.lease_ttl = Duration::from_secs(60);
-                store.claim(&req).await.unwrap()
+                let jobs = store.claim(&req).await.unwrap();
+                // Snooze each job while the others are still claiming: the
+                // released row is not due again within this round.
+                for job in &jobs {
+                    let snooze = clawcut_store::Reschedule {
+                        from: JobStatus::Pending,
+                        to: JobStatus::Pending,
+                        now,
+                        attempts: 0,
+                        polls: job.polls + 1,
+                        next_attempt_at: now + 5 * MIN,
+                        last_error: None,
+                    };
+                    store
+                        .reschedule(&job.lease().unwrap(), &snooze)
+                        .await
+                        .unwrap();
+                }
+                jobs
             }));
         }
         let mut seen = BTreeSet::new();
@@ -256,6 +276,12 @@ pub async fn concurrent_claimers_never_share_a_job(url: &str) {
             }
         }
         assert_eq!(total, JOBS, "round {round}: every job claimed exactly once");
+    }
+    for row in &rows {
+        let job = ctx.store.get_job(&row.id).await.unwrap().unwrap();
+        assert_eq!(i64::from(job.polls), ROUNDS, "{}", job.id);
+        assert_eq!(job.fencing_token, ROUNDS);
+        assert_eq!(job.lease_owner, None);
     }
     // Every store holds its own pool; close them so PostgreSQL can drop the DB.
     drop(stores);

@@ -28,6 +28,7 @@ macro_rules! for_each_case {
         $m!(
             migrate_is_idempotent_and_app_insert_works,
             migrate_concurrently,
+            migrate_adopts_existing_app_tables,
             schema_newer_than_binary_is_reported,
             claim_respects_each_rule,
             claim_agrees_with_eligibility_check,

@@ -1,5 +1,6 @@
 //! Migrations and the app's view of the schema.
 
+use clawcut_core::JobStatus;
 use clawcut_store::{Backend, StoreError};
 use clawcut_test_support::db::{AppDb, NewJob};
 
@@ -123,4 +124,51 @@ pub async fn corrupt_row_is_an_error_not_a_panic(url: &str) {
         other => panic!("expected CorruptRow, got {other:?}"),
     }
     assert!(ctx.store.get_job("missing").await.unwrap().is_none());
+}
+
+/// An existing ClawCut database: the app's tables with only the SPEC's
+/// columns, and a stranded job in them. `migrate` adds what the daemon
+/// needs and the job becomes claimable.
+pub async fn migrate_adopts_existing_app_tables(url: &str) {
+    let db = AppDb::connect(url).await.unwrap();
+    let (ts, now) = match &db {
+        AppDb::Sqlite(_) => ("INTEGER", NOW.to_string()),
+        AppDb::Pg(_) => (
+            "timestamptz",
+            format!("to_timestamp({NOW}::float8 / 1000.0)"),
+        ),
+    };
+    db.exec(&format!(
+        "CREATE TABLE scenes (id TEXT PRIMARY KEY, title TEXT NOT NULL,
+             current_version_id TEXT, updated_at {ts} NOT NULL);
+         CREATE TABLE scene_versions (id TEXT PRIMARY KEY, scene_id TEXT NOT NULL,
+             status TEXT NOT NULL, video_path TEXT, created_at {ts} NOT NULL,
+             updated_at {ts} NOT NULL);
+         CREATE TABLE ai_jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, provider TEXT NOT NULL,
+             scene_id TEXT, scene_version_id TEXT, request TEXT NOT NULL, status TEXT NOT NULL,
+             provider_job_id TEXT, created_at {ts} NOT NULL, updated_at {ts} NOT NULL);
+         INSERT INTO scenes VALUES ('s', 'old scene', NULL, {now});
+         INSERT INTO scene_versions VALUES ('v', 's', 'generating', NULL, {now}, {now});
+         INSERT INTO ai_jobs VALUES ('old', 'video', 'openai', 's', 'v', '{{}}', 'processing',
+             'video_1', {now}, {now});"
+    ))
+    .await
+    .unwrap();
+    let store = clawcut_store::connect(url).await.unwrap();
+    assert_eq!(store.migrate().await.unwrap(), vec![1]);
+    let r = rules(false);
+    let got = store
+        .claim(&claim_req("w", NOW + DAY, 5, &r))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let lease = got[0].lease().unwrap();
+    store
+        .complete(&lease, &completion(JobStatus::Processing, NOW + DAY, "old"))
+        .await
+        .unwrap();
+    let v = db.version("v").await.unwrap().unwrap();
+    assert_eq!(v.status, "ready");
+    assert_eq!(v.video_bytes, Some(1234));
+    assert_eq!(db.events("old").await.unwrap().len(), 1);
 }
