@@ -53,7 +53,9 @@ CREATE TABLE IF NOT EXISTS ai_jobs (
     thumbnail_path   text,
     video_sha256     text,
     video_bytes      bigint,
-    idempotency_key  text
+    idempotency_key  text,
+    -- The lease owner a claim replaced (an expired, unreleased lease), or NULL.
+    lease_taken_from text
 );
 
 -- Claiming only ever looks at the few unfinished rows; a partial index keeps
@@ -97,7 +99,8 @@ ALTER TABLE ai_jobs
     ADD COLUMN IF NOT EXISTS thumbnail_path   text,
     ADD COLUMN IF NOT EXISTS video_sha256     text,
     ADD COLUMN IF NOT EXISTS video_bytes      bigint,
-    ADD COLUMN IF NOT EXISTS idempotency_key  text;
+    ADD COLUMN IF NOT EXISTS idempotency_key  text,
+    ADD COLUMN IF NOT EXISTS lease_taken_from text;
 
 ALTER TABLE scene_versions
     ADD COLUMN IF NOT EXISTS video_path     text,

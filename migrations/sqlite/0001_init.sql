@@ -53,7 +53,9 @@ CREATE TABLE IF NOT EXISTS ai_jobs (
     thumbnail_path   TEXT,
     video_sha256     TEXT,
     video_bytes      INTEGER,
-    idempotency_key  TEXT
+    idempotency_key  TEXT,
+    -- The lease owner a claim replaced (an expired, unreleased lease), or NULL.
+    lease_taken_from TEXT
 );
 
 -- Claiming only ever looks at the few unfinished rows; a partial index keeps

@@ -149,6 +149,7 @@ mod tests {
             fencing_token: 0,
             last_error: None,
             idempotency_key: None,
+            lease_taken_from: None,
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Job {
     pub fencing_token: i64,
     pub last_error: Option<String>,
     pub idempotency_key: Option<String>,
+    /// Set by a claim that replaced another worker's expired, unreleased
+    /// lease: that worker's id (it crashed or hung). `None` otherwise.
+    pub lease_taken_from: Option<String>,
 }
 
 /// Proof of a claim: every write after the claim carries it, and the store

@@ -177,6 +177,12 @@ impl Worker {
             })
             .await?;
         let claimed = jobs.len();
+        for j in &jobs {
+            if let Some(dead) = &j.lease_taken_from {
+                self.metrics.lease_takeovers.inc();
+                info!(job = %j.id, from = %dead, "took over a job whose lease expired unreleased");
+            }
+        }
         let held: Arc<Mutex<HashMap<String, Lease>>> = Arc::new(Mutex::new(
             jobs.iter()
                 .filter_map(|j| j.lease().map(|l| (j.id.clone(), l)))
@@ -666,6 +672,11 @@ impl Worker {
                     idempotency_key: None,
                     detail: serde_json::json!({ "event": event.name(), "reason": reason }),
                     keep_lease: false,
+                    attempts: if let Event::Transient { attempts, .. } = event {
+                        Some(attempts)
+                    } else {
+                        None
+                    },
                 },
             )
             .await?;

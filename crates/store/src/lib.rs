@@ -90,6 +90,8 @@ pub struct Settle {
     /// Keep the lease (submission steps go on working the job); otherwise the
     /// lease is released.
     pub keep_lease: bool,
+    /// Record this attempt count (a job failing on its last transient error).
+    pub attempts: Option<u32>,
 }
 
 /// The next try of a job that stays in flight: a snooze (still running,

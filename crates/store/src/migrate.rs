@@ -128,6 +128,7 @@ const SQLITE_ADOPTED_COLUMNS: &[(&str, &str, &str)] = &[
     ("ai_jobs", "video_sha256", "TEXT"),
     ("ai_jobs", "video_bytes", "INTEGER"),
     ("ai_jobs", "idempotency_key", "TEXT"),
+    ("ai_jobs", "lease_taken_from", "TEXT"),
     ("scene_versions", "video_path", "TEXT"),
     ("scene_versions", "thumbnail_path", "TEXT"),
     ("scene_versions", "video_sha256", "TEXT"),

@@ -52,6 +52,7 @@ where
         fencing_token: row.try_get("fencing_token").map_err(op)?,
         last_error: row.try_get("last_error").map_err(op)?,
         idempotency_key: row.try_get("idempotency_key").map_err(op)?,
+        lease_taken_from: row.try_get("lease_taken_from").map_err(op)?,
         id,
     })
 }

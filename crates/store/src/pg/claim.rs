@@ -32,7 +32,7 @@ pub(crate) use pg_eligible;
 
 pub(crate) const CLAIM: &str = concat!(
     "UPDATE ai_jobs
-     SET lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
+     SET lease_taken_from = lease_owner, lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
          fencing_token = fencing_token + 1
      WHERE id IN (SELECT id FROM ai_jobs WHERE ",
     pg_eligible!(),

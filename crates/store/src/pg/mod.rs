@@ -31,7 +31,7 @@ macro_rules! pg_job_cols {
          (extract(epoch from next_attempt_at) * 1000)::int8 AS next_attempt_at,
          lease_owner,
          (extract(epoch from lease_expires_at) * 1000)::int8 AS lease_expires_at,
-         fencing_token, last_error, idempotency_key"
+         fencing_token, last_error, idempotency_key, lease_taken_from"
     };
 }
 pub(crate) use pg_job_cols;

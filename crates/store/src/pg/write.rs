@@ -206,7 +206,8 @@ pub(super) async fn settle(pool: &PgPool, lease: &Lease, s: &Settle) -> Result<(
              idempotency_key = COALESCE($9::text, idempotency_key),
              completed_at = COALESCE(to_timestamp($10::float8 / 1000.0), completed_at),
              lease_owner = CASE WHEN $11::bool THEN lease_owner ELSE NULL END,
-             lease_expires_at = CASE WHEN $11::bool THEN lease_expires_at ELSE NULL END
+             lease_expires_at = CASE WHEN $11::bool THEN lease_expires_at ELSE NULL END,
+             attempts = COALESCE($12::int8, attempts)
          WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3 AND status = $4
          RETURNING scene_version_id",
     )
@@ -221,6 +222,7 @@ pub(super) async fn settle(pool: &PgPool, lease: &Lease, s: &Settle) -> Result<(
     .bind(s.idempotency_key.as_deref())
     .bind(completed_at(s.to, s.now))
     .bind(s.keep_lease)
+    .bind(s.attempts.map(i64::from))
     .fetch_optional(&mut *tx)
     .await
     .map_err(op)?;

@@ -36,7 +36,8 @@ pub(crate) use sqlite_eligible;
 
 pub(crate) const CLAIM: &str = concat!(
     "UPDATE ai_jobs
-     SET lease_owner = ?6, lease_expires_at = ?7, fencing_token = fencing_token + 1
+     SET lease_taken_from = lease_owner, lease_owner = ?6, lease_expires_at = ?7,
+         fencing_token = fencing_token + 1
      WHERE id IN (SELECT id FROM ai_jobs INDEXED BY ai_jobs_claimable WHERE ",
     sqlite_eligible!(),
     " ORDER BY updated_at, id LIMIT ?8)

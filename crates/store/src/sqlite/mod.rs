@@ -29,7 +29,7 @@ macro_rules! sqlite_job_cols {
     () => {
         "id, kind, provider, scene_id, scene_version_id, request, status, provider_job_id, \
          created_at, updated_at, attempts, polls, next_attempt_at, lease_owner, \
-         lease_expires_at, fencing_token, last_error, idempotency_key"
+         lease_expires_at, fencing_token, last_error, idempotency_key, lease_taken_from"
     };
 }
 pub(crate) use sqlite_job_cols;

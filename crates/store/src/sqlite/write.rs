@@ -207,7 +207,8 @@ pub(super) async fn settle(pool: &SqlitePool, lease: &Lease, s: &Settle) -> Resu
              idempotency_key = COALESCE(?9, idempotency_key),
              completed_at = COALESCE(?10, completed_at),
              lease_owner = CASE WHEN ?11 THEN lease_owner ELSE NULL END,
-             lease_expires_at = CASE WHEN ?11 THEN lease_expires_at ELSE NULL END
+             lease_expires_at = CASE WHEN ?11 THEN lease_expires_at ELSE NULL END,
+             attempts = COALESCE(?12, attempts)
          WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3 AND status = ?4
          RETURNING scene_version_id",
     )
@@ -222,6 +223,7 @@ pub(super) async fn settle(pool: &SqlitePool, lease: &Lease, s: &Settle) -> Resu
     .bind(s.idempotency_key.as_deref())
     .bind(completed_at(s.to, s.now))
     .bind(s.keep_lease)
+    .bind(s.attempts.map(i64::from))
     .fetch_optional(&mut *tx)
     .await
     .map_err(op)?;

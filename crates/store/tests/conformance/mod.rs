@@ -42,6 +42,7 @@ macro_rules! for_each_case {
             complete_newer_version_keeps_scene_pointer,
             complete_without_scene,
             settle_final_and_parked_states,
+            settle_records_the_last_attempt,
             settle_submission_steps,
             reschedule_snooze_and_retry,
             resolve_both_ways_and_not_resolvable,

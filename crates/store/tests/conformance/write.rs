@@ -33,6 +33,7 @@ pub fn settle(from: JobStatus, to: JobStatus, now: Millis, reason: Option<&str>)
         idempotency_key: None,
         detail: serde_json::json!({"why": reason}),
         keep_lease: false,
+        attempts: None,
     }
 }
 
@@ -67,6 +68,12 @@ pub async fn stale_fencing_token_changes_nothing(url: &str) {
         .unwrap();
     let lease_b = b[0].lease().unwrap();
     assert_eq!(lease_b.token, 2);
+    assert_eq!(a[0].lease_taken_from, None, "a first claim replaces nobody");
+    assert_eq!(
+        b[0].lease_taken_from.as_deref(),
+        Some("A"),
+        "B took over A's expired lease"
+    );
     let before = ctx.db.job("j").await.unwrap().unwrap();
     let version_before = ctx.db.version("v-j").await.unwrap();
     let scene_before = ctx.db.scene("s-j").await.unwrap();
@@ -316,6 +323,33 @@ pub async fn complete_without_scene(url: &str) {
     assert_eq!(row.status, "completed");
     assert_eq!(row.thumbnail_path, None);
     assert_eq!(ctx.db.events("bare").await.unwrap().len(), 1);
+}
+
+pub async fn settle_records_the_last_attempt(url: &str) {
+    let ctx = setup(url).await;
+    seed(&ctx, "x", "pending", Some("p")).await;
+    let (_, lease) = lease_of(&ctx, "x", "w", NOW).await;
+    let mut s = settle(
+        JobStatus::Pending,
+        JobStatus::Failed,
+        NOW + 1,
+        Some("gave up"),
+    );
+    s.attempts = Some(12);
+    ctx.store.settle(&lease, &s).await.unwrap();
+    let row = ctx.db.job("x").await.unwrap().unwrap();
+    assert_eq!((row.status.as_str(), row.attempts), ("failed", 12));
+    // Released cleanly: the next claim replaces nobody.
+    seed(&ctx, "y", "pending", Some("p")).await;
+    let (_, lease) = lease_of(&ctx, "y", "w", NOW).await;
+    ctx.store.release(&lease).await.unwrap();
+    let again = ctx
+        .store
+        .claim(&claim_req("w2", NOW + 1, 5, &rules(false)))
+        .await
+        .unwrap();
+    let y = again.iter().find(|j| j.id == "y").unwrap();
+    assert_eq!(y.lease_taken_from, None);
 }
 
 pub async fn settle_final_and_parked_states(url: &str) {
