@@ -192,7 +192,9 @@ async fn three_replicas_one_killed_every_job_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let takeover = taken.values().max().copied().unwrap();
-    let bound = Duration::from_millis(LEASE_TTL_MS + INTERVAL_MS) + Duration::from_secs(2);
+    // A live replica claims at the start of its next pass; on two loaded
+    // cores a pass of 40 slow downloads can take a few seconds.
+    let bound = Duration::from_millis(LEASE_TTL_MS + INTERVAL_MS) + Duration::from_secs(5);
     eprintln!(
         "TAKEOVER: {} orphaned leases taken over within {:?} of the SIGKILL (lease_ttl {}ms + interval {}ms)",
         orphans.len(),
@@ -202,7 +204,7 @@ async fn three_replicas_one_killed_every_job_once() {
     );
     assert!(
         takeover <= bound,
-        "takeover {takeover:?} > lease TTL + interval (+2s slack for the pass)"
+        "takeover {takeover:?} > lease TTL + interval (+5s slack for a pass under load)"
     );
 
     eventually(Duration::from_secs(240), "every job final", || async {
@@ -242,7 +244,11 @@ async fn postgres_restart_mid_run_loses_nothing() {
         (count_final(&pool).await >= 100).then_some(())
     })
     .await;
-    pg.restart();
+    // A restart with a noticeable outage (pg_ctl stop, 2s, pg_ctl start): a
+    // bare `pg_ctl restart` can fall between two passes and go unseen.
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.start();
     eventually(
         Duration::from_secs(180),
         "every job final after the restart",
