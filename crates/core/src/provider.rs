@@ -73,7 +73,10 @@ pub enum PollOutcome {
 /// Why a provider call failed, classified for the retry decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderErrorKind {
-    /// Connection refused, reset, DNS.
+    /// Could not connect at all (refused, DNS): nothing was sent.
+    Connect,
+    /// The connection failed after the request may have been sent (reset,
+    /// broken pipe).
     Network,
     Timeout,
     /// 5xx.
@@ -97,7 +100,8 @@ impl ProviderErrorKind {
     /// back off, and `max_age` ends them eventually.
     pub fn counts_as_attempt(self) -> bool {
         match self {
-            ProviderErrorKind::Network
+            ProviderErrorKind::Connect
+            | ProviderErrorKind::Network
             | ProviderErrorKind::Timeout
             | ProviderErrorKind::Server(_)
             | ProviderErrorKind::RateLimited
@@ -111,6 +115,7 @@ impl ProviderErrorKind {
     /// A stable label for metrics and logs.
     pub fn label(self) -> &'static str {
         match self {
+            ProviderErrorKind::Connect => "connect",
             ProviderErrorKind::Network => "network",
             ProviderErrorKind::Timeout => "timeout",
             ProviderErrorKind::Server(_) => "server_error",
@@ -144,6 +149,73 @@ impl ProviderError {
     }
 }
 
+/// What a failed create call means for the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitFailure {
+    /// The provider certainly did not create the job (nothing sent, 429,
+    /// 401/403): try again later.
+    NotCreated,
+    /// The provider refused the request for good (4xx): the job fails.
+    Rejected,
+    /// The provider may have created the job (timeout, reset, 5xx, an
+    /// unreadable 2xx): only a lookup or an operator can tell.
+    Unknown,
+}
+
+impl ProviderErrorKind {
+    /// Classify a failed create call. Conservative: anything that may have
+    /// reached the provider's job queue is `Unknown`, never retried blindly.
+    pub fn submit_failure(self) -> SubmitFailure {
+        match self {
+            ProviderErrorKind::Connect
+            | ProviderErrorKind::RateLimited
+            | ProviderErrorKind::Unauthorized(_) => SubmitFailure::NotCreated,
+            ProviderErrorKind::Client(_) | ProviderErrorKind::NotFound => SubmitFailure::Rejected,
+            ProviderErrorKind::Network
+            | ProviderErrorKind::Timeout
+            | ProviderErrorKind::Server(_)
+            | ProviderErrorKind::Malformed => SubmitFailure::Unknown,
+        }
+    }
+}
+
+/// What the daemon asks a provider to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitRequest {
+    /// `ai_jobs.id`.
+    pub job_id: String,
+    /// `ai_jobs.request`: JSON text with `prompt`, `model`, `seconds`,
+    /// `size` and provider-specific extras.
+    pub request: String,
+    /// Fresh per submission attempt, committed before the call. Sent to
+    /// providers that accept one (as an idempotency header or as their own
+    /// reference, e.g. Kling's `external_task_id`).
+    pub idempotency_key: String,
+    /// Where the provider should send its webhook, when webhooks are
+    /// configured for it.
+    pub webhook_url: Option<String>,
+}
+
+/// How a provider authenticates its webhooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookAuth {
+    /// The body carries a valid signature made with the configured secret.
+    Valid,
+    /// A signature scheme applies and this request fails it.
+    Invalid,
+    /// The provider signs nothing: the daemon checks a secret in the URL.
+    Unsigned,
+}
+
+/// What a lookup by our own reference found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The provider has the job: its id.
+    Found(String),
+    /// The provider certainly never created it: safe to submit again.
+    Absent,
+}
+
 /// What an adapter can do about a job found in `submitting` after a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubmitRecovery {
@@ -167,6 +239,45 @@ pub trait Provider: Send + Sync {
     fn submit_recovery(&self) -> SubmitRecovery {
         SubmitRecovery::Unknowable
     }
+
+    /// Create the job at the provider; returns the provider's job id (the
+    /// value stored in `ai_jobs.provider_job_id`, which `poll` takes back).
+    async fn submit(&self, req: &SubmitRequest) -> Result<String, ProviderError>;
+
+    /// Look a submission up by our own reference (`req.idempotency_key`).
+    /// Only meaningful when `submit_recovery()` is `LookupByReference`.
+    async fn lookup(&self, req: &SubmitRequest) -> Result<Lookup, ProviderError> {
+        let _ = req;
+        Err(ProviderError::new(
+            ProviderErrorKind::Client(501),
+            format!(
+                "provider {} cannot look submissions up by reference",
+                self.name()
+            ),
+        ))
+    }
+
+    /// From a webhook body this provider sent, the provider job id it is
+    /// about (`None` when the body does not name one). Webhooks are hints:
+    /// the daemon polls to learn the truth.
+    fn webhook_job_id(&self, body: &[u8]) -> Option<String> {
+        let _ = body;
+        None
+    }
+
+    /// Check a webhook's signature with the configured secret. `headers`
+    /// are lowercase names. `now_unix` lets schemes with timestamps refuse
+    /// replays.
+    fn verify_webhook(
+        &self,
+        headers: &[(String, String)],
+        body: &[u8],
+        secret: &str,
+        now_unix: i64,
+    ) -> WebhookAuth {
+        let _ = (headers, body, secret, now_unix);
+        WebhookAuth::Unsigned
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +295,20 @@ mod tests {
         let s = format!("{spec:?}");
         assert!(s.contains("authorization"));
         assert!(!s.contains("sk-secret"));
+    }
+
+    #[test]
+    fn create_failures_are_classified_conservatively() {
+        use ProviderErrorKind::*;
+        for k in [Connect, RateLimited, Unauthorized(401), Unauthorized(403)] {
+            assert_eq!(k.submit_failure(), SubmitFailure::NotCreated, "{k:?}");
+        }
+        for k in [Client(400), Client(422), NotFound] {
+            assert_eq!(k.submit_failure(), SubmitFailure::Rejected, "{k:?}");
+        }
+        for k in [Network, Timeout, Server(500), Server(503), Malformed] {
+            assert_eq!(k.submit_failure(), SubmitFailure::Unknown, "{k:?}");
+        }
     }
 
     #[test]
