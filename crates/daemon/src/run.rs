@@ -27,6 +27,8 @@ pub struct Shared {
     /// When the last pass finished without a database error (ms; 0 = never).
     pub last_pass_ok_at: AtomicI64,
     pub last_pass_error: Mutex<Option<String>>,
+    /// When the job-count gauges were last refreshed (ms).
+    pub gauges_at: AtomicI64,
     /// What `/readyz` answered last, so only changes are logged.
     pub was_ready: AtomicBool,
     pub phase: watch::Receiver<Phase>,
@@ -49,6 +51,7 @@ impl Shared {
             last_pass_ok_at: AtomicI64::new(0),
             last_pass_error: Mutex::new(None),
             was_ready: AtomicBool::new(false),
+            gauges_at: AtomicI64::new(0),
             phase,
             admin_token,
         }
@@ -180,7 +183,13 @@ pub async fn one_pass(shared: &Shared, opts: &PassOptions) -> Result<PassSummary
                 .last_pass_error
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = None;
-            update_gauges(worker).await;
+            // Counting by status reads every row (115 ms on PostgreSQL with a
+            // million finished jobs, BENCHMARKS.md): at most every 15 s.
+            let now = now_ms();
+            if now - shared.gauges_at.load(Ordering::Relaxed) >= GAUGES_EVERY_MS {
+                shared.gauges_at.store(now, Ordering::Relaxed);
+                update_gauges(worker).await;
+            }
             let line = format!(
                 "last pass: {} claimed, {} completed, {} failed, {} snoozed, {} retried in {} ms",
                 summary.claimed,
@@ -208,6 +217,8 @@ pub async fn one_pass(shared: &Shared, opts: &PassOptions) -> Result<PassSummary
         }
     }
 }
+
+const GAUGES_EVERY_MS: i64 = 15_000;
 
 async fn update_gauges(worker: &Worker) {
     let s = worker.settings();

@@ -1,17 +1,21 @@
-//! What every adapter shares: the HTTP client with its in-flight cap, URL
-//! building, and the one mapping from HTTP failures to
-//! [`ProviderError`]. Adapters only parse their own JSON.
+//! What every adapter shares: the HTTP client with its credentials, rate
+//! limiter and in-flight cap, URL building, and the one mapping from HTTP
+//! failures to [`ProviderError`]. Adapters only build and parse their own
+//! JSON.
 
 use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
 use clawcut_core::{ProviderError, ProviderErrorKind};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::config::ProviderConfig;
 use crate::error::ProvidersError;
+use crate::rate::RateLimiter;
+use crate::sign::KlingJwt;
 
 /// A provider's JSON answer is small; anything bigger is a misbehaving
 /// endpoint, and buffering it would let it eat our memory.
@@ -30,18 +34,41 @@ pub(crate) struct ApiResponse {
     pub body: Vec<u8>,
 }
 
-/// One provider's HTTP client: base URL, bearer key, and a semaphore capping
-/// requests in flight across every job polling this provider.
+/// Any answer, fully read: for adapters (Kling) whose error codes live in
+/// the body and matter more than the HTTP status.
+pub(crate) struct RawResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// How a provider wants the key presented.
+pub(crate) enum Auth {
+    /// `Authorization: Bearer <key>` (OpenAI, Replicate, Runway, Luma).
+    Bearer,
+    /// `Authorization: Key <key>` (fal).
+    KeyPrefix,
+    /// `x-goog-api-key: <key>` (Gemini API).
+    GoogApiKey,
+    /// `Authorization: Bearer <JWT>` signed with the secret key (Kling).
+    KlingJwt(KlingJwt),
+}
+
+/// One provider's HTTP client: base URL, credentials, a requests-per-minute
+/// limiter and a semaphore capping requests in flight, both shared by every
+/// job talking to this provider.
 pub(crate) struct ApiClient {
     client: reqwest::Client,
     base_url: Url,
     api_key: String,
-    auth: HeaderValue,
+    api_secret: Option<String>,
+    auth: Auth,
     in_flight: Semaphore,
+    rate: Option<RateLimiter>,
 }
 
 impl ApiClient {
-    pub(crate) fn new(cfg: &ProviderConfig) -> Result<Self, ProvidersError> {
+    pub(crate) fn new(cfg: &ProviderConfig, auth: Auth) -> Result<Self, ProvidersError> {
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(MAX_CONNECT_TIMEOUT))
@@ -49,20 +76,21 @@ impl ApiClient {
             .user_agent(concat!("clawcut-worker/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ProvidersError::BuildClient)?;
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", cfg.api_key)).map_err(|_| {
-            ProvidersError::InvalidConfig {
+        if HeaderValue::from_str(&format!("Bearer {}", cfg.api_key)).is_err() {
+            return Err(ProvidersError::InvalidConfig {
                 provider: cfg.name.clone(),
                 field: "api_key",
                 reason: "contains characters not allowed in a header".into(),
-            }
-        })?;
-        auth.set_sensitive(true);
+            });
+        }
         Ok(ApiClient {
             client,
             base_url: cfg.base_url.clone(),
             api_key: cfg.api_key.clone(),
+            api_secret: cfg.api_secret.clone(),
             auth,
             in_flight: Semaphore::new(cfg.max_in_flight.max(1)),
+            rate: cfg.requests_per_minute.map(RateLimiter::new),
         })
     }
 
@@ -76,14 +104,60 @@ impl ApiClient {
         url
     }
 
-    /// The `Authorization` header for output downloads that need the key.
+    /// The credential header, as (lowercase name, value): for API calls and
+    /// for output downloads that need the key.
     pub(crate) fn auth_header(&self) -> (String, String) {
-        ("authorization".into(), format!("Bearer {}", self.api_key))
+        match &self.auth {
+            Auth::Bearer => ("authorization".into(), format!("Bearer {}", self.api_key)),
+            Auth::KeyPrefix => ("authorization".into(), format!("Key {}", self.api_key)),
+            Auth::GoogApiKey => ("x-goog-api-key".into(), self.api_key.clone()),
+            Auth::KlingJwt(jwt) => ("authorization".into(), format!("Bearer {}", jwt.token())),
+        }
     }
 
-    /// GET `url` with the bearer key; a 2xx is returned fully read, anything
-    /// else becomes a classified [`ProviderError`].
+    /// GET `url`; a 2xx is returned fully read, anything else becomes a
+    /// classified [`ProviderError`].
     pub(crate) async fn get(&self, url: Url) -> Result<ApiResponse, ProviderError> {
+        let raw = self.send(Method::GET, url, None, &[]).await?;
+        self.require_2xx(raw)
+    }
+
+    /// POST `body` as JSON with `headers` besides the credentials.
+    pub(crate) async fn post_json(
+        &self,
+        url: Url,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> Result<ApiResponse, ProviderError> {
+        let raw = self.send(Method::POST, url, Some(body), headers).await?;
+        self.require_2xx(raw)
+    }
+
+    pub(crate) fn require_2xx(&self, raw: RawResponse) -> Result<ApiResponse, ProviderError> {
+        if (200..300).contains(&raw.status) {
+            Ok(ApiResponse {
+                headers: raw.headers,
+                body: raw.body,
+            })
+        } else {
+            Err(self.error_from_status(raw.status, &raw.headers, &raw.body))
+        }
+    }
+
+    /// Sends one request and reads the whole answer, whatever its status;
+    /// only transport failures are errors. Waits for the rate limiter, then
+    /// for an in-flight slot (in that order, so a caller waiting on the rate
+    /// does not hold a slot others could use).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        json: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<RawResponse, ProviderError> {
+        if let Some(rate) = &self.rate {
+            rate.acquire().await;
+        }
         // The semaphore is never closed, so this cannot fail; map anyway
         // rather than unwrap.
         let _permit = self
@@ -91,23 +165,35 @@ impl ApiClient {
             .acquire()
             .await
             .map_err(|_| ProviderError::new(ProviderErrorKind::Network, "client shut down"))?;
-        let resp = self
+        let (auth_name, auth_value) = self.auth_header();
+        let mut auth_value = HeaderValue::from_str(&auth_value).map_err(|_| {
+            ProviderError::new(
+                ProviderErrorKind::Connect,
+                "credentials contain characters not allowed in a header",
+            )
+        })?;
+        auth_value.set_sensitive(true);
+        let mut req = self
             .client
-            .get(url)
-            .header(AUTHORIZATION, self.auth.clone())
-            .send()
-            .await
-            .map_err(|e| self.classify_reqwest(&e))?;
+            .request(method, url)
+            .header(auth_name.as_str(), auth_value);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(json) = json {
+            req = req.json(json);
+        }
+        let resp = req.send().await.map_err(|e| self.classify_reqwest(&e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = read_capped(resp)
             .await
             .map_err(|e| self.classify_read_error(e))?;
-        if (200..300).contains(&status) {
-            Ok(ApiResponse { headers, body })
-        } else {
-            Err(error_from_status(status, &headers, &body, &self.api_key))
-        }
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Parses a 2xx JSON body; anything unparseable is `Malformed`.
@@ -118,29 +204,54 @@ impl ApiClient {
         serde_json::from_slice(body).map_err(|e| {
             self.malformed(format!(
                 "unexpected response body ({e}): {}",
-                excerpt(body, &self.api_key)
+                self.excerpt(body)
             ))
         })
     }
 
     pub(crate) fn malformed(&self, message: impl Into<String>) -> ProviderError {
-        ProviderError::new(
-            ProviderErrorKind::Malformed,
-            redact(&message.into(), &self.api_key),
-        )
+        ProviderError::new(ProviderErrorKind::Malformed, self.scrub(&message.into()))
+    }
+
+    /// [`excerpt`] with every credential of this provider redacted.
+    pub(crate) fn excerpt(&self, body: &[u8]) -> String {
+        self.scrub(&excerpt(body, &self.api_key))
+    }
+
+    pub(crate) fn error_from_status(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> ProviderError {
+        let mut e = error_from_status(status, headers, body, &self.api_key);
+        e.message = self.scrub(&e.message);
+        e
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let text = redact(text, &self.api_key);
+        match &self.api_secret {
+            Some(secret) => redact(&text, secret),
+            None => text,
+        }
     }
 
     fn classify_reqwest(&self, e: &reqwest::Error) -> ProviderError {
-        let kind = if e.is_timeout() {
+        // Connect first: a connect timeout is also a timeout, but nothing was
+        // sent, which is what a create call needs to know.
+        let kind = if e.is_connect() {
+            ProviderErrorKind::Connect
+        } else if e.is_timeout() {
             ProviderErrorKind::Timeout
         } else if e.is_decode() {
             ProviderErrorKind::Malformed
         } else {
-            // Connect, reset mid-body, redirect loops: all "the network did
-            // not get us an answer", retried alike.
+            // Reset mid-body, redirect loops: the request may have reached
+            // the provider, and the network did not get us an answer.
             ProviderErrorKind::Network
         };
-        ProviderError::new(kind, redact(&error_chain(e), &self.api_key))
+        ProviderError::new(kind, self.scrub(&error_chain(e)))
     }
 
     fn classify_read_error(&self, e: ReadError) -> ProviderError {
@@ -150,6 +261,24 @@ impl ApiClient {
                 self.malformed(format!("response body larger than {MAX_API_BODY} bytes"))
             }
         }
+    }
+}
+
+/// Reads a required string field of a create answer (the new job's id): a
+/// 2xx without it is `Malformed`, which a create call treats as "may have
+/// been created".
+pub(crate) fn created_id(
+    api: &ApiClient,
+    value: Option<&serde_json::Value>,
+    what: &str,
+    body: &[u8],
+) -> Result<String, ProviderError> {
+    match value.and_then(|v| v.as_str()) {
+        Some(id) if check_job_id(id).is_ok() => Ok(id.to_owned()),
+        _ => Err(api.malformed(format!(
+            "create answer has no usable {what}: {}",
+            api.excerpt(body)
+        ))),
     }
 }
 
