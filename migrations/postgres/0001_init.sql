@@ -69,6 +69,8 @@ CREATE INDEX IF NOT EXISTS ai_jobs_needs_operator
     WHERE status = 'needs_operator';
 
 CREATE INDEX IF NOT EXISTS ai_jobs_kind_status ON ai_jobs (kind, status);
+-- Webhooks name jobs by the provider's id.
+CREATE INDEX IF NOT EXISTS ai_jobs_provider_job ON ai_jobs (provider, provider_job_id);
 
 CREATE TABLE IF NOT EXISTS ai_job_events (
     id          text PRIMARY KEY DEFAULT gen_random_uuid()::text,

@@ -72,6 +72,8 @@ CREATE INDEX IF NOT EXISTS ai_jobs_needs_operator
 
 -- Lets `status` count jobs by status from the index alone.
 CREATE INDEX IF NOT EXISTS ai_jobs_kind_status ON ai_jobs (kind, status);
+-- Webhooks name jobs by the provider's id.
+CREATE INDEX IF NOT EXISTS ai_jobs_provider_job ON ai_jobs (provider, provider_job_id);
 
 CREATE TABLE IF NOT EXISTS ai_job_events (
     id          TEXT PRIMARY KEY NOT NULL DEFAULT (lower(hex(randomblob(16)))),

@@ -126,7 +126,11 @@ pub fn transition(from: JobStatus, event: Event) -> Result<Outcome, TransitionEr
         } => match from {
             Queued | Pending | Processing if attempts >= max_attempts => Ok(Outcome::Move(Failed)),
             Queued | Pending | Processing => Ok(Outcome::Retry(from)),
-            Submitting | Completed | Failed | Canceled | NeedsOperator => illegal,
+            // A lookup of an interrupted submission failed: ask again later;
+            // when the attempts run out only an operator can decide.
+            Submitting if attempts >= max_attempts => Ok(Outcome::Move(NeedsOperator)),
+            Submitting => Ok(Outcome::Retry(Submitting)),
+            Completed | Failed | Canceled | NeedsOperator => illegal,
         },
         Event::SubmitIntent => match from {
             Queued => Ok(Outcome::Move(Submitting)),
@@ -229,6 +233,14 @@ mod tests {
                 Outcome::Move(Failed)
             } else {
                 Outcome::Retry(from)
+            }),
+            Event::Transient {
+                attempts,
+                max_attempts,
+            } if from == Submitting => Some(if attempts >= max_attempts {
+                Outcome::Move(NeedsOperator)
+            } else {
+                Outcome::Retry(Submitting)
             }),
             Event::SubmitIntent if from == Queued => Some(Outcome::Move(Submitting)),
             Event::Submitted if from == Submitting => Some(Outcome::Move(Pending)),

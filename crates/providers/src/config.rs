@@ -13,8 +13,9 @@ use std::time::Duration;
 use clawcut_core::Provider;
 
 use crate::error::ProvidersError;
-use crate::http::ApiClient;
-use crate::{openai, replicate};
+use crate::http::{ApiClient, Auth};
+use crate::sign::KlingJwt;
+use crate::{fal, kling, luma, openai, replicate, runway, veo};
 
 /// The API dialect a provider speaks. New kinds are added here and in
 /// [`build_provider`]; the compiler then points at every place to extend.
@@ -22,18 +23,41 @@ use crate::{openai, replicate};
 pub enum ProviderKind {
     OpenAi,
     Replicate,
+    Runway,
+    Luma,
+    Fal,
+    Kling,
+    Veo,
 }
 
 impl ProviderKind {
     /// Every kind this build can talk to, for messages and `check-config`.
-    pub const ALL: &'static [ProviderKind] = &[ProviderKind::OpenAi, ProviderKind::Replicate];
+    pub const ALL: &'static [ProviderKind] = &[
+        ProviderKind::OpenAi,
+        ProviderKind::Replicate,
+        ProviderKind::Runway,
+        ProviderKind::Luma,
+        ProviderKind::Fal,
+        ProviderKind::Kling,
+        ProviderKind::Veo,
+    ];
 
     /// The spelling used in the config file (`kind = "openai"`).
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Replicate => "replicate",
+            ProviderKind::Runway => "runway",
+            ProviderKind::Luma => "luma",
+            ProviderKind::Fal => "fal",
+            ProviderKind::Kling => "kling",
+            ProviderKind::Veo => "veo",
         }
+    }
+
+    /// Whether `api_secret` is required (Kling signs its tokens with it).
+    pub fn needs_api_secret(self) -> bool {
+        self == ProviderKind::Kling
     }
 }
 
@@ -43,17 +67,16 @@ impl fmt::Display for ProviderKind {
     }
 }
 
-const SUPPORTED_KINDS: &str = "openai, replicate";
+const SUPPORTED_KINDS: &str = "openai, replicate, runway, luma, fal, kling, veo";
 
 impl FromStr for ProviderKind {
     type Err = ProvidersError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "openai" => Ok(ProviderKind::OpenAi),
-            "replicate" => Ok(ProviderKind::Replicate),
-            other => Err(ProvidersError::UnsupportedKind {
-                kind: other.to_owned(),
+        match ProviderKind::ALL.iter().find(|k| k.as_str() == s) {
+            Some(kind) => Ok(*kind),
+            None => Err(ProvidersError::UnsupportedKind {
+                kind: s.to_owned(),
                 supported: SUPPORTED_KINDS,
             }),
         }
@@ -68,12 +91,21 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// Scheme, host and optional path prefix; `/v1/...` is appended to it.
     pub base_url: url::Url,
-    /// The secret itself, already read from the environment. `Debug` redacts it.
+    /// The secret itself, already read from the environment. `Debug` redacts
+    /// it. For Kling, the access key.
     pub api_key: String,
+    /// A second secret, for kinds that need one ([`ProviderKind::needs_api_secret`]):
+    /// Kling's secret key, which signs its JWTs. `None` for the others.
+    /// `Debug` redacts it.
+    pub api_secret: Option<String>,
     /// Whole-request timeout for API calls (not for output downloads).
     pub timeout: Duration,
     /// Requests to this provider in flight at once, across all jobs.
     pub max_in_flight: usize,
+    /// Requests to this provider per minute, across all jobs of this process
+    /// (polls and creates alike); `None` is unlimited. Callers wait for a
+    /// slot, never fail: see `rate` for the burst.
+    pub requests_per_minute: Option<u32>,
     /// Hosts outputs may be downloaded from besides `base_url`'s own host.
     /// `*.example.com` allows any subdomain of `example.com`.
     pub allowed_download_hosts: Vec<String>,
@@ -86,8 +118,13 @@ impl fmt::Debug for ProviderConfig {
             .field("kind", &self.kind)
             .field("base_url", &self.base_url.as_str())
             .field("api_key", &"[redacted]")
+            .field(
+                "api_secret",
+                &self.api_secret.as_ref().map(|_| "[redacted]"),
+            )
             .field("timeout", &self.timeout)
             .field("max_in_flight", &self.max_in_flight)
+            .field("requests_per_minute", &self.requests_per_minute)
             .field("allowed_download_hosts", &self.allowed_download_hosts)
             .finish()
     }
@@ -113,6 +150,19 @@ impl ProviderConfig {
         }
         if self.max_in_flight == 0 {
             return Err(invalid("max_in_flight", "must be at least 1"));
+        }
+        if self.requests_per_minute == Some(0) {
+            return Err(invalid(
+                "requests_per_minute",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        if self.kind.needs_api_secret() {
+            match &self.api_secret {
+                None => return Err(invalid("api_secret", "is required for this kind")),
+                Some(s) if s.trim().is_empty() => return Err(invalid("api_secret", "is empty")),
+                _ => {}
+            }
         }
         if self.timeout.is_zero() {
             return Err(invalid("timeout", "must be greater than zero"));
@@ -141,13 +191,31 @@ impl ProviderConfig {
     }
 }
 
-/// Builds the adapter for `cfg.kind`, with its own HTTP client and in-flight
-/// cap.
+/// Builds the adapter for `cfg.kind`, with its own HTTP client, rate limiter
+/// and in-flight cap.
 pub fn build_provider(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, ProvidersError> {
     cfg.validate()?;
-    let api = ApiClient::new(cfg)?;
+    let auth = match cfg.kind {
+        ProviderKind::OpenAi
+        | ProviderKind::Replicate
+        | ProviderKind::Runway
+        | ProviderKind::Luma => Auth::Bearer,
+        ProviderKind::Fal => Auth::KeyPrefix,
+        ProviderKind::Veo => Auth::GoogApiKey,
+        ProviderKind::Kling => Auth::KlingJwt(KlingJwt::new(
+            cfg.api_key.clone(),
+            cfg.api_secret.clone().unwrap_or_default(),
+        )),
+    };
+    let api = ApiClient::new(cfg, auth)?;
+    let name = cfg.name.clone();
     Ok(match cfg.kind {
-        ProviderKind::OpenAi => Arc::new(openai::OpenAi::new(cfg.name.clone(), api)),
-        ProviderKind::Replicate => Arc::new(replicate::Replicate::new(cfg.name.clone(), api)),
+        ProviderKind::OpenAi => Arc::new(openai::OpenAi::new(name, api)),
+        ProviderKind::Replicate => Arc::new(replicate::Replicate::new(name, api)),
+        ProviderKind::Runway => Arc::new(runway::Runway::new(name, api)),
+        ProviderKind::Luma => Arc::new(luma::Luma::new(name, api)),
+        ProviderKind::Fal => Arc::new(fal::Fal::new(name, api)),
+        ProviderKind::Kling => Arc::new(kling::Kling::new(name, api)),
+        ProviderKind::Veo => Arc::new(veo::Veo::new(name, api)),
     })
 }

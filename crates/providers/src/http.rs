@@ -118,8 +118,7 @@ impl ApiClient {
     /// GET `url`; a 2xx is returned fully read, anything else becomes a
     /// classified [`ProviderError`].
     pub(crate) async fn get(&self, url: Url) -> Result<ApiResponse, ProviderError> {
-        let raw = self.send(Method::GET, url, None, &[]).await?;
-        self.require_2xx(raw)
+        self.send_ok(Method::GET, url, None, &[]).await
     }
 
     /// POST `body` as JSON with `headers` besides the credentials.
@@ -129,7 +128,18 @@ impl ApiClient {
         body: &serde_json::Value,
         headers: &[(&str, &str)],
     ) -> Result<ApiResponse, ProviderError> {
-        let raw = self.send(Method::POST, url, Some(body), headers).await?;
+        self.send_ok(Method::POST, url, Some(body), headers).await
+    }
+
+    /// [`ApiClient::send`], then a non-2xx becomes a classified error.
+    pub(crate) async fn send_ok(
+        &self,
+        method: Method,
+        url: Url,
+        json: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<ApiResponse, ProviderError> {
+        let raw = self.send(method, url, json, headers).await?;
         self.require_2xx(raw)
     }
 
@@ -314,6 +324,15 @@ pub(crate) fn check_job_id(id: &str) -> Result<(), ProviderError> {
     } else {
         Ok(())
     }
+}
+
+/// The job id a webhook body names at `path` (e.g. `["id"]`), if it is a
+/// string [`check_job_id`] accepts: webhooks come from the network, so
+/// nothing else is trusted.
+pub(crate) fn webhook_id(body: &[u8], path: &[&str]) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = path.iter().try_fold(&json, |v, k| v.get(k))?.as_str()?;
+    check_job_id(id).ok().map(|()| id.to_owned())
 }
 
 /// Classifies a non-2xx answer. Shared with the downloader's reasoning, so

@@ -3,16 +3,24 @@
 //!
 //! Outputs are fetched from the API host itself with the same bearer key:
 //! `/v1/videos/{id}/content` (mp4) and `?variant=thumbnail` (webp).
+//!
+//! Create: `POST /v1/videos` with `{model, prompt, seconds, size}` (seconds as
+//! the string OpenAI documents), the idempotency key in an `Idempotency-Key`
+//! header. Nothing documents that the Videos API honours that header, so a
+//! crash mid-create is still unknowable (the trait's default recovery). No
+//! webhooks: OpenAI's are not used.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use clawcut_core::{
-    DownloadSpec, OutputKind, PollOutcome, Provider, ProviderError, RemoteProgress,
+    DownloadSpec, OutputKind, PollOutcome, Provider, ProviderError, RemoteProgress, SubmitRequest,
 };
 use serde::Deserialize;
+use serde_json::{Map, Value, json};
 
-use crate::http::{ApiClient, check_job_id, truncate_chars};
+use crate::http::{ApiClient, check_job_id, created_id, truncate_chars};
+use crate::request::JobRequest;
 
 /// OpenAI's hint for the next poll of a running video.
 const POLL_AFTER_HEADER: &str = "openai-poll-after-ms";
@@ -71,6 +79,31 @@ impl OpenAi {
 impl Provider for OpenAi {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn submit(&self, req: &SubmitRequest) -> Result<String, ProviderError> {
+        let job = JobRequest::parse(req)?;
+        let mut body = Map::new();
+        body.insert("prompt".into(), json!(job.prompt()));
+        if let Some(model) = job.str("model") {
+            body.insert("model".into(), json!(model));
+        }
+        if let Some(seconds) = job.seconds()? {
+            body.insert("seconds".into(), json!(seconds.to_string()));
+        }
+        if let Some((w, h)) = job.size()? {
+            body.insert("size".into(), json!(format!("{w}x{h}")));
+        }
+        let resp = self
+            .api
+            .post_json(
+                self.api.endpoint(&["v1", "videos"]),
+                &Value::Object(body),
+                &[("idempotency-key", &req.idempotency_key)],
+            )
+            .await?;
+        let video: Value = self.api.parse_json(&resp.body)?;
+        created_id(&self.api, video.get("id"), "id", &resp.body)
     }
 
     async fn poll(&self, provider_job_id: &str) -> Result<PollOutcome, ProviderError> {

@@ -3,15 +3,28 @@
 //! Outputs are plain URLs (usually on `replicate.delivery`), fetched without
 //! the key; the operator allows those hosts with `allowed_download_hosts`.
 //! Replicate deletes API prediction outputs after an hour (`data_removed`).
+//!
+//! Create: `POST /v1/models/{owner}/{name}/predictions` when the request's
+//! `model` is `owner/name`, or `POST /v1/predictions` with `version` when
+//! the request gives a `version`. The body's `input` is the request's own
+//! `input` object when it has one, else every request field but `model` and
+//! `version`. Replicate has no idempotency key, so the key is not sent and a
+//! crash mid-create is unknowable. Webhooks: `webhook` +
+//! `webhook_events_filter: ["completed"]`; the body is the prediction (its
+//! `id` names the job), signed with Standard Webhooks (see [`crate::sign`]).
 
 use async_trait::async_trait;
 use clawcut_core::{
-    DownloadSpec, OutputKind, PollOutcome, Provider, ProviderError, RemoteProgress,
+    DownloadSpec, OutputKind, PollOutcome, Provider, ProviderError, RemoteProgress, SubmitRequest,
+    WebhookAuth,
 };
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
-use crate::http::{ApiClient, check_job_id, excerpt, truncate_chars};
+use crate::http::{ApiClient, check_job_id, created_id, excerpt, truncate_chars, webhook_id};
+use crate::request::{JobRequest, invalid_request};
+use crate::outcome::{extension_of, path_extension, running};
+use crate::sign::standard_webhook_valid;
 
 const VIDEO_EXTENSIONS: &[&str] = &["mp4", "webm", "mov", "m4v", "mkv", "gif"];
 const DEFAULT_EXTENSION: &str = "mp4";
@@ -42,6 +55,61 @@ impl Replicate {
 impl Provider for Replicate {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn submit(&self, req: &SubmitRequest) -> Result<String, ProviderError> {
+        let job = JobRequest::parse(req)?;
+        let input = match job.get("input") {
+            Some(Value::Object(input)) => input.clone(),
+            Some(_) => return Err(invalid_request("`input` must be an object")),
+            None => job.without(&["model", "version", "input"]),
+        };
+        let mut body = Map::new();
+        let url = if let Some(version) = job.str("version") {
+            body.insert("version".into(), json!(version));
+            self.api.endpoint(&["v1", "predictions"])
+        } else {
+            let model = job.str("model").unwrap_or_default();
+            match model.split_once('/') {
+                Some((owner, name))
+                    if !owner.is_empty() && !name.is_empty() && !name.contains('/') =>
+                {
+                    self.api
+                        .endpoint(&["v1", "models", owner, name, "predictions"])
+                }
+                _ => {
+                    return Err(invalid_request(
+                        "replicate needs `model` as owner/name, or a `version`",
+                    ));
+                }
+            }
+        };
+        body.insert("input".into(), Value::Object(input));
+        if let Some(webhook) = &req.webhook_url {
+            body.insert("webhook".into(), json!(webhook));
+            body.insert("webhook_events_filter".into(), json!(["completed"]));
+        }
+        let resp = self.api.post_json(url, &Value::Object(body), &[]).await?;
+        let prediction: Value = self.api.parse_json(&resp.body)?;
+        created_id(&self.api, prediction.get("id"), "id", &resp.body)
+    }
+
+    fn webhook_job_id(&self, body: &[u8]) -> Option<String> {
+        webhook_id(body, &["id"])
+    }
+
+    fn verify_webhook(
+        &self,
+        headers: &[(String, String)],
+        body: &[u8],
+        secret: &str,
+        now_unix: i64,
+    ) -> WebhookAuth {
+        if standard_webhook_valid(headers, body, secret, now_unix) {
+            WebhookAuth::Valid
+        } else {
+            WebhookAuth::Invalid
+        }
     }
 
     async fn poll(&self, provider_job_id: &str) -> Result<PollOutcome, ProviderError> {
@@ -76,7 +144,7 @@ impl Provider for Replicate {
                             kind: OutputKind::Video,
                             url: url.to_string(),
                             headers: Vec::new(),
-                            extension: extension_of(url),
+                            extension: extension_of(url, DEFAULT_EXTENSION),
                         },
                         thumbnail: None,
                     }),
@@ -94,14 +162,6 @@ impl Provider for Replicate {
                 truncate_chars(other, 60)
             ))),
         }
-    }
-}
-
-fn running(progress: RemoteProgress) -> PollOutcome {
-    // Replicate gives no poll hint; the daemon's backoff decides.
-    PollOutcome::Running {
-        progress,
-        poll_after: None,
     }
 }
 
@@ -133,20 +193,6 @@ fn pick_video<'a>(urls: &[&'a str]) -> Option<&'a str> {
         .or_else(|| urls.first().copied())
 }
 
-fn extension_of(url: &str) -> String {
-    path_extension(url)
-        .filter(|e| (1..=5).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .unwrap_or_else(|| DEFAULT_EXTENSION.into())
-}
-
-/// The lowercased extension of the URL's last path segment, if any.
-fn path_extension(url: &str) -> Option<String> {
-    let parsed = url::Url::parse(url).ok()?;
-    let last = parsed.path_segments()?.next_back()?.to_owned();
-    let (_, ext) = last.rsplit_once('.')?;
-    Some(ext.to_ascii_lowercase())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,10 +205,7 @@ mod tests {
         collect_urls(&out, &mut urls);
         let v = pick_video(&urls).unwrap();
         assert_eq!(v, "https://d.example/b.WEBM?x=1");
-        assert_eq!(extension_of(v), "webm");
-        assert_eq!(extension_of("https://d.example/noext"), "mp4");
-        assert_eq!(extension_of("https://d.example/x.we/ird"), "mp4");
-        assert_eq!(extension_of("https://d.example/x.%2F..%2Fetc"), "mp4");
+        assert_eq!(extension_of(v, DEFAULT_EXTENSION), "webm");
     }
 
     #[test]

@@ -207,8 +207,15 @@ pub trait Store: Send + Sync {
         now: Millis,
     ) -> Result<JobStatus, StoreError>;
 
-    /// Make a job due now (a webhook hint). Returns whether a row changed.
-    async fn make_due(&self, job_id: &str, now: Millis) -> Result<bool, StoreError>;
+    /// Make the unfinished job `provider` knows as `provider_job_id` due now
+    /// (a webhook hint). Returns whether a row changed (false when already
+    /// due, final or unknown).
+    async fn make_due(
+        &self,
+        provider: &str,
+        provider_job_id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Open the store `url` names: `sqlite:` or `postgres:`/`postgresql:`.

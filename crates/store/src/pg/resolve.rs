@@ -88,13 +88,20 @@ pub(super) async fn resolve(
     Ok(to)
 }
 
-pub(super) async fn make_due(pool: &PgPool, job_id: &str, now: Millis) -> Result<bool, StoreError> {
+pub(super) async fn make_due(
+    pool: &PgPool,
+    provider: &str,
+    provider_job_id: &str,
+    now: Millis,
+) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "UPDATE ai_jobs SET next_attempt_at = to_timestamp($2::float8 / 1000.0)
-         WHERE id = $1 AND next_attempt_at > to_timestamp($2::float8 / 1000.0)
+        "UPDATE ai_jobs SET next_attempt_at = to_timestamp($3::float8 / 1000.0)
+         WHERE provider = $1 AND provider_job_id = $2
+           AND next_attempt_at > to_timestamp($3::float8 / 1000.0)
            AND status NOT IN ('completed', 'failed', 'canceled')",
     )
-    .bind(job_id)
+    .bind(provider)
+    .bind(provider_job_id)
     .bind(now)
     .execute(pool)
     .await

@@ -148,7 +148,12 @@ impl Store for SqliteStore {
         resolve::resolve(&self.pool, job_id, resolution, operator, now).await
     }
 
-    async fn make_due(&self, job_id: &str, now: Millis) -> Result<bool, StoreError> {
-        resolve::make_due(&self.pool, job_id, now).await
+    async fn make_due(
+        &self,
+        provider: &str,
+        provider_job_id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        resolve::make_due(&self.pool, provider, provider_job_id, now).await
     }
 }

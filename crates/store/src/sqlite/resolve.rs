@@ -89,15 +89,17 @@ pub(super) async fn resolve(
 
 pub(super) async fn make_due(
     pool: &SqlitePool,
-    job_id: &str,
+    provider: &str,
+    provider_job_id: &str,
     now: Millis,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "UPDATE ai_jobs SET next_attempt_at = ?2
-         WHERE id = ?1 AND next_attempt_at > ?2
+        "UPDATE ai_jobs SET next_attempt_at = ?3
+         WHERE provider = ?1 AND provider_job_id = ?2 AND next_attempt_at > ?3
            AND status NOT IN ('completed', 'failed', 'canceled')",
     )
-    .bind(job_id)
+    .bind(provider)
+    .bind(provider_job_id)
     .bind(now)
     .execute(pool)
     .await

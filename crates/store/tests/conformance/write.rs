@@ -592,16 +592,26 @@ pub async fn resolve_both_ways_and_not_resolvable(url: &str) {
 
 pub async fn make_due_only_when_it_changes_something(url: &str) {
     let ctx = setup(url).await;
-    seed(&ctx, "j", "pending", Some("p")).await;
-    seed(&ctx, "done", "completed", Some("p")).await;
+    seed(&ctx, "j", "pending", Some("pj")).await;
+    seed(&ctx, "done", "completed", Some("pdone")).await;
     set_ts(&ctx, "j", "next_attempt_at", Some(NOW + 10 * MIN)).await;
     set_ts(&ctx, "done", "next_attempt_at", Some(NOW + 10 * MIN)).await;
-    assert!(ctx.store.make_due("j", NOW).await.unwrap());
+    assert!(
+        !ctx.store.make_due("replicate", "pj", NOW).await.unwrap(),
+        "another provider's id"
+    );
+    assert!(ctx.store.make_due("openai", "pj", NOW).await.unwrap());
     let row = ctx.db.job("j").await.unwrap().unwrap();
     assert_eq!(row.next_attempt_at, NOW);
     assert_eq!(row.updated_at, NOW - 10 * MIN);
-    assert!(!ctx.store.make_due("j", NOW).await.unwrap(), "already due");
-    assert!(!ctx.store.make_due("done", NOW).await.unwrap(), "final");
-    assert!(!ctx.store.make_due("missing", NOW).await.unwrap());
+    assert!(
+        !ctx.store.make_due("openai", "pj", NOW).await.unwrap(),
+        "already due"
+    );
+    assert!(
+        !ctx.store.make_due("openai", "pdone", NOW).await.unwrap(),
+        "final"
+    );
+    assert!(!ctx.store.make_due("openai", "missing", NOW).await.unwrap());
     assert_eq!(claim_ids(&ctx, "w", NOW, 5, &rules(false)).await, ["j"]);
 }
