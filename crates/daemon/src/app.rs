@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
+use clawcut_core::WebhookAuth;
 use clawcut_providers::{DownloadPolicy, Downloader, ProviderConfig, ProviderKind, build_provider};
 use clawcut_store::Store;
 use tracing_subscriber::EnvFilter;
@@ -120,17 +121,25 @@ pub fn build_providers_with(
         let kind = match p.kind {
             ProviderKindName::Openai => ProviderKind::OpenAi,
             ProviderKindName::Replicate => ProviderKind::Replicate,
-            ProviderKindName::Runway
-            | ProviderKindName::Luma
-            | ProviderKindName::Fal
-            | ProviderKindName::Kling
-            | ProviderKindName::Veo => {
-                return Err(fatal(
-                    exit::CONFIG,
-                    format!("providers.{name}.kind: {} is not built", p.kind.as_str()),
-                ));
+            ProviderKindName::Runway => ProviderKind::Runway,
+            ProviderKindName::Luma => ProviderKind::Luma,
+            ProviderKindName::Fal => ProviderKind::Fal,
+            ProviderKindName::Kling => ProviderKind::Kling,
+            ProviderKindName::Veo => ProviderKind::Veo,
+        };
+        let secret_of = |key: &str, var: &Option<String>| -> Result<Option<String>, Fatal> {
+            match var {
+                None => Ok(None),
+                Some(v) => env(v).filter(|s| !s.is_empty()).map(Some).ok_or_else(|| {
+                    fatal(
+                        exit::CONFIG,
+                        format!("config {}: key `providers.{name}.{key}`: environment variable {v} is not set", path.display()),
+                    )
+                }),
             }
         };
+        let api_secret = secret_of("api_secret_env", &p.api_secret_env)?;
+        let webhook_secret = secret_of("webhook_secret_env", &p.webhook_secret_env)?;
         let base = p.base_url.as_deref().unwrap_or(p.kind.default_base_url());
         let pc = ProviderConfig {
             name: name.clone(),
@@ -139,15 +148,37 @@ pub fn build_providers_with(
                 .with_context(|| format!("providers.{name}.base_url"))
                 .exit_with(exit::CONFIG)?,
             api_key,
+            api_secret,
             timeout: p.timeout.0,
             max_in_flight: p.max_in_flight,
+            requests_per_minute: p.requests_per_minute,
             allowed_download_hosts: p.allowed_download_hosts.clone(),
         };
         let provider = build_provider(&pc)
             .with_context(|| format!("config {}: providers.{name}", path.display()))
             .exit_with(exit::CONFIG)?;
         let policy = DownloadPolicy::for_provider(&pc);
-        out.insert(name.clone(), ProviderHandle { provider, policy });
+        let webhook_url = match (&cfg.http.public_url, &webhook_secret) {
+            (Some(public), Some(secret)) => {
+                let mut u = format!("{}/webhooks/{name}", public.trim_end_matches('/'));
+                // Providers that sign their webhooks need no secret in the URL.
+                if provider.verify_webhook(&[], b"", secret, 0) == WebhookAuth::Unsigned {
+                    u.push_str("?token=");
+                    u.push_str(secret);
+                }
+                Some(u)
+            }
+            _ => None,
+        };
+        out.insert(
+            name.clone(),
+            ProviderHandle {
+                provider,
+                policy,
+                webhook_url,
+                webhook_secret,
+            },
+        );
     }
     Ok(out)
 }

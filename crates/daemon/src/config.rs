@@ -137,6 +137,10 @@ pub struct HttpConfig {
     /// Empty string turns the HTTP server off.
     pub listen: String,
     pub admin_token_env: String,
+    /// How providers reach this daemon's `/webhooks/{provider}` (e.g.
+    /// `https://worker.example.com`); without it no callback URL is sent
+    /// with submissions (webhooks still work if configured at the provider).
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -178,6 +182,13 @@ pub struct ProviderSection {
     pub max_in_flight: usize,
     #[serde(default)]
     pub allowed_download_hosts: Vec<String>,
+    /// A cap on requests per minute to this provider, shared by all jobs.
+    pub requests_per_minute: Option<u32>,
+    /// Kling's secret key (its `api_key_env` holds the access key).
+    pub api_secret_env: Option<String>,
+    /// Turns `POST /webhooks/<name>` on: the env var holding the signing
+    /// secret (Replicate) or the secret expected in the URL (`?token=`).
+    pub webhook_secret_env: Option<String>,
 }
 
 fn default_provider_timeout() -> Dur {
@@ -253,6 +264,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:3778".into(),
             admin_token_env: "CLAWCUT_WORKER_ADMIN_TOKEN".into(),
+            public_url: None,
         }
     }
 }
@@ -267,18 +279,6 @@ impl Default for LogConfig {
 }
 
 impl ProviderKindName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKindName::Openai => "openai",
-            ProviderKindName::Replicate => "replicate",
-            ProviderKindName::Runway => "runway",
-            ProviderKindName::Luma => "luma",
-            ProviderKindName::Fal => "fal",
-            ProviderKindName::Kling => "kling",
-            ProviderKindName::Veo => "veo",
-        }
-    }
-
     /// The public API every kind talks to unless `base_url` says otherwise.
     pub fn default_base_url(self) -> &'static str {
         match self {
@@ -361,14 +361,19 @@ impl Config {
         if b.max_attempts == 0 {
             return bad("backoff.max_attempts", "must be at least 1");
         }
-        if self.submit.enabled {
-            return bad(
-                "submit.enabled",
-                "submission is not built in this version; set it to false (jobs without a provider id are left queued and reported by `status`)",
-            );
-        }
         if self.media.max_bytes.0 == 0 {
             return bad("media.max_bytes", "must be greater than zero");
+        }
+        if let Some(u) = &self.http.public_url {
+            match url::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {}
+                _ => {
+                    return bad(
+                        "http.public_url",
+                        "must be an http(s) URL like https://worker.example.com",
+                    );
+                }
+            }
         }
         if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
             return bad(
@@ -388,22 +393,6 @@ impl Config {
                     "provider names use [A-Za-z0-9_-]".into(),
                 ));
             }
-            match p.kind {
-                ProviderKindName::Openai | ProviderKindName::Replicate => {}
-                ProviderKindName::Runway
-                | ProviderKindName::Luma
-                | ProviderKindName::Fal
-                | ProviderKindName::Kling
-                | ProviderKindName::Veo => {
-                    return Err((
-                        key("kind"),
-                        format!(
-                            "the `{}` adapter is not built in this version (openai and replicate are)",
-                            p.kind.as_str()
-                        ),
-                    ));
-                }
-            }
             let base = p.base_url.as_deref().unwrap_or(p.kind.default_base_url());
             match url::Url::parse(base) {
                 Ok(u)
@@ -422,6 +411,15 @@ impl Config {
             }
             if p.max_in_flight == 0 {
                 return Err((key("max_in_flight"), "must be at least 1".into()));
+            }
+            if p.requests_per_minute == Some(0) {
+                return Err((
+                    key("requests_per_minute"),
+                    "must be at least 1 (omit it for no cap)".into(),
+                ));
+            }
+            if p.kind == ProviderKindName::Kling && p.api_secret_env.is_none() {
+                return Err((key("api_secret_env"), "kling needs the env var holding its secret key (api_key_env holds the access key)".into()));
             }
         }
         Ok(())
@@ -521,10 +519,10 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("backoff.multiplier"));
         let e = parse("[reconcile]\nbatch_size = -1\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("reconcile.batch_size"));
+        let e = parse("[providers.k]\nkind = \"kling\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("providers.k.api_secret_env"));
         let e = parse("[providers.x]\nkind = \"sora\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("providers.x.kind"));
-        let e = parse("[submit]\nenabled = true\n").unwrap_err();
-        assert_eq!(e.key.as_deref(), Some("submit.enabled"));
         let e = parse("[database]\nurl = \"mysql://x\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("database.url"));
         let e = parse("not toml [").unwrap_err();

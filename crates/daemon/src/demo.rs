@@ -174,6 +174,9 @@ fn demo_config(dir: &Path, base_url: &str) -> Config {
             timeout: Dur(Duration::from_secs(5)),
             max_in_flight: 4,
             allowed_download_hosts: vec![],
+            requests_per_minute: None,
+            api_secret_env: None,
+            webhook_secret_env: None,
         },
     )]);
     cfg

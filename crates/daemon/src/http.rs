@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use clawcut_core::WebhookAuth;
 use clawcut_store::{JobFilter, Resolution};
 use serde::Deserialize;
 use serde_json::json;
@@ -24,6 +25,8 @@ use crate::worker::{PassOptions, Phase, error_chain, now_ms};
 
 /// Admin request bodies are tiny JSON objects.
 const MAX_BODY: usize = 16 * 1024;
+/// Webhook bodies carry a whole job description (outputs, logs).
+const MAX_WEBHOOK_BODY: usize = 256 * 1024;
 
 pub async fn bind(listen: &str, has_token: bool) -> Result<TcpListener, Fatal> {
     require_loopback_or_token(listen, has_token)?;
@@ -35,6 +38,10 @@ pub async fn bind(listen: &str, has_token: bool) -> Result<TcpListener, Fatal> {
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let mut app = Router::new()
+        .route(
+            "/webhooks/{provider}",
+            post(webhook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY)),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
@@ -307,6 +314,56 @@ async fn resolve(
             .into_response(),
         Err(e @ clawcut_store::StoreError::NotResolvable { .. }) => {
             error(StatusCode::CONFLICT, error_chain(&e))
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
+    }
+}
+
+/// `POST /webhooks/{provider}`: a hint that a job changed. Authenticated by
+/// the provider's signature where it has one, else by `?token=` compared in
+/// constant time. It only makes the job due; the daemon still polls for the
+/// truth, so a forged or replayed webhook costs at most one extra poll.
+async fn webhook(
+    State(s): State<Arc<Shared>>,
+    Path(provider): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(h) = s.worker.provider(&provider) else {
+        return error(StatusCode::NOT_FOUND, "no such provider");
+    };
+    let Some(secret) = h.webhook_secret.as_deref() else {
+        return error(StatusCode::NOT_FOUND, "webhooks are off for this provider");
+    };
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let now_unix = now_ms() / 1000;
+    match h.provider.verify_webhook(&pairs, &body, secret, now_unix) {
+        WebhookAuth::Valid => {}
+        WebhookAuth::Invalid => return error(StatusCode::UNAUTHORIZED, "bad webhook signature"),
+        WebhookAuth::Unsigned => {
+            let given = q.get("token").map(String::as_str).unwrap_or("");
+            if !bool::from(given.as_bytes().ct_eq(secret.as_bytes())) {
+                return error(StatusCode::UNAUTHORIZED, "missing or wrong webhook token");
+            }
+        }
+    }
+    let Some(pid) = h.provider.webhook_job_id(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the webhook body names no job");
+    };
+    match s.worker.store().make_due(&provider, &pid, now_ms()).await {
+        Ok(due) => {
+            if due {
+                s.wake_soon();
+            }
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "provider_job_id": pid, "made_due": due })),
+            )
+                .into_response()
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
     }

@@ -27,6 +27,10 @@ pub struct Shared {
     /// When the last pass finished without a database error (ms; 0 = never).
     pub last_pass_ok_at: AtomicI64,
     pub last_pass_error: Mutex<Option<String>>,
+    /// Wakes the loop early (a webhook made a job due).
+    pub wake: tokio::sync::Notify,
+    /// When a webhook last woke the loop (ms), to debounce floods.
+    pub woken_at: AtomicI64,
     /// When the job-count gauges were last refreshed (ms).
     pub gauges_at: AtomicI64,
     /// What `/readyz` answered last, so only changes are logged.
@@ -52,8 +56,27 @@ impl Shared {
             last_pass_error: Mutex::new(None),
             was_ready: AtomicBool::new(false),
             gauges_at: AtomicI64::new(0),
+            wake: tokio::sync::Notify::new(),
+            woken_at: AtomicI64::new(0),
             phase,
             admin_token,
+        }
+    }
+
+    /// Run a pass soon, but wake the loop at most once per
+    /// `backoff.initial`: a flood of webhooks costs at most one extra pass
+    /// (and one poll per job) per that period.
+    pub fn wake_soon(&self) {
+        let floor = self.worker.settings().backoff.initial.as_millis() as i64;
+        let now = now_ms();
+        let last = self.woken_at.load(Ordering::Relaxed);
+        if now - last >= floor
+            && self
+                .woken_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.wake.notify_one();
         }
     }
 
@@ -131,6 +154,7 @@ pub async fn drive(shared: &Shared, on_startup: bool) {
                 tokio::select! {
                     () = tokio::time::sleep_until(until) => {}
                     _ = phase.changed() => {}
+                    () = shared.wake.notified() => break,
                 }
                 shared.worker.liveness.beat();
             }

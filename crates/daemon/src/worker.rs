@@ -22,6 +22,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+mod submit;
+
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 
@@ -62,6 +64,11 @@ pub struct Settings {
 pub struct ProviderHandle {
     pub provider: Arc<dyn Provider>,
     pub policy: DownloadPolicy,
+    /// Sent with submissions when webhooks are configured for the provider.
+    pub webhook_url: Option<String>,
+    /// Turns `POST /webhooks/<name>` on: the signing secret, or the token
+    /// expected in the URL for providers that sign nothing.
+    pub webhook_secret: Option<String>,
 }
 
 pub struct Worker {
@@ -132,6 +139,10 @@ impl Worker {
             metrics,
             liveness: Arc::new(Liveness::from_env()),
         }
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderHandle> {
+        self.providers.get(name)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -333,33 +344,8 @@ impl Worker {
                 self.settle(job, lease, Event::Expired, reason, "expired")
                     .await
             }
-            WorkKind::RecoverSubmission => {
-                let reason = format!(
-                    "submission outcome unknown: a worker crashed between recording the intent (idempotency key {}) and saving the provider's job id; provider {:?} cannot be asked by our reference. Check the provider's dashboard for a job created around {} and either save its id or run `clawcut-worker resolve {} --resubmit` (or `--fail`)",
-                    job.idempotency_key.as_deref().unwrap_or("none"),
-                    job.provider,
-                    job.updated_at,
-                    job.id
-                );
-                self.settle(
-                    job,
-                    lease,
-                    Event::SubmitUnknowable,
-                    reason,
-                    "needs_operator",
-                )
-                .await
-            }
-            WorkKind::Submit => {
-                // Submission is refused at config load; a claim of such a row
-                // means the rules changed under us. Leave it untouched.
-                self.store.release(lease).await?;
-                Ok(Done {
-                    to: job.status,
-                    action: "released",
-                    detail: "submission is not enabled".into(),
-                })
-            }
+            WorkKind::RecoverSubmission => self.recover_submission(job, lease, s).await,
+            WorkKind::Submit => self.submit(job, lease, s).await,
             WorkKind::Poll => self.poll(job, lease, s).await,
         }
     }
@@ -644,9 +630,22 @@ impl Worker {
                     ),
                 })
             }
-            Outcome::Move(_) | Outcome::Snooze(_) => {
-                let reason = format!("gave up after {attempts} transient errors; last: {msg}");
-                self.settle(job, lease, event, reason, "failed").await
+            Outcome::Move(to) | Outcome::Snooze(to) => {
+                let (reason, action) = if to == JobStatus::NeedsOperator {
+                    (
+                        format!(
+                            "could not learn the submission's outcome after {attempts} tries; last: {msg}. Check the provider, then `clawcut-worker resolve {} --resubmit` or `--fail`",
+                            job.id
+                        ),
+                        "needs_operator",
+                    )
+                } else {
+                    (
+                        format!("gave up after {attempts} transient errors; last: {msg}"),
+                        "failed",
+                    )
+                };
+                self.settle(job, lease, event, reason, action).await
             }
         }
     }

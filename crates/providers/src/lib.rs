@@ -5,25 +5,42 @@
 //! Start with [`ProviderConfig`] and [`build_provider`]: the daemon fills the
 //! config from a `[providers.<name>]` table and gets an
 //! `Arc<dyn clawcut_core::Provider>` whose `poll` answers a
-//! [`clawcut_core::PollOutcome`] or a classified
-//! [`clawcut_core::ProviderError`]. Then [`Downloader`], which streams a
-//! [`clawcut_core::DownloadSpec`] to a temporary file in the media directory,
-//! enforcing the [`DownloadPolicy`] (hosts and schemes) and the byte limit,
-//! and renames it into place only once it is complete and synced.
+//! [`clawcut_core::PollOutcome`] and whose `submit` creates a job, both with
+//! errors classified as [`clawcut_core::ProviderError`]. Then [`Downloader`],
+//! which streams a [`clawcut_core::DownloadSpec`] to a temporary file in the
+//! media directory, enforcing the [`DownloadPolicy`] (hosts and schemes) and
+//! the byte limit, and renames it into place only once it is complete and
+//! synced.
 //!
-//! Layout: [`config`] (kinds, config, construction), `http` (the client,
-//! in-flight cap and error classification every adapter shares), `openai` and
-//! `replicate` (JSON → outcome), [`download`], [`error`].
+//! Layout: [`config`] (kinds, config, construction); `http` (the client with
+//! credentials, the per-provider [`RateLimiter`] and in-flight cap, and the
+//! one mapping of HTTP failures to error kinds every adapter shares);
+//! `request` (reading `ai_jobs.request` for a create call); `outcome`
+//! (building poll outcomes); `sign` (Kling's JWT, Replicate's webhook
+//! signatures); one module per provider — `openai`, `replicate`, `runway`,
+//! `luma`, `fal`, `kling`, `veo`, each documenting its endpoints, where the
+//! idempotency key goes, its webhooks and what a crash mid-create means for
+//! it; [`download`]; [`error`].
 
 pub mod config;
 pub mod download;
 pub mod error;
+mod fal;
 mod http;
+mod kling;
+mod luma;
 mod openai;
+mod outcome;
+pub mod rate;
 mod replicate;
+mod request;
+mod runway;
+mod sign;
+mod veo;
 
 pub use config::{ProviderConfig, ProviderKind, build_provider};
 pub use download::{
     DownloadPolicy, Downloaded, Downloader, cleanup_stale_temp, cleanup_stale_temp_older_than,
 };
 pub use error::ProvidersError;
+pub use rate::RateLimiter;

@@ -14,14 +14,12 @@
 //! job), unsigned, so the daemon checks a secret in the URL.
 
 use async_trait::async_trait;
-use clawcut_core::{
-    OutputKind, PollOutcome, Provider, ProviderError, RemoteProgress, SubmitRequest,
-};
+use clawcut_core::{PollOutcome, Provider, ProviderError, RemoteProgress, SubmitRequest};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::http::{ApiClient, check_job_id, created_id, truncate_chars, webhook_id};
-use crate::outcome::{is_url, public_video, reason, running, spec};
+use crate::outcome::{is_url, public_thumbnail, public_video, reason, running};
 use crate::request::JobRequest;
 
 pub(crate) struct Luma {
@@ -80,7 +78,7 @@ impl Provider for Luma {
                 match video {
                     Some(url) if is_url(url) => Ok(PollOutcome::Succeeded {
                         video: public_video(url),
-                        thumbnail: image.map(|u| spec(OutputKind::Thumbnail, u, Vec::new(), "jpg")),
+                        thumbnail: image.map(public_thumbnail),
                     }),
                     None => Ok(PollOutcome::OutputsGone {
                         reason: "generation completed but has no video asset".into(),

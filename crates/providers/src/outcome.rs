@@ -96,14 +96,20 @@ mod tests {
         assert_eq!(extension_of("https://d.example/b.WEBM?x=1", "mp4"), "webm");
         assert_eq!(extension_of("https://d.example/noext", "mp4"), "mp4");
         assert_eq!(extension_of("https://d.example/x.we/ird", "mp4"), "mp4");
-        assert_eq!(extension_of("https://d.example/x.%2F..%2Fetc", "mp4"), "mp4");
+        assert_eq!(
+            extension_of("https://d.example/x.%2F..%2Fetc", "mp4"),
+            "mp4"
+        );
         assert_eq!(extension_of("not a url", "jpg"), "jpg");
     }
 
     #[test]
     fn reasons_are_never_empty() {
         assert_eq!(reason(&[&Value::Null]), NO_REASON);
-        assert_eq!(reason(&[&json!(" bad\nprompt "), &json!("(E1)")]), "bad prompt (E1)");
+        assert_eq!(
+            reason(&[&json!(" bad\nprompt "), &json!("(E1)")]),
+            "bad prompt (E1)"
+        );
         assert_eq!(reason(&[&json!({"a": 1})]), r#"{"a":1}"#);
     }
 }

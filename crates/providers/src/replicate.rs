@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::http::{ApiClient, check_job_id, created_id, excerpt, truncate_chars, webhook_id};
-use crate::request::{JobRequest, invalid_request};
 use crate::outcome::{extension_of, path_extension, running};
+use crate::request::{JobRequest, invalid_request};
 use crate::sign::standard_webhook_valid;
 
 const VIDEO_EXTENSIONS: &[&str] = &["mp4", "webm", "mov", "m4v", "mkv", "gif"];

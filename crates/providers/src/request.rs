@@ -40,12 +40,11 @@ impl JobRequest {
         }
         if req.idempotency_key.is_empty()
             || req.idempotency_key.len() > 255
-            || !req
-                .idempotency_key
-                .bytes()
-                .all(|b| b.is_ascii_graphic())
+            || !req.idempotency_key.bytes().all(|b| b.is_ascii_graphic())
         {
-            return Err(invalid_request("idempotency key must be 1-255 visible ASCII characters"));
+            return Err(invalid_request(
+                "idempotency key must be 1-255 visible ASCII characters",
+            ));
         }
         if let Some(url) = &req.webhook_url
             && url::Url::parse(url).is_err()

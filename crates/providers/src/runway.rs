@@ -59,7 +59,12 @@ impl Provider for Runway {
         let url = self.api.endpoint(&["v1", "tasks", provider_job_id]);
         let resp = self
             .api
-            .send_ok(reqwest::Method::GET, url, None, &[(VERSION_HEADER, API_VERSION)])
+            .send_ok(
+                reqwest::Method::GET,
+                url,
+                None,
+                &[(VERSION_HEADER, API_VERSION)],
+            )
             .await?;
         let task: Task = self.api.parse_json(&resp.body)?;
         match task.status.as_str() {

@@ -220,12 +220,12 @@ async fn a_hang_past_the_timeout_is_a_timeout() {
 }
 
 #[tokio::test]
-async fn connection_refused_is_a_network_error() {
+async fn connection_refused_is_a_connect_error() {
     let fake = FakeOpenAi::start(KEY).await;
     let base = fake.base_url();
     fake.shutdown().await;
     let p = build_provider(&config(ProviderKind::OpenAi, &base)).unwrap();
-    assert_eq!(poll_err(&p).await.kind, ProviderErrorKind::Network);
+    assert_eq!(poll_err(&p).await.kind, ProviderErrorKind::Connect);
 }
 
 #[tokio::test]
@@ -282,9 +282,80 @@ async fn config_debug_redacts_the_key_and_bad_configs_are_refused() {
     cfg.api_key = "bad\nkey".into();
     let e = build_provider(&cfg).err().expect("refused");
     assert!(!e.to_string().contains("bad\nkey"));
-    assert!("runway".parse::<ProviderKind>().is_err());
+    assert!("sora".parse::<ProviderKind>().is_err());
+    for kind in ProviderKind::ALL {
+        assert_eq!(kind.as_str().parse::<ProviderKind>().unwrap(), *kind);
+    }
     assert_eq!(
         "openai".parse::<ProviderKind>().unwrap(),
         ProviderKind::OpenAi
     );
+}
+
+#[tokio::test]
+async fn submit_posts_the_video_request_with_the_idempotency_key() {
+    let fake = FakeOpenAi::start(KEY).await;
+    let p = build_provider(&config(ProviderKind::OpenAi, &fake.base_url())).unwrap();
+    let req = common::submit_request(
+        serde_json::json!({"prompt": "a cat", "model": "sora-2", "seconds": 8, "size": "1280x720", "extra": 1}),
+        "idem-1",
+    );
+    let id = p.submit(&req).await.unwrap();
+    let seen = fake.last_create().unwrap();
+    assert_eq!(seen.job_id, id);
+    assert_eq!(
+        seen.body,
+        serde_json::json!({"prompt": "a cat", "model": "sora-2", "seconds": "8", "size": "1280x720"})
+    );
+    assert_eq!(seen.header("idempotency-key"), Some("idem-1"));
+    assert_eq!(fake.creates("idem-1"), 1);
+    assert!(matches!(
+        p.poll(&id).await.unwrap(),
+        PollOutcome::Succeeded { .. }
+    ));
+    assert_eq!(p.webhook_job_id(br#"{"id": "video_1"}"#), None);
+    assert_eq!(
+        p.verify_webhook(&[], b"{}", "s", 0),
+        clawcut_core::WebhookAuth::Unsigned
+    );
+}
+
+#[tokio::test]
+async fn submit_failures_are_classified() {
+    let fake = FakeOpenAi::start(KEY).await;
+    let p = build_provider(&config(ProviderKind::OpenAi, &fake.base_url())).unwrap();
+    let req = common::submit_request(serde_json::json!({"prompt": "a cat"}), "idem-2");
+    common::check_create_failures(&p, &req, |s| fake.script_creates(s)).await;
+    common::check_create_lost(&p, &req, |n| fake.lose_next_creates(n)).await;
+    let slow = common::impatient(ProviderKind::OpenAi, &fake.base_url());
+    common::check_create_timeout(&slow, &req, |s| fake.script_creates(s)).await;
+    assert_eq!(fake.creates("idem-2"), 3);
+    let bad = common::submit_request(
+        serde_json::json!({"prompt": "a cat", "seconds": "soon"}),
+        "k",
+    );
+    assert_eq!(
+        p.submit(&bad).await.unwrap_err().kind,
+        ProviderErrorKind::Client(400)
+    );
+    let base = fake.base_url();
+    fake.shutdown().await;
+    common::check_create_refused(ProviderKind::OpenAi, &base, &req, "video_1").await;
+}
+
+#[tokio::test]
+async fn a_held_create_waits_for_release() {
+    let fake = FakeOpenAi::start(KEY).await;
+    let p = build_provider(&config(ProviderKind::OpenAi, &fake.base_url())).unwrap();
+    fake.hold_creates(true);
+    let req = common::submit_request(serde_json::json!({"prompt": "a cat"}), "idem-3");
+    let submit = tokio::spawn(async move { p.submit(&req).await });
+    while fake.held_creates() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(fake.creates("idem-3"), 0, "held before the job exists");
+    fake.release_creates();
+    let id = submit.await.unwrap().unwrap();
+    assert_eq!(fake.creates("idem-3"), 1);
+    assert_eq!(fake.last_create().unwrap().job_id, id);
 }

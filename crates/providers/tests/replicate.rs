@@ -199,3 +199,149 @@ async fn in_flight_requests_are_capped() {
     }
     assert_eq!(fake.max_concurrent_polls(), 3);
 }
+
+fn sign(secret_b64: &str, id: &str, ts: i64, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret_b64)
+        .unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn webhook_signatures_are_verified() {
+    use clawcut_core::WebhookAuth;
+    let p = build_provider(&config(ProviderKind::Replicate, "http://127.0.0.1:9")).unwrap();
+    let secret_b64 = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let secret = format!("whsec_{secret_b64}");
+    let body = br#"{"id":"p1","status":"succeeded"}"#;
+    let now = 1_700_000_000;
+    let headers = |ts: i64, sig: String| {
+        vec![
+            ("webhook-id".to_owned(), "msg_1".to_owned()),
+            ("webhook-timestamp".to_owned(), ts.to_string()),
+            ("webhook-signature".to_owned(), sig),
+        ]
+    };
+    let good = sign(secret_b64, "msg_1", now, body);
+    assert_eq!(
+        p.verify_webhook(&headers(now, format!("v1,{good}")), body, &secret, now),
+        WebhookAuth::Valid
+    );
+    // One valid entry among several (key rotation) suffices.
+    let listed = format!("v1,bm90IGl0 v1,{good}");
+    assert_eq!(
+        p.verify_webhook(&headers(now, listed), body, &secret, now + 200),
+        WebhookAuth::Valid
+    );
+    // Tampered body, wrong secret, stale or future timestamp, no headers.
+    let tampered = br#"{"id":"p2","status":"succeeded"}"#;
+    assert_eq!(
+        p.verify_webhook(&headers(now, format!("v1,{good}")), tampered, &secret, now),
+        WebhookAuth::Invalid
+    );
+    assert_eq!(
+        p.verify_webhook(
+            &headers(now, format!("v1,{good}")),
+            body,
+            "whsec_b3RoZXI=",
+            now
+        ),
+        WebhookAuth::Invalid
+    );
+    let stale = sign(secret_b64, "msg_1", now - 301, body);
+    assert_eq!(
+        p.verify_webhook(
+            &headers(now - 301, format!("v1,{stale}")),
+            body,
+            &secret,
+            now
+        ),
+        WebhookAuth::Invalid
+    );
+    let future = sign(secret_b64, "msg_1", now + 301, body);
+    assert_eq!(
+        p.verify_webhook(
+            &headers(now + 301, format!("v1,{future}")),
+            body,
+            &secret,
+            now
+        ),
+        WebhookAuth::Invalid
+    );
+    assert_eq!(
+        p.verify_webhook(&[], body, &secret, now),
+        WebhookAuth::Invalid
+    );
+    assert_eq!(p.webhook_job_id(body), Some("p1".into()));
+    assert_eq!(p.webhook_job_id(b"{}"), None);
+}
+
+#[tokio::test]
+async fn submit_to_a_model_with_a_webhook() {
+    let fake = FakeReplicate::start(KEY).await;
+    let p = build_provider(&config(ProviderKind::Replicate, &fake.base_url())).unwrap();
+    let mut req = common::submit_request(
+        serde_json::json!({"prompt": "a cat", "model": "google/veo-3", "seconds": 8}),
+        "k1",
+    );
+    req.webhook_url = Some("https://hooks.example/webhooks/replicate".into());
+    let id = p.submit(&req).await.unwrap();
+    let seen = fake.last_create().unwrap();
+    assert_eq!(seen.job_id, id);
+    assert_eq!(seen.path, "/v1/models/google/veo-3/predictions");
+    assert_eq!(
+        seen.body,
+        serde_json::json!({
+            "input": {"prompt": "a cat", "seconds": 8},
+            "webhook": "https://hooks.example/webhooks/replicate",
+            "webhook_events_filter": ["completed"],
+        })
+    );
+    assert_eq!(fake.creates("a cat"), 1);
+    assert!(matches!(
+        p.poll(&id).await.unwrap(),
+        PollOutcome::Succeeded { .. }
+    ));
+}
+
+#[tokio::test]
+async fn submit_a_version_with_its_own_input() {
+    let fake = FakeReplicate::start(KEY).await;
+    let p = build_provider(&config(ProviderKind::Replicate, &fake.base_url())).unwrap();
+    let req = common::submit_request(
+        serde_json::json!({"prompt": "a cat", "version": "abc123", "input": {"prompt": "a cat", "fps": 24}}),
+        "k1",
+    );
+    p.submit(&req).await.unwrap();
+    let seen = fake.last_create().unwrap();
+    assert_eq!(seen.path, "/v1/predictions");
+    assert_eq!(
+        seen.body,
+        serde_json::json!({"version": "abc123", "input": {"prompt": "a cat", "fps": 24}})
+    );
+    let no_model = common::submit_request(serde_json::json!({"prompt": "a cat"}), "k");
+    assert_eq!(
+        common::failure(&p.submit(&no_model).await.unwrap_err()),
+        clawcut_core::SubmitFailure::Rejected
+    );
+}
+
+#[tokio::test]
+async fn submit_failures_are_classified() {
+    let fake = FakeReplicate::start(KEY).await;
+    let p = build_provider(&config(ProviderKind::Replicate, &fake.base_url())).unwrap();
+    let req = common::submit_request(serde_json::json!({"prompt": "a cat", "model": "o/m"}), "k");
+    common::check_create_failures(&p, &req, |s| fake.script_creates(s)).await;
+    common::check_create_lost(&p, &req, |n| fake.lose_next_creates(n)).await;
+    let slow = common::impatient(ProviderKind::Replicate, &fake.base_url());
+    common::check_create_timeout(&slow, &req, |s| fake.script_creates(s)).await;
+    assert_eq!(fake.creates("a cat"), 3);
+    let base = fake.base_url();
+    fake.shutdown().await;
+    common::check_create_refused(ProviderKind::Replicate, &base, &req, "p1").await;
+}

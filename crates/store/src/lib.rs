@@ -208,7 +208,8 @@ pub trait Store: Send + Sync {
     ) -> Result<JobStatus, StoreError>;
 
     /// Make the unfinished job `provider` knows as `provider_job_id` due now
-    /// (a webhook hint). Returns whether a row changed (false when already
+    /// (a webhook hint). An id stored as `<prefix>|<id>` (fal's
+    /// `model|request_id`) also matches its bare `<id>`. Returns whether a row changed (false when already
     /// due, final or unknown).
     async fn make_due(
         &self,

@@ -1,7 +1,9 @@
 //! A fake OpenAI Videos API on 127.0.0.1, driven by per-video scripts.
 //!
-//! It answers `GET /v1/videos/{id}` and `GET /v1/videos/{id}/content[?variant=]`
-//! with the real API's JSON and error shapes, checks the bearer key, and counts
+//! It answers `GET /v1/videos/{id}`, `GET /v1/videos/{id}/content[?variant=]`
+//! and `POST /v1/videos` (create; counted per `Idempotency-Key`, else per
+//! prompt, with the create control of [`crate::fake_common`]) with the real
+//! API's JSON and error shapes, checks the bearer key, and counts
 //! everything, so tests (and `clawcut-worker demo`) exercise the real adapter
 //! over real HTTP. Each poll of a video consumes one [`Step`] of its
 //! [`Script`]; the last step repeats. Content is only served once a poll has
@@ -24,11 +26,15 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+mod create;
 pub(crate) mod plumbing;
+
+use crate::fake_common::{Creates, create_control};
+use create::create;
 
 pub use plumbing::fake_bytes;
 use plumbing::{
@@ -222,6 +228,7 @@ struct FakeState {
     total_requests: AtomicU64,
     polls_in_flight: Arc<InFlight>,
     content_in_flight: Arc<InFlight>,
+    creates: Creates,
     jobs: Mutex<Jobs>,
 }
 
@@ -232,6 +239,7 @@ struct Jobs {
     polls: HashMap<String, usize>,
     completed: HashSet<String>,
     downloads: HashMap<(String, String), usize>,
+    next_id: u64,
 }
 
 impl Jobs {
@@ -264,9 +272,11 @@ impl FakeOpenAi {
             total_requests: AtomicU64::new(0),
             polls_in_flight: Arc::default(),
             content_in_flight: Arc::default(),
+            creates: Creates::default(),
             jobs: Mutex::default(),
         });
         let router = Router::new()
+            .route("/v1/videos", post(create))
             .route("/v1/videos/{id}", get(retrieve))
             .route("/v1/videos/{id}/content", get(content))
             .fallback(fallback)
@@ -351,6 +361,8 @@ impl FakeOpenAi {
         self.server.shutdown().await;
     }
 }
+
+create_control!(FakeOpenAi, state.creates);
 
 fn openai_error(status: u16, message: &str, code: Option<&str>) -> Response {
     let kind = if status >= 500 {

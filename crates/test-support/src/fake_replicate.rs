@@ -1,8 +1,12 @@
 //! A fake Replicate predictions API on 127.0.0.1, driven by per-prediction
 //! scripts.
 //!
-//! It answers `GET /v1/predictions/{id}` with Replicate's JSON and error
-//! shapes (bearer key checked) and serves the outputs itself, without auth,
+//! It answers `GET /v1/predictions/{id}` and the creates `POST
+//! /v1/predictions` (with `version`) and `POST
+//! /v1/models/{owner}/{name}/predictions` with Replicate's JSON and error
+//! shapes (bearer key checked; creates counted per `input.prompt`, as
+//! Replicate has no idempotency key, with the create control of
+//! [`crate::fake_common`]) and serves the outputs itself, without auth,
 //! at `GET /files/{id}/{name}`, so output URLs stay on loopback the way real
 //! ones sit on `replicate.delivery`. Each poll consumes one [`Step`]; the last
 //! repeats. Bytes are [`crate::fake_openai::fake_bytes`] of `"{id}/{name}"`.
@@ -18,10 +22,11 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::fake_common::{Admit, CreateRecord, Creates, create_control, detached, header_pairs};
 use crate::fake_openai::fake_bytes;
 use crate::fake_openai::plumbing::{
     ContentBody, InFlight, Server, bearer_ok, json_response, lock, sleep_or_shutdown,
@@ -157,6 +162,7 @@ struct FakeState {
     total_requests: AtomicU64,
     polls_in_flight: Arc<InFlight>,
     files_in_flight: Arc<InFlight>,
+    creates: Creates,
     jobs: Mutex<Jobs>,
 }
 
@@ -166,6 +172,7 @@ struct Jobs {
     default: Option<Script>,
     polls: HashMap<String, usize>,
     downloads: HashMap<(String, String), usize>,
+    next_id: u64,
 }
 
 impl Jobs {
@@ -196,6 +203,8 @@ impl FakeReplicate {
         let cell: Arc<Mutex<Option<Arc<FakeState>>>> = Arc::default();
         let router_cell = Arc::clone(&cell);
         let router = Router::new()
+            .route("/v1/predictions", post(create))
+            .route("/v1/models/{owner}/{name}/predictions", post(create))
             .route("/v1/predictions/{id}", get(retrieve))
             .route("/files/{id}/{name}", get(file))
             .fallback(fallback)
@@ -208,6 +217,7 @@ impl FakeReplicate {
             total_requests: AtomicU64::new(0),
             polls_in_flight: Arc::default(),
             files_in_flight: Arc::default(),
+            creates: Creates::default(),
             jobs: Mutex::default(),
         });
         *lock(&cell) = Some(Arc::clone(&state));
@@ -279,6 +289,8 @@ impl FakeReplicate {
         self.server.shutdown().await;
     }
 }
+
+create_control!(FakeReplicate, state.creates);
 
 type Shared = Arc<Mutex<Option<Arc<FakeState>>>>;
 
@@ -413,6 +425,90 @@ async fn retrieve(
         )
             .into_response(),
     }
+}
+
+async fn create(
+    State(cell): State<Shared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    detached(async move {
+        let Some(state) = state_of(&cell) else {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        };
+        state.total_requests.fetch_add(1, Ordering::SeqCst);
+        if !bearer_ok(&headers, &state.api_key) {
+            return replicate_error(
+                401,
+                "Unauthenticated",
+                "You did not pass a valid authentication token",
+            );
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+            return replicate_error(400, "Invalid JSON", "The request body is not valid JSON.");
+        };
+        let Some(input) = body.get("input").filter(|i| i.is_object()) else {
+            return replicate_error(422, "Input validation failed", "input: input is required");
+        };
+        if uri.path() == "/v1/predictions" && body.get("version").and_then(Value::as_str).is_none()
+        {
+            return replicate_error(
+                422,
+                "Input validation failed",
+                "version: version is required",
+            );
+        }
+        let reference = input
+            .get("prompt")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let (after, lost) = match state.creates.admit(&state.shutdown).await {
+            Admit::Refuse {
+                status,
+                retry_after,
+            } => {
+                let mut resp = replicate_error(status, "Request failed", "Request failed.");
+                if let Some(secs) = retry_after {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                return resp;
+            }
+            Admit::ShuttingDown => return replicate_error(503, "Unavailable", "shutting down"),
+            Admit::Proceed { after, lost } => (after, lost),
+        };
+        let (id, script) = {
+            let mut jobs = lock(&state.jobs);
+            jobs.next_id += 1;
+            let id = format!("fake{:022x}", jobs.next_id);
+            let script = jobs.script(&id).unwrap_or_default();
+            jobs.scripts.insert(id.clone(), script.clone());
+            (id, script)
+        };
+        state.creates.record(CreateRecord {
+            path: uri.path().to_owned(),
+            headers: header_pairs(&headers),
+            body: body.clone(),
+            reference,
+            job_id: id.clone(),
+        });
+        let answer = json_response(
+            201,
+            &prediction_json(
+                &state,
+                &id,
+                "starting",
+                &script,
+                Value::Null,
+                Value::Null,
+                false,
+            ),
+        );
+        Creates::finish(after, lost, answer, &state.shutdown).await
+    })
+    .await
 }
 
 async fn file(State(cell): State<Shared>, Path((id, name)): Path<(String, String)>) -> Response {

@@ -11,6 +11,12 @@
 //!   request. `demo` uses [`fake_openai`] as its simulated provider.
 
 pub mod db;
+pub mod fake_common;
+pub mod fake_fal;
+pub mod fake_kling;
+pub mod fake_luma;
 pub mod fake_openai;
 pub mod fake_replicate;
+pub mod fake_runway;
+pub mod fake_veo;
 pub mod pg;

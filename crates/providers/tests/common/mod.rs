@@ -1,20 +1,240 @@
-//! Shared by the integration tests: a provider config pointing at a fake.
+//! Shared by the integration tests: a provider config pointing at a fake,
+//! submit requests, and the checks every adapter must pass the same way
+//! (error answers, create failures), written once.
 #![allow(dead_code)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use clawcut_providers::{ProviderConfig, ProviderKind};
+use clawcut_core::{
+    DownloadSpec, Provider, ProviderError, ProviderErrorKind, SubmitFailure, SubmitRequest,
+};
+use clawcut_providers::{DownloadPolicy, Downloader, ProviderConfig, ProviderKind, build_provider};
+use clawcut_test_support::fake_common::{CreateStep, Script, Step};
+use serde_json::Value;
 
 pub const KEY: &str = "sk-test-0123456789";
+pub const SECRET: &str = "kling-secret-0123456789";
 
+/// Every field spelled out, as the daemon fills them.
 pub fn config(kind: ProviderKind, base_url: &str) -> ProviderConfig {
     ProviderConfig {
         name: kind.as_str().to_owned(),
         kind,
         base_url: url::Url::parse(base_url).expect("fake base url"),
         api_key: KEY.to_owned(),
+        api_secret: kind.needs_api_secret().then(|| SECRET.to_owned()),
         timeout: Duration::from_secs(5),
         max_in_flight: 4,
+        requests_per_minute: None,
         allowed_download_hosts: Vec::new(),
     }
+}
+
+pub fn provider(kind: ProviderKind, base_url: &str) -> Arc<dyn Provider> {
+    build_provider(&config(kind, base_url)).unwrap()
+}
+
+/// A provider with a short timeout, for hang tests.
+pub fn impatient(kind: ProviderKind, base_url: &str) -> Arc<dyn Provider> {
+    let mut cfg = config(kind, base_url);
+    cfg.timeout = Duration::from_millis(300);
+    build_provider(&cfg).unwrap()
+}
+
+pub fn submit_request(request: Value, key: &str) -> SubmitRequest {
+    SubmitRequest {
+        job_id: "job_1".into(),
+        request: request.to_string(),
+        idempotency_key: key.into(),
+        webhook_url: None,
+    }
+}
+
+/// The HTTP answers every adapter classifies alike: `script` makes the job
+/// `id` answer one step forever.
+pub async fn check_error_answers(p: &Arc<dyn Provider>, id: &str, script: impl Fn(Script)) {
+    let cases = [
+        (http(401, None), ProviderErrorKind::Unauthorized(401), None),
+        (http(404, None), ProviderErrorKind::NotFound, None),
+        (
+            http(429, Some(7)),
+            ProviderErrorKind::RateLimited,
+            Some(Duration::from_secs(7)),
+        ),
+        (http(500, None), ProviderErrorKind::Server(500), None),
+        (
+            http(503, Some(2)),
+            ProviderErrorKind::Server(503),
+            Some(Duration::from_secs(2)),
+        ),
+        (Step::Malformed, ProviderErrorKind::Malformed, None),
+        (
+            Step::UnknownStatus("SOMETHING_NEW".into()),
+            ProviderErrorKind::Malformed,
+            None,
+        ),
+    ];
+    for (step, kind, retry_after) in cases {
+        script(Script::step(step.clone()));
+        let e = p.poll(id).await.expect_err("expected an error");
+        assert_eq!(e.kind, kind, "{step:?}: {e:?}");
+        assert_eq!(e.retry_after, retry_after, "{step:?}");
+        assert!(!e.message.contains(KEY), "{e:?}");
+        if step == Step::UnknownStatus("SOMETHING_NEW".into()) {
+            assert!(e.message.contains("SOMETHING_NEW"), "{e:?}");
+        }
+    }
+}
+
+fn http(status: u16, retry_after: Option<u64>) -> Step {
+    Step::HttpError {
+        status,
+        retry_after,
+    }
+}
+
+/// Bodies no provider documents, on 200: a classified answer, never a panic.
+pub async fn check_hostile_bodies(p: &Arc<dyn Provider>, id: &str, script: impl Fn(Script)) {
+    let bodies = [
+        "null",
+        "[]",
+        "7",
+        "\"x\"",
+        "{}",
+        r#"{"status": 5, "state": [], "done": "yes"}"#,
+        r#"{"status": "SUCCEEDED", "output": [null, 3]}"#,
+        r#"{"state": "completed", "assets": 5}"#,
+        r#"{"status": "COMPLETED", "error": null}"#,
+        r#"{"code": 0}"#,
+        r#"{"code": 0, "data": {"task_status": "succeed", "task_result": {"videos": [{"url": 5}]}}}"#,
+        r#"{"done": true, "response": 7}"#,
+        r#"{"done": true, "response": {"generateVideoResponse": {"generatedSamples": [{"video": {"uri": "../x"}}]}}}"#,
+        r#"{"done": true, "error": {"code": "x", "message": ["a"]}}"#,
+    ];
+    for body in bodies {
+        script(Script::step(Step::Raw {
+            status: 200,
+            body: body.to_owned(),
+        }));
+        // Any classified answer is fine; a panic fails the test.
+        let _ = p.poll(id).await;
+    }
+}
+
+/// A poll that hangs past the timeout is a `Timeout`, quickly.
+pub async fn check_hang_is_timeout(p: &Arc<dyn Provider>, id: &str, script: impl Fn(Script)) {
+    script(Script::step(Step::Hang(Duration::from_secs(10))));
+    let started = std::time::Instant::now();
+    let e = p.poll(id).await.expect_err("expected a timeout");
+    assert_eq!(e.kind, ProviderErrorKind::Timeout, "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A failed create, classified for the daemon.
+pub fn failure(e: &ProviderError) -> SubmitFailure {
+    e.kind.submit_failure()
+}
+
+/// Create answers: 400 → rejected, 429 → not created (with Retry-After),
+/// 500 and an unreadable 2xx → unknown. `creates` scripts the next create.
+pub async fn check_create_failures(
+    p: &Arc<dyn Provider>,
+    req: &SubmitRequest,
+    creates: impl Fn(Vec<CreateStep>),
+) {
+    let err = |status, retry_after| CreateStep::HttpError {
+        status,
+        retry_after,
+    };
+    creates(vec![err(400, None)]);
+    let e = p.submit(req).await.expect_err("400");
+    assert_eq!(failure(&e), SubmitFailure::Rejected, "{e:?}");
+    creates(vec![err(429, Some(9))]);
+    let e = p.submit(req).await.expect_err("429");
+    assert_eq!(failure(&e), SubmitFailure::NotCreated, "{e:?}");
+    assert_eq!(e.retry_after, Some(Duration::from_secs(9)));
+    creates(vec![err(500, None)]);
+    let e = p.submit(req).await.expect_err("500");
+    assert_eq!(failure(&e), SubmitFailure::Unknown, "{e:?}");
+    creates(vec![CreateStep::Malformed]);
+    let e = p.submit(req).await.expect_err("malformed");
+    assert_eq!(e.kind, ProviderErrorKind::Malformed, "{e:?}");
+    assert_eq!(failure(&e), SubmitFailure::Unknown);
+}
+
+/// A create whose answer hangs past the timeout: unknown, and the fake did
+/// create the job (which is why it must not be retried blindly).
+pub async fn check_create_timeout(
+    p: &Arc<dyn Provider>,
+    req: &SubmitRequest,
+    creates: impl Fn(Vec<CreateStep>),
+) {
+    creates(vec![CreateStep::Hang(Duration::from_secs(10))]);
+    let e = p.submit(req).await.expect_err("timeout");
+    assert_eq!(e.kind, ProviderErrorKind::Timeout, "{e:?}");
+    assert_eq!(failure(&e), SubmitFailure::Unknown);
+}
+
+/// A create whose connection is reset after the job was made: unknown.
+pub async fn check_create_lost(p: &Arc<dyn Provider>, req: &SubmitRequest, lose: impl Fn(usize)) {
+    lose(1);
+    let e = p.submit(req).await.expect_err("lost");
+    assert_eq!(failure(&e), SubmitFailure::Unknown, "{e:?}");
+}
+
+/// Nothing listening: `Connect`, so certainly not created.
+pub async fn check_create_refused(
+    kind: ProviderKind,
+    base: &str,
+    req: &SubmitRequest,
+    poll_id: &str,
+) {
+    let p = provider(kind, base);
+    let e = p.submit(req).await.expect_err("refused");
+    assert_eq!(e.kind, ProviderErrorKind::Connect, "{e:?}");
+    assert_eq!(failure(&e), SubmitFailure::NotCreated);
+    assert_eq!(
+        p.poll(poll_id).await.unwrap_err().kind,
+        ProviderErrorKind::Connect
+    );
+}
+
+/// Downloads `spec` under the provider's policy and returns the bytes.
+pub async fn download(kind: ProviderKind, base: &str, spec: &DownloadSpec) -> Vec<u8> {
+    let cfg = config(kind, base);
+    let media = tempfile::tempdir().unwrap();
+    let path = media.path().join(format!("out.{}", spec.extension));
+    Downloader::new(Duration::from_secs(5))
+        .unwrap()
+        .download(
+            spec,
+            &DownloadPolicy::for_provider(&cfg),
+            media.path(),
+            &path,
+            1 << 30,
+            |_| {},
+        )
+        .await
+        .unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+/// Whether a download of `spec` answers "gone" (404/410).
+pub async fn download_is_gone(kind: ProviderKind, base: &str, spec: &DownloadSpec) -> bool {
+    let cfg = config(kind, base);
+    let media = tempfile::tempdir().unwrap();
+    let path = media.path().join("out.mp4");
+    Downloader::new(Duration::from_secs(5))
+        .unwrap()
+        .download(
+            spec,
+            &DownloadPolicy::for_provider(&cfg),
+            media.path(),
+            &path,
+            1 << 30,
+            |_| {},
+        )
+        .await
+        .is_err_and(|e| e.is_output_gone())
 }

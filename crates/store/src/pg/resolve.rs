@@ -96,7 +96,8 @@ pub(super) async fn make_due(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE ai_jobs SET next_attempt_at = to_timestamp($3::float8 / 1000.0)
-         WHERE provider = $1 AND provider_job_id = $2
+         WHERE provider = $1
+           AND (provider_job_id = $2 OR right(provider_job_id, length($2) + 1) = '|' || $2)
            AND next_attempt_at > to_timestamp($3::float8 / 1000.0)
            AND status NOT IN ('completed', 'failed', 'canceled')",
     )

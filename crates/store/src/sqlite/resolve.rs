@@ -95,7 +95,10 @@ pub(super) async fn make_due(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE ai_jobs SET next_attempt_at = ?3
-         WHERE provider = ?1 AND provider_job_id = ?2 AND next_attempt_at > ?3
+         WHERE provider = ?1
+           AND (provider_job_id = ?2
+                OR substr(provider_job_id, -length(?2) - 1) = '|' || ?2)
+           AND next_attempt_at > ?3
            AND status NOT IN ('completed', 'failed', 'canceled')",
     )
     .bind(provider)

@@ -613,5 +613,14 @@ pub async fn make_due_only_when_it_changes_something(url: &str) {
         "final"
     );
     assert!(!ctx.store.make_due("openai", "missing", NOW).await.unwrap());
+    // fal stores `model|request_id`; its webhooks name only the request id.
+    seed(&ctx, "fal", "pending", Some("fal-ai/veo3|req-1")).await;
+    set_ts(&ctx, "fal", "next_attempt_at", Some(NOW + 10 * MIN)).await;
+    assert!(
+        !ctx.store.make_due("openai", "eq-1", NOW).await.unwrap(),
+        "a suffix is not enough"
+    );
+    assert!(ctx.store.make_due("openai", "req-1", NOW).await.unwrap());
+    set_ts(&ctx, "fal", "next_attempt_at", Some(NOW + 10 * MIN)).await;
     assert_eq!(claim_ids(&ctx, "w", NOW, 5, &rules(false)).await, ["j"]);
 }

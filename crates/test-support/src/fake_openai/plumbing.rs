@@ -67,8 +67,18 @@ pub(crate) struct Server {
 
 impl Server {
     pub async fn start(router: Router, shutdown: watch::Sender<bool>) -> io::Result<Server> {
+        Server::start_with(|_| router, shutdown).await
+    }
+
+    /// Binds first, then builds the router knowing the address (for fakes
+    /// whose answers embed their own URLs).
+    pub async fn start_with(
+        router: impl FnOnce(SocketAddr) -> Router,
+        shutdown: watch::Sender<bool>,
+    ) -> io::Result<Server> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let router = router(addr);
         let mut rx = shutdown.subscribe();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router)

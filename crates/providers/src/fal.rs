@@ -1,0 +1,219 @@
+//! fal's queue API (`queue.fal.run`), `Authorization: Key <key>`.
+//!
+//! Provider job id format: `"{model_id}|{request_id}"`, e.g.
+//! `fal-ai/veo3/fast|764cabcf-…`. fal's status and result URLs need the app
+//! (the model id's first two segments, `fal-ai/veo3`) besides the request
+//! id, and the create answer is the only time we learn both, so both are
+//! stored. Poll: `GET /{app}/requests/{id}/status` (`IN_QUEUE`,
+//! `IN_PROGRESS`, `COMPLETED`), then on completion `GET /{app}/requests/{id}`
+//! for the model's output: `video.url` (or `videos[0].url`), thumbnail from
+//! `thumbnail.url` or `image.url`. A completed request whose status or
+//! result carries an `error`/`detail`, or whose result call answers a
+//! 400/422, failed at the model.
+//!
+//! Create: `POST /{model_id}` with the request minus `model` as the model's
+//! input. fal has no idempotency key and no lookup: a crash mid-create is
+//! unknowable. Webhooks: `?fal_webhook=<url>`; the body is `{request_id,
+//! status, payload}` and carries no model id, so [`Provider::webhook_job_id`]
+//! answers the bare `request_id`: the daemon must match it against the part
+//! of `provider_job_id` after the `|`. fal signs webhooks with ED25519 keys
+//! from a JWKS endpoint; verifying that is out of scope, so they count as
+//! unsigned (a secret in the URL authenticates them).
+
+use async_trait::async_trait;
+use clawcut_core::{
+    PollOutcome, Provider, ProviderError, ProviderErrorKind, RemoteProgress, SubmitRequest,
+};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::http::{ApiClient, check_job_id, truncate_chars, webhook_id};
+use crate::outcome::{is_url, public_thumbnail, public_video, reason, running};
+use crate::request::{JobRequest, invalid_request};
+
+/// Separates the model id from the request id in a provider job id; neither
+/// contains it.
+const SEPARATOR: char = '|';
+
+pub(crate) struct Fal {
+    name: String,
+    api: ApiClient,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    status: String,
+    #[serde(default)]
+    error: Value,
+}
+
+/// `(app segments, request id)` from a stored id.
+fn split_id(id: &str) -> Option<(Vec<&str>, &str)> {
+    let (model, request) = id.split_once(SEPARATOR)?;
+    let segments = model_segments(model)?;
+    check_job_id(request).ok()?;
+    Some((segments.into_iter().take(2).collect(), request))
+}
+
+/// A model id is `owner/app[/path...]`, every segment non-empty.
+fn model_segments(model: &str) -> Option<Vec<&str>> {
+    let segments: Vec<&str> = model.split('/').collect();
+    let ok = segments.len() >= 2
+        && segments
+            .iter()
+            .all(|s| !s.is_empty() && *s != "." && *s != ".." && !s.contains(SEPARATOR));
+    ok.then_some(segments)
+}
+
+impl Fal {
+    pub(crate) fn new(name: String, api: ApiClient) -> Self {
+        Fal { name, api }
+    }
+
+    async fn result(&self, app: &[&str], request_id: &str) -> Result<PollOutcome, ProviderError> {
+        let mut path = app.to_vec();
+        path.extend(["requests", request_id]);
+        let raw = self
+            .api
+            .send(Method::GET, self.api.endpoint(&path), None, &[])
+            .await?;
+        match raw.status {
+            // The model refused its input or raised: fal answers the result
+            // call with the model's error, and no retry changes it.
+            400 | 422 => {
+                return Ok(PollOutcome::Failed {
+                    reason: self
+                        .api
+                        .error_from_status(raw.status, &raw.headers, &raw.body)
+                        .message,
+                });
+            }
+            404 | 410 => {
+                return Ok(PollOutcome::OutputsGone {
+                    reason: format!("result no longer available (http {})", raw.status),
+                });
+            }
+            _ => {}
+        }
+        let resp = self.api.require_2xx(raw)?;
+        let out: Value = self.api.parse_json(&resp.body)?;
+        let url_at = |keys: &[&str]| -> Option<&str> {
+            let mut v = &out;
+            for k in keys {
+                v = match k.parse::<usize>() {
+                    Ok(i) => v.get(i)?,
+                    Err(_) => v.get(k)?,
+                };
+            }
+            v.as_str().filter(|u| is_url(u))
+        };
+        let video = url_at(&["video", "url"]).or_else(|| url_at(&["videos", "0", "url"]));
+        let thumbnail = url_at(&["thumbnail", "url"]).or_else(|| url_at(&["image", "url"]));
+        match video {
+            Some(url) => Ok(PollOutcome::Succeeded {
+                video: public_video(url),
+                thumbnail: thumbnail.map(public_thumbnail),
+            }),
+            None if has_error(&out) => Ok(PollOutcome::Failed {
+                reason: reason(&[
+                    out.get("error").unwrap_or(&Value::Null),
+                    out.get("detail").unwrap_or(&Value::Null),
+                ]),
+            }),
+            None => Err(self.api.malformed(format!(
+                "completed request has no video url: {}",
+                self.api.excerpt(&resp.body)
+            ))),
+        }
+    }
+}
+
+fn has_error(v: &Value) -> bool {
+    ["error", "detail"]
+        .iter()
+        .any(|k| v.get(k).is_some_and(|e| !e.is_null()))
+}
+
+#[async_trait]
+impl Provider for Fal {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn poll(&self, provider_job_id: &str) -> Result<PollOutcome, ProviderError> {
+        check_job_id(provider_job_id)?;
+        let Some((app, request_id)) = split_id(provider_job_id) else {
+            return Err(ProviderError::new(
+                ProviderErrorKind::NotFound,
+                format!(
+                    "fal job id {:?} is not model_id|request_id",
+                    truncate_chars(provider_job_id, 80)
+                ),
+            ));
+        };
+        let mut path = app.clone();
+        path.extend(["requests", request_id, "status"]);
+        let resp = self.api.get(self.api.endpoint(&path)).await?;
+        let status: Status = self.api.parse_json(&resp.body)?;
+        match status.status.as_str() {
+            "IN_QUEUE" => Ok(running(RemoteProgress::Queued)),
+            "IN_PROGRESS" => Ok(running(RemoteProgress::Running)),
+            "COMPLETED" if !status.error.is_null() => Ok(PollOutcome::Failed {
+                reason: reason(&[&status.error]),
+            }),
+            "COMPLETED" => self.result(&app, request_id).await,
+            other => Err(self.api.malformed(format!(
+                "unknown request status {:?}",
+                truncate_chars(other, 60)
+            ))),
+        }
+    }
+
+    async fn submit(&self, req: &SubmitRequest) -> Result<String, ProviderError> {
+        let job = JobRequest::parse(req)?;
+        let model = job.str("model").unwrap_or_default();
+        let Some(segments) = model_segments(model) else {
+            return Err(invalid_request(
+                "fal needs `model` as its model id, e.g. fal-ai/veo3/fast",
+            ));
+        };
+        let mut url = self.api.endpoint(&segments);
+        if let Some(webhook) = &req.webhook_url {
+            url.query_pairs_mut().append_pair("fal_webhook", webhook);
+        }
+        let input = json!(job.without(&["model"]));
+        let resp = self.api.post_json(url, &input, &[]).await?;
+        let answer: Value = self.api.parse_json(&resp.body)?;
+        match answer.get("request_id").and_then(Value::as_str) {
+            Some(id) if check_job_id(id).is_ok() && !id.contains(SEPARATOR) => {
+                Ok(format!("{model}{SEPARATOR}{id}"))
+            }
+            _ => Err(self.api.malformed(format!(
+                "create answer has no usable request_id: {}",
+                self.api.excerpt(&resp.body)
+            ))),
+        }
+    }
+
+    fn webhook_job_id(&self, body: &[u8]) -> Option<String> {
+        webhook_id(body, &["request_id"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_ids_rebuild_the_app_path() {
+        let (app, id) = split_id("fal-ai/veo3/fast|abc-1").unwrap();
+        assert_eq!(app, vec!["fal-ai", "veo3"]);
+        assert_eq!(id, "abc-1");
+        assert!(split_id("abc-1").is_none());
+        assert!(split_id("fal-ai|abc").is_none());
+        assert!(split_id("fal-ai//x|abc").is_none());
+        assert!(split_id("fal-ai/../x|abc").is_none());
+        assert!(split_id("fal-ai/x|").is_none());
+    }
+}

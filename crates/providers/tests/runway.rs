@@ -1,0 +1,164 @@
+//! The Runway adapter against the fake Runway API on 127.0.0.1.
+
+mod common;
+
+use std::sync::Arc;
+
+use clawcut_core::{OutputKind, PollOutcome, Provider, RemoteProgress, SubmitRecovery};
+use clawcut_providers::ProviderKind;
+use clawcut_test_support::fake_runway::{FakeRunway, Script, Step};
+use common::*;
+use serde_json::json;
+
+const KIND: ProviderKind = ProviderKind::Runway;
+
+async fn setup(script: Script) -> (FakeRunway, Arc<dyn Provider>) {
+    let fake = FakeRunway::start(KEY).await;
+    fake.script("t1", script);
+    let p = provider(KIND, &fake.base_url());
+    (fake, p)
+}
+
+fn running(progress: RemoteProgress) -> PollOutcome {
+    PollOutcome::Running {
+        progress,
+        poll_after: None,
+    }
+}
+
+#[tokio::test]
+async fn pending_then_running_then_succeeded_with_a_downloadable_video() {
+    let (fake, p) = setup(Script::succeeds_after(2)).await;
+    assert_eq!(p.poll("t1").await.unwrap(), running(RemoteProgress::Queued));
+    assert_eq!(
+        p.poll("t1").await.unwrap(),
+        running(RemoteProgress::Running)
+    );
+    let PollOutcome::Succeeded { video, thumbnail } = p.poll("t1").await.unwrap() else {
+        panic!("expected success");
+    };
+    assert_eq!(video.kind, OutputKind::Video);
+    assert_eq!(video.url, fake.video_url("t1"));
+    assert_eq!(video.extension, "mp4");
+    assert!(video.headers.is_empty(), "presigned urls get no key");
+    assert_eq!(thumbnail, None);
+    assert_eq!(
+        download(KIND, &fake.base_url(), &video).await,
+        fake.content("t1")
+    );
+    assert_eq!(fake.polls("t1"), 3);
+}
+
+#[tokio::test]
+async fn throttled_is_queued() {
+    let raw = json!({"id": "t1", "status": "THROTTLED"}).to_string();
+    let (_fake, p) = setup(Script::step(Step::Raw {
+        status: 200,
+        body: raw,
+    }))
+    .await;
+    assert_eq!(p.poll("t1").await.unwrap(), running(RemoteProgress::Queued));
+}
+
+#[tokio::test]
+async fn failed_and_cancelled() {
+    let (fake, p) = setup(Script::fails_after(0, "Content moderation")).await;
+    assert_eq!(
+        p.poll("t1").await.unwrap(),
+        PollOutcome::Failed {
+            reason: "Content moderation (INTERNAL.BAD_OUTPUT.CODE01)".into()
+        }
+    );
+    fake.script("t1", Script::step(Step::Canceled));
+    assert!(matches!(
+        p.poll("t1").await.unwrap(),
+        PollOutcome::Canceled { .. }
+    ));
+}
+
+#[tokio::test]
+async fn expired_output_urls_download_as_gone() {
+    let (fake, p) = setup(Script::step(Step::OutputsGone)).await;
+    let PollOutcome::Succeeded { video, .. } = p.poll("t1").await.unwrap() else {
+        panic!("expected success");
+    };
+    assert!(download_is_gone(KIND, &fake.base_url(), &video).await);
+}
+
+#[tokio::test]
+async fn succeeded_without_output_is_gone() {
+    let raw = json!({"id": "t1", "status": "SUCCEEDED", "output": []}).to_string();
+    let (_fake, p) = setup(Script::step(Step::Raw {
+        status: 200,
+        body: raw,
+    }))
+    .await;
+    assert!(matches!(
+        p.poll("t1").await.unwrap(),
+        PollOutcome::OutputsGone { .. }
+    ));
+}
+
+#[tokio::test]
+async fn error_answers_are_classified() {
+    let (fake, p) = setup(Script::default()).await;
+    check_error_answers(&p, "t1", |s| fake.script("t1", s)).await;
+    check_hostile_bodies(&p, "t1", |s| fake.script("t1", s)).await;
+    let p = impatient(KIND, &fake.base_url());
+    check_hang_is_timeout(&p, "t1", |s| fake.script("t1", s)).await;
+}
+
+#[tokio::test]
+async fn submit_sends_runways_shape_with_the_version_header() {
+    let fake = FakeRunway::start(KEY).await;
+    let p = provider(KIND, &fake.base_url());
+    assert_eq!(p.submit_recovery(), SubmitRecovery::Unknowable);
+    let req = submit_request(
+        json!({"prompt": "a cat", "model": "gen4_turbo", "seconds": 5, "size": "1280x720"}),
+        "key-1",
+    );
+    let id = p.submit(&req).await.unwrap();
+    let seen = fake.last_create().unwrap();
+    assert_eq!(seen.job_id, id);
+    assert_eq!(seen.path, "/v1/text_to_video");
+    assert_eq!(
+        seen.body,
+        json!({"promptText": "a cat", "model": "gen4_turbo", "ratio": "1280:720", "duration": 5})
+    );
+    assert_eq!(seen.header("x-runway-version"), Some("2024-11-06"));
+    assert_eq!(fake.creates("a cat"), 1);
+    assert!(matches!(
+        p.poll(&id).await.unwrap(),
+        PollOutcome::Succeeded { .. }
+    ));
+
+    let req = submit_request(
+        json!({"prompt": "a dog", "model": "gen4_turbo", "image": "https://img.example/x.png"}),
+        "key-2",
+    );
+    p.submit(&req).await.unwrap();
+    let seen = fake.last_create().unwrap();
+    assert_eq!(seen.path, "/v1/image_to_video");
+    assert_eq!(seen.body["promptImage"], "https://img.example/x.png");
+}
+
+#[tokio::test]
+async fn submit_failures_are_classified() {
+    let fake = FakeRunway::start(KEY).await;
+    let p = provider(KIND, &fake.base_url());
+    let req = submit_request(json!({"prompt": "a cat", "model": "gen4_turbo"}), "k");
+    check_create_failures(&p, &req, |s| fake.script_creates(s)).await;
+    check_create_lost(&p, &req, |n| fake.lose_next_creates(n)).await;
+    let slow = impatient(KIND, &fake.base_url());
+    check_create_timeout(&slow, &req, |s| fake.script_creates(s)).await;
+    // Lost, hung and malformed answers each made a job: why they are unknown.
+    assert_eq!(fake.creates("a cat"), 3);
+    let e = p
+        .submit(&submit_request(json!({"model": "gen4_turbo"}), "k"))
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&e), clawcut_core::SubmitFailure::Rejected);
+    let base = fake.base_url();
+    fake.shutdown().await;
+    check_create_refused(KIND, &base, &req, "t1").await;
+}

@@ -1,0 +1,171 @@
+//! The Veo (Gemini API) adapter against the fake on 127.0.0.1.
+
+mod common;
+
+use std::sync::Arc;
+
+use clawcut_core::{PollOutcome, Provider, ProviderErrorKind, RemoteProgress, SubmitFailure};
+use clawcut_providers::{ProviderKind, build_provider};
+use clawcut_test_support::fake_veo::{FakeVeo, Script, Step};
+use common::*;
+use serde_json::json;
+
+const KIND: ProviderKind = ProviderKind::Veo;
+const MODEL: &str = "veo-3.0-generate-001";
+
+async fn setup(script: Script) -> (FakeVeo, Arc<dyn Provider>, String) {
+    let fake = FakeVeo::start(KEY).await;
+    let name = FakeVeo::operation_name(MODEL, "op1");
+    fake.script(&name, script);
+    let p = provider(KIND, &fake.base_url());
+    (fake, p, name)
+}
+
+#[tokio::test]
+async fn not_done_then_done_with_a_video_fetched_with_the_key() {
+    let (fake, p, name) = setup(Script::succeeds_after(2)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            p.poll(&name).await.unwrap(),
+            PollOutcome::Running {
+                progress: RemoteProgress::Running,
+                poll_after: None
+            }
+        );
+    }
+    let PollOutcome::Succeeded { video, thumbnail } = p.poll(&name).await.unwrap() else {
+        panic!("expected success");
+    };
+    assert_eq!(video.url, fake.video_url(&name));
+    assert!(video.url.ends_with(":download?alt=media"), "{}", video.url);
+    assert_eq!(video.extension, "mp4");
+    assert_eq!(
+        video.headers,
+        vec![("x-goog-api-key".to_owned(), KEY.to_owned())]
+    );
+    assert_eq!(thumbnail, None);
+    assert_eq!(
+        download(KIND, &fake.base_url(), &video).await,
+        fake.content(&name)
+    );
+}
+
+#[tokio::test]
+async fn errors_filters_and_cancellation() {
+    let (fake, p, name) = setup(Script::fails_after(0, "internal error")).await;
+    assert_eq!(
+        p.poll(&name).await.unwrap(),
+        PollOutcome::Failed {
+            reason: "internal error (13)".into()
+        }
+    );
+    fake.script(
+        &name,
+        Script::step(Step::Filtered("celebrity likeness".into())),
+    );
+    let PollOutcome::Failed { reason } = p.poll(&name).await.unwrap() else {
+        panic!("expected failure");
+    };
+    assert!(
+        reason.contains("safety") && reason.contains("celebrity likeness"),
+        "{reason}"
+    );
+    fake.script(&name, Script::step(Step::Canceled));
+    assert!(matches!(
+        p.poll(&name).await.unwrap(),
+        PollOutcome::Canceled { .. }
+    ));
+    fake.script(&name, Script::step(Step::OutputsGone));
+    let PollOutcome::Succeeded { video, .. } = p.poll(&name).await.unwrap() else {
+        panic!("expected success");
+    };
+    assert!(download_is_gone(KIND, &fake.base_url(), &video).await);
+}
+
+#[tokio::test]
+async fn error_answers_are_classified() {
+    let (fake, p, name) = setup(Script::default()).await;
+    check_error_answers(&p, &name, |s| fake.script(&name, s)).await;
+    check_hostile_bodies(&p, &name, |s| fake.script(&name, s)).await;
+    check_hang_is_timeout(&impatient(KIND, &fake.base_url()), &name, |s| {
+        fake.script(&name, s)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_unauthorized_not_a_rejection() {
+    let (fake, _, name) = setup(Script::default()).await;
+    let mut cfg = config(KIND, &fake.base_url());
+    cfg.api_key = "AIza-wrong".into();
+    let p = build_provider(&cfg).unwrap();
+    assert_eq!(
+        p.poll(&name).await.unwrap_err().kind,
+        ProviderErrorKind::Unauthorized(400)
+    );
+    let req = submit_request(json!({"prompt": "x", "model": MODEL}), "k");
+    let e = p.submit(&req).await.unwrap_err();
+    assert_eq!(failure(&e), SubmitFailure::NotCreated, "{e:?}");
+}
+
+#[tokio::test]
+async fn operation_names_cannot_escape_v1beta() {
+    let (fake, p, _) = setup(Script::default()).await;
+    for id in ["op", "models/../x", "models//x", "/models/x"] {
+        assert_eq!(
+            p.poll(id).await.unwrap_err().kind,
+            ProviderErrorKind::NotFound,
+            "{id}"
+        );
+    }
+    assert_eq!(fake.total_requests(), 0);
+}
+
+#[tokio::test]
+async fn submit_starts_a_long_running_operation() {
+    let fake = FakeVeo::start(KEY).await;
+    let p = provider(KIND, &fake.base_url());
+    let req = submit_request(
+        json!({"prompt": "a cat", "model": format!("models/{MODEL}"), "seconds": 8, "size": "720x1280", "negative_prompt": "dogs"}),
+        "key-1",
+    );
+    let name = p.submit(&req).await.unwrap();
+    let seen = fake.last_create().unwrap();
+    assert_eq!(seen.job_id, name);
+    assert_eq!(
+        seen.path,
+        format!("/v1beta/models/{MODEL}:predictLongRunning")
+    );
+    assert_eq!(
+        seen.body,
+        json!({"instances": [{"prompt": "a cat"}], "parameters": {"aspectRatio": "9:16", "durationSeconds": 8, "negativePrompt": "dogs"}})
+    );
+    assert_eq!(seen.header("x-goog-api-key"), Some(KEY));
+    assert_eq!(fake.creates("a cat"), 1);
+    assert!(matches!(
+        p.poll(&name).await.unwrap(),
+        PollOutcome::Succeeded { .. }
+    ));
+}
+
+#[tokio::test]
+async fn submit_failures_are_classified() {
+    let fake = FakeVeo::start(KEY).await;
+    let p = provider(KIND, &fake.base_url());
+    let req = submit_request(json!({"prompt": "a cat", "model": MODEL}), "k");
+    check_create_failures(&p, &req, |s| fake.script_creates(s)).await;
+    check_create_lost(&p, &req, |n| fake.lose_next_creates(n)).await;
+    check_create_timeout(&impatient(KIND, &fake.base_url()), &req, |s| {
+        fake.script_creates(s)
+    })
+    .await;
+    assert_eq!(fake.creates("a cat"), 3);
+    let e = p
+        .submit(&submit_request(json!({"prompt": "x"}), "k"))
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&e), SubmitFailure::Rejected);
+    let base = fake.base_url();
+    fake.shutdown().await;
+    check_create_refused(KIND, &base, &req, &FakeVeo::operation_name(MODEL, "op1")).await;
+}
