@@ -6,5 +6,7 @@ mod crash;
 mod http;
 mod reconcile;
 mod replicas;
+mod submit;
 mod support;
 mod systemd;
+mod webhook;

@@ -356,9 +356,8 @@ async fn webhook(
     };
     match s.worker.store().make_due(&provider, &pid, now_ms()).await {
         Ok(due) => {
-            if due {
-                s.wake_soon();
-            }
+            // Already due counts too: the loop may be asleep for an interval.
+            s.wake_soon();
             (
                 StatusCode::ACCEPTED,
                 Json(json!({ "provider_job_id": pid, "made_due": due })),

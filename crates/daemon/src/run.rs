@@ -31,6 +31,8 @@ pub struct Shared {
     pub wake: tokio::sync::Notify,
     /// When a webhook last woke the loop (ms), to debounce floods.
     pub woken_at: AtomicI64,
+    /// A deferred wake is scheduled.
+    pub wake_deferred: AtomicBool,
     /// When the job-count gauges were last refreshed (ms).
     pub gauges_at: AtomicI64,
     /// What `/readyz` answered last, so only changes are logged.
@@ -58,6 +60,7 @@ impl Shared {
             gauges_at: AtomicI64::new(0),
             wake: tokio::sync::Notify::new(),
             woken_at: AtomicI64::new(0),
+            wake_deferred: AtomicBool::new(false),
             phase,
             admin_token,
         }
@@ -65,18 +68,29 @@ impl Shared {
 
     /// Run a pass soon, but wake the loop at most once per
     /// `backoff.initial`: a flood of webhooks costs at most one extra pass
-    /// (and one poll per job) per that period.
-    pub fn wake_soon(&self) {
+    /// (and one poll per job) per that period. A wake inside the period is
+    /// not dropped but deferred to its end.
+    pub fn wake_soon(self: &Arc<Self>) {
         let floor = self.worker.settings().backoff.initial.as_millis() as i64;
         let now = now_ms();
         let last = self.woken_at.load(Ordering::Relaxed);
-        if now - last >= floor
-            && self
+        if now - last >= floor {
+            if self
                 .woken_at
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
-        {
-            self.wake.notify_one();
+            {
+                self.wake.notify_one();
+            }
+        } else if !self.wake_deferred.swap(true, Ordering::Relaxed) {
+            let me = self.clone();
+            let wait = std::time::Duration::from_millis((last + floor - now).max(0) as u64);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                me.wake_deferred.store(false, Ordering::Relaxed);
+                me.woken_at.store(now_ms(), Ordering::Relaxed);
+                me.wake.notify_one();
+            });
         }
     }
 

@@ -49,15 +49,8 @@ impl Worker {
             ..job.clone()
         };
         let req = self.submit_request(&job, handle);
-        if !job.request.trim_start().starts_with('{')
-            || serde_json::from_str::<serde_json::Value>(&job.request).is_err()
-        {
-            let reason =
-                "ai_jobs.request is not a JSON object; nothing was sent to the provider".to_owned();
-            return self
-                .settle(&job, lease, Event::SubmitRejected, reason, "failed")
-                .await;
-        }
+        // Adapters refuse an unusable request (not JSON, no prompt) before
+        // sending anything: that comes back as a rejection, not a mystery.
         match handle.provider.submit(&req).await {
             Ok(pid) => {
                 self.metrics.provider_request(&job.provider, "ok");
