@@ -298,10 +298,10 @@ mod tests {
     fn every_completion_path_goes_through_outputs_stored() {
         for from in JobStatus::ALL {
             for e in all_events() {
-                if let Ok(out) = transition(from, e) {
-                    if out.status() == Completed {
-                        assert_eq!(e, Event::OutputsStored);
-                    }
+                if let Ok(out) = transition(from, e)
+                    && out.status() == Completed
+                {
+                    assert_eq!(e, Event::OutputsStored);
                 }
             }
         }

@@ -97,7 +97,7 @@ pub async fn status(cfg: &Config, as_json: bool) -> Result<(), Fatal> {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
     }
-    println!("{:<16} {:>8}  {}", "", "jobs", "oldest (by updated_at)");
+    println!("{:<16} {:>8}  oldest (by updated_at)", "", "jobs");
     println!(
         "{:<16} {:>8}  {}",
         "eligible now",
@@ -201,8 +201,8 @@ pub fn print_summary(s: &PassSummary) {
         return;
     }
     println!(
-        "{:<24} {:<10} {:<12} {:<14} {}",
-        "job", "provider", "from", "result", "detail"
+        "{:<24} {:<10} {:<12} {:<14} detail",
+        "job", "provider", "from", "result"
     );
     for j in &s.jobs {
         let result = if j.to == j.from {

@@ -75,7 +75,7 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -197,21 +197,6 @@ fn default_provider_timeout() -> Dur {
 
 fn default_max_in_flight() -> usize {
     4
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            database: DatabaseConfig::default(),
-            reconcile: ReconcileConfig::default(),
-            backoff: BackoffConfig::default(),
-            submit: SubmitConfig::default(),
-            media: MediaConfig::default(),
-            http: HttpConfig::default(),
-            log: LogConfig::default(),
-            providers: BTreeMap::new(),
-        }
-    }
 }
 
 impl Default for DatabaseConfig {

@@ -262,18 +262,18 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let mut settled = 0;
         for s in &ours {
-            if let Some(j) = app_db
+            let job = app_db
                 .job(s.job)
                 .await
                 .context("read a job")
-                .exit_with(exit::SOFTWARE)?
-            {
-                if matches!(
+                .exit_with(exit::SOFTWARE)?;
+            if job.is_some_and(|j| {
+                matches!(
                     j.status.as_str(),
                     "completed" | "failed" | "canceled" | "needs_operator"
-                ) {
-                    settled += 1;
-                }
+                )
+            }) {
+                settled += 1;
             }
         }
         if settled == ours.len() {
@@ -296,8 +296,8 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
     let took = started.elapsed();
 
     println!(
-        "{:<12} {:<38} {:<10} {:>5} {:>8}  {}",
-        "job", "scenario", "status", "polls", "retries", "result"
+        "{:<12} {:<38} {:<10} {:>5} {:>8}  result",
+        "job", "scenario", "status", "polls", "retries"
     );
     for s in &seeds {
         let j = app_db

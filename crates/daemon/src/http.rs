@@ -141,9 +141,10 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-fn authorized(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// `Some(answer)` when the request must be refused.
+fn refuse_unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = s.admin_token.as_deref() else {
-        return Err(error(StatusCode::NOT_FOUND, "admin api is off"));
+        return Some(error(StatusCode::NOT_FOUND, "admin api is off"));
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -151,14 +152,16 @@ fn authorized(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
+        None
     } else {
-        Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({ "error": "missing or wrong bearer token" })),
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(json!({ "error": "missing or wrong bearer token" })),
+            )
+                .into_response(),
         )
-            .into_response())
     }
 }
 
@@ -173,7 +176,7 @@ async fn reconcile(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
+    if let Some(r) = refuse_unauthorized(&s, &headers) {
         return r;
     }
     let req: ReconcileBody = if body.is_empty() {
@@ -229,7 +232,7 @@ async fn list_jobs(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
+    if let Some(r) = refuse_unauthorized(&s, &headers) {
         return r;
     }
     let filter = match q.state.as_str() {
@@ -278,7 +281,7 @@ async fn resolve(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
+    if let Some(r) = refuse_unauthorized(&s, &headers) {
         return r;
     }
     let req: ResolveBody = match serde_json::from_slice(&body) {
