@@ -296,7 +296,7 @@ async fn readiness_follows_the_database() {
     .await;
     let logs = daemon.logs();
     assert!(
-        logs.contains("readiness: not ready") && logs.contains("readiness: ready again"),
+        logs.contains("readiness: not ready") && logs.contains("readiness: ready"),
         "the outage is in the logs:\n{logs}"
     );
 }

@@ -235,7 +235,18 @@ async fn postgres_restart_mid_run_loses_nothing() {
     let n = 600;
     let dir = tempfile::tempdir().unwrap();
     let env = Env::with_url(dir, url.clone(), &fake.base_url(), &replica_config());
+    let port = free_port();
+    env.edit_config(
+        "[http]\nlisten = \"\"",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+    );
     env.migrate();
+    let readyz = || async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
     let db = AppDb::connect(&url).await.unwrap();
     seed_many(&db, n).await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
@@ -244,11 +255,20 @@ async fn postgres_restart_mid_run_loses_nothing() {
         (count_final(&pool).await >= 100).then_some(())
     })
     .await;
-    // A restart with a noticeable outage (pg_ctl stop, 2s, pg_ctl start): a
-    // bare `pg_ctl restart` can fall between two passes and go unseen.
+    // Down until the daemon reports it (a bare `pg_ctl restart` is over
+    // before anyone could look), then back.
     pg.stop();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(
+        Duration::from_secs(30),
+        "/readyz reports the outage",
+        || async { (readyz().await == 503).then_some(()) },
+    )
+    .await;
     pg.start();
+    eventually(Duration::from_secs(60), "/readyz ready again", || async {
+        (readyz().await == 200).then_some(())
+    })
+    .await;
     eventually(
         Duration::from_secs(180),
         "every job final after the restart",
@@ -262,10 +282,8 @@ async fn postgres_restart_mid_run_loses_nothing() {
     );
     let logs = daemon.logs();
     assert!(
-        logs.contains("pass failed")
-            || logs.contains("could not record")
-            || logs.contains("heartbeat failed"),
-        "the outage is visible in the logs"
+        logs.contains("readiness: not ready") && logs.contains("readiness: ready"),
+        "the outage is in the logs"
     );
     assert_one_truth(&pool, &fake, n).await;
 }

@@ -80,9 +80,10 @@ async fn healthz() -> Response {
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     let (ready, body) = readiness(&s).await;
     // Log changes only: probes come every few seconds.
-    if s.was_ready.swap(ready, Ordering::Relaxed) != ready {
+    let now = if ready { 1 } else { 2 };
+    if s.last_readiness.swap(now, Ordering::Relaxed) != now {
         if ready {
-            info!("readiness: ready again");
+            info!("readiness: ready");
         } else {
             warn!(reason = %body["reason"], "readiness: not ready");
         }

@@ -3,7 +3,7 @@
 //! each step (READY, WATCHDOG, STATUS, STOPPING).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
@@ -35,8 +35,9 @@ pub struct Shared {
     pub wake_deferred: AtomicBool,
     /// When the job-count gauges were last refreshed (ms).
     pub gauges_at: AtomicI64,
-    /// What `/readyz` answered last, so only changes are logged.
-    pub was_ready: AtomicBool,
+    /// What `/readyz` answered last (0 never asked, 1 ready, 2 not ready),
+    /// so only changes are logged.
+    pub last_readiness: AtomicU8,
     pub phase: watch::Receiver<Phase>,
     /// Read once at startup from the env var `http.admin_token_env` names.
     pub admin_token: Option<String>,
@@ -56,7 +57,7 @@ impl Shared {
             config_path,
             last_pass_ok_at: AtomicI64::new(0),
             last_pass_error: Mutex::new(None),
-            was_ready: AtomicBool::new(false),
+            last_readiness: AtomicU8::new(0),
             gauges_at: AtomicI64::new(0),
             wake: tokio::sync::Notify::new(),
             woken_at: AtomicI64::new(0),

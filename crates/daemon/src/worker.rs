@@ -377,22 +377,17 @@ impl Worker {
                 let to = decide(job.status, Event::StillRunning(progress))?;
                 let polls = job.polls.saturating_add(1);
                 let delay = s.backoff.delay(polls, rand::random::<f64>(), poll_after);
-                let now = now_ms();
-                self.store
-                    .reschedule(
-                        lease,
-                        &Reschedule {
-                            from: job.status,
-                            to: to.status(),
-                            now,
-                            attempts: job.attempts,
-                            polls,
-                            next_attempt_at: now.saturating_add(ms(delay)),
-                            last_error: None,
-                        },
-                    )
-                    .await?;
-                self.metrics.reschedule("poll");
+                self.schedule_next(
+                    job,
+                    lease,
+                    to.status(),
+                    job.attempts,
+                    polls,
+                    delay,
+                    None,
+                    "poll",
+                )
+                .await?;
                 Ok(Done {
                     to: to.status(),
                     action: "snoozed",
@@ -603,22 +598,17 @@ impl Worker {
                 let delay = s
                     .backoff
                     .delay(attempts.max(1), rand::random::<f64>(), retry_after);
-                let now = now_ms();
-                self.store
-                    .reschedule(
-                        lease,
-                        &Reschedule {
-                            from: job.status,
-                            to,
-                            now,
-                            attempts,
-                            polls: job.polls,
-                            next_attempt_at: now.saturating_add(ms(delay)),
-                            last_error: Some(msg.clone()),
-                        },
-                    )
-                    .await?;
-                self.metrics.reschedule("retry");
+                self.schedule_next(
+                    job,
+                    lease,
+                    to,
+                    attempts,
+                    job.polls,
+                    delay,
+                    Some(msg.clone()),
+                    "retry",
+                )
+                .await?;
                 debug!(job = %job.id, attempts, error = %msg, "transient error; rescheduled");
                 Ok(Done {
                     to,
@@ -648,6 +638,38 @@ impl Worker {
                 self.settle(job, lease, event, reason, action).await
             }
         }
+    }
+
+    /// Write the next try (status, counters, due time), release the lease.
+    #[allow(clippy::too_many_arguments)]
+    async fn schedule_next(
+        &self,
+        job: &Job,
+        lease: &Lease,
+        to: JobStatus,
+        attempts: u32,
+        polls: u32,
+        delay: Duration,
+        last_error: Option<String>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.store
+            .reschedule(
+                lease,
+                &Reschedule {
+                    from: job.status,
+                    to,
+                    now,
+                    attempts,
+                    polls,
+                    next_attempt_at: now.saturating_add(ms(delay)),
+                    last_error,
+                },
+            )
+            .await?;
+        self.metrics.reschedule(reason);
+        Ok(())
     }
 
     async fn settle(

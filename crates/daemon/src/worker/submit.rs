@@ -11,11 +11,11 @@ use clawcut_core::{
     Event, Job, JobStatus, Lease, Lookup, Outcome, ProviderError, SubmitFailure, SubmitRecovery,
     SubmitRequest,
 };
-use clawcut_store::{Reschedule, Settle, StoreError};
+use clawcut_store::{Settle, StoreError};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{Done, ProviderHandle, Settings, Worker, decide, ms, now_ms, round_secs};
+use super::{Done, ProviderHandle, Settings, Worker, decide, now_ms, round_secs};
 
 impl Worker {
     /// A `queued` job without a provider id: submit it.
@@ -241,22 +241,17 @@ impl Worker {
                 let delay = s
                     .backoff
                     .delay(attempts, rand::random::<f64>(), retry_after);
-                let now = now_ms();
-                self.store
-                    .reschedule(
-                        lease,
-                        &Reschedule {
-                            from: job.status,
-                            to: JobStatus::Queued,
-                            now,
-                            attempts,
-                            polls: job.polls,
-                            next_attempt_at: now.saturating_add(ms(delay)),
-                            last_error: Some(msg.clone()),
-                        },
-                    )
-                    .await?;
-                self.metrics.reschedule("retry");
+                self.schedule_next(
+                    job,
+                    lease,
+                    JobStatus::Queued,
+                    attempts,
+                    job.polls,
+                    delay,
+                    Some(msg.clone()),
+                    "retry",
+                )
+                .await?;
                 Ok(Done {
                     to: JobStatus::Queued,
                     action: "retry",
