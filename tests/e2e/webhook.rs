@@ -17,7 +17,7 @@ const WH_SECRET: &str = "whsec_ZTJlLXdlYmhvb2stc2lnbmluZy1zZWNyZXQtMTIz";
 
 fn sign(id: &str, ts: i64, body: &str) -> String {
     let key = B64.decode(WH_SECRET.trim_start_matches("whsec_")).unwrap();
-    let mut mac = hmac::Hmac::<sha2_hmac::Sha256>::new_from_slice(&key).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{id}.{ts}.{body}").as_bytes());
     format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
 }

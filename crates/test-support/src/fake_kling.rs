@@ -33,7 +33,7 @@ use crate::fake_common::{
 pub use crate::fake_common::{CreateRecord, CreateStep, Script, Step};
 use crate::fake_openai::plumbing::{Server, json_response, unix_now};
 
-type HmacSha256 = hmac::Hmac<sha2_hmac::Sha256>;
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// The fake server. Dropping it shuts it down.
 pub struct FakeKling {
