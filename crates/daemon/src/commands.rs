@@ -117,8 +117,13 @@ pub async fn status(cfg: &Config, as_json: bool) -> Result<(), Fatal> {
         r.needs_operator,
         age(now, r.oldest_needs_operator_updated_at)
     );
+    let submission = if cfg.submit.enabled {
+        "waiting for submission"
+    } else {
+        "submission is off"
+    };
     println!(
-        "{:<16} {:>8}  (queued without a provider id; submission is off)",
+        "{:<16} {:>8}  (queued without a provider id; {submission})",
         "unsubmitted", r.unsubmitted
     );
     let by: Vec<String> = r
@@ -182,8 +187,13 @@ pub async fn reconcile(path: &Path, cfg: &Config, args: &ReconcileArgs) -> Resul
             Ok(None) => "no such job".to_owned(),
             Ok(Some(j)) if j.status.is_final() => format!("already {}", j.status),
             Ok(Some(j)) => format!(
-                "not claimable now (status {}, kind {}, lease until {:?})",
-                j.status, j.kind, j.lease_expires_at
+                "not claimable now (status {}, kind {}, {})",
+                j.status,
+                j.kind,
+                j.lease_expires_at
+                    .map_or("not leased".to_owned(), |t| format!(
+                        "leased until {t} (epoch ms)"
+                    ))
             ),
             Err(e) => error_chain(&e),
         };

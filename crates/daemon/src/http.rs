@@ -269,11 +269,30 @@ async fn list_jobs(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `{"action": "resubmit"|"fail"}`, also spelled `"decision"` or
+/// `"resolution"`, or the CLI's flags `{"resubmit": true}` / `{"fail": true}`;
+/// `operator` names who decided (for the audit event).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResolveBody {
-    action: String,
+    #[serde(alias = "decision", alias = "resolution")]
+    action: Option<String>,
+    #[serde(default)]
+    resubmit: bool,
+    #[serde(default)]
+    fail: bool,
     operator: Option<String>,
+}
+
+impl ResolveBody {
+    fn resolution(&self) -> Result<Resolution, String> {
+        match (self.action.as_deref(), self.resubmit, self.fail) {
+            (Some("resubmit"), false, false) | (None, true, false) => Ok(Resolution::Resubmit),
+            (Some("fail"), false, false) | (None, false, true) => Ok(Resolution::Fail),
+            (Some(other), false, false) => Err(format!("action must be resubmit or fail, not {other:?}")),
+            _ => Err("say exactly one of {\"action\": \"resubmit\"|\"fail\"}, {\"resubmit\": true}, {\"fail\": true}".into()),
+        }
+    }
 }
 
 async fn resolve(
@@ -294,15 +313,9 @@ async fn resolve(
             );
         }
     };
-    let resolution = match req.action.as_str() {
-        "resubmit" => Resolution::Resubmit,
-        "fail" => Resolution::Fail,
-        other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("action must be resubmit or fail, not {other:?}"),
-            );
-        }
+    let resolution = match req.resolution() {
+        Ok(r) => r,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let operator = format!("api:{}", req.operator.as_deref().unwrap_or("admin"));
     match s
@@ -369,5 +382,41 @@ async fn webhook(
                 .into_response()
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Resolution, String> {
+        serde_json::from_str::<ResolveBody>(body)
+            .map_err(|e| e.to_string())?
+            .resolution()
+    }
+
+    #[test]
+    fn resolve_bodies_in_every_spelling() {
+        for (body, want) in [
+            (r#"{"action":"resubmit"}"#, Resolution::Resubmit),
+            (r#"{"decision":"fail"}"#, Resolution::Fail),
+            (
+                r#"{"resolution":"resubmit","operator":"bob"}"#,
+                Resolution::Resubmit,
+            ),
+            (r#"{"resubmit":true}"#, Resolution::Resubmit),
+            (r#"{"fail":true}"#, Resolution::Fail),
+        ] {
+            assert_eq!(parse(body), Ok(want), "{body}");
+        }
+        for bad in [
+            r#"{}"#,
+            r#"{"action":"retry"}"#,
+            r#"{"resubmit":true,"fail":true}"#,
+            r#"{"action":"fail","fail":true}"#,
+            r#"{"x":1}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }
