@@ -199,7 +199,16 @@ async fn reconcile(
         only_job: req.ai_job_id.clone(),
     };
     info!(job = ?req.ai_job_id, "admin api: reconcile requested");
-    match one_pass(&s, &opts).await {
+    // Its own task: a client that hangs up must not cut a pass in half.
+    let pass = tokio::spawn({
+        let s = s.clone();
+        async move { one_pass(&s, &opts).await }
+    });
+    let result = match pass.await {
+        Ok(r) => r,
+        Err(e) => Err(format!("reconcile task failed: {e}")),
+    };
+    match result {
         Ok(summary) => {
             if let (Some(id), 0) = (&req.ai_job_id, summary.claimed) {
                 let why = match s.worker.store().get_job(id).await {

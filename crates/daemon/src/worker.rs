@@ -199,12 +199,14 @@ impl Worker {
                 .filter_map(|j| j.lease().map(|l| (j.id.clone(), l)))
                 .collect(),
         ));
-        let heartbeat = tokio::spawn(heartbeat_loop(
+        // Stops with the pass, even when the pass future is dropped: a
+        // heartbeat outliving its work would hold the leases forever.
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(
             self.store.clone(),
             held.clone(),
             s.lease_ttl,
             self.metrics.clone(),
-        ));
+        )));
         let reports: Vec<JobReport> = futures_util::stream::iter(jobs)
             .map(|job| {
                 let held = held.clone();
@@ -221,7 +223,6 @@ impl Worker {
             .buffer_unordered(s.concurrency.max(1))
             .collect()
             .await;
-        heartbeat.abort();
         self.metrics.passes.inc();
         self.metrics
             .pass_duration
@@ -750,6 +751,14 @@ pub fn final_path(media: &Path, sub: &str, scene: &str, version: &str, ext: &str
         "jpg".into()
     };
     media.join(sub).join(scene).join(format!("{version}.{ext}"))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn heartbeat_loop(
