@@ -173,15 +173,15 @@ async fn sigterm_finishes_short_work_and_releases_long_work() {
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeats_keep_a_long_download_from_being_taken_over() {
     let fake = FakeOpenAi::start(KEY).await;
-    // ~6 s download with a 2 s lease: only heartbeats keep it ours.
+    // ~10 s download with a 4 s lease: only heartbeats keep it ours.
     fake.script(
         "video_slow",
         Script::completes_after(0)
-            .with_video_bytes(1024 * 1024)
+            .with_video_bytes(1600 * 1024)
             .with_chunk_delay(Duration::from_millis(100)),
     );
     let env = Env::sqlite(&fake.base_url(), "");
-    env.edit_config("lease_ttl = \"5s\"", "lease_ttl = \"2s\"");
+    env.edit_config("lease_ttl = \"5s\"", "lease_ttl = \"4s\"");
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();
     seed_job(&db, "job_slow", "scene_w", "ver_w", "video_slow", now_ms()).await;
