@@ -353,7 +353,11 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
     println!("\nfiles:    {}", cfg.media.dir.display());
     println!("database: {}", dir.join("clawcut.db").display());
     println!(
-        "look around: clawcut-worker --config {} status",
+        "look around: {} --config {} status",
+        // The binary as it was started (cargo run leaves it off the PATH).
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "clawcut-worker".into()),
         conf.display()
     );
     Ok(())
