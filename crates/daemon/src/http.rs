@@ -233,8 +233,8 @@ async fn reconcile(
 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
-    state: String,
-    limit: Option<u32>,
+    state: Option<String>,
+    limit: Option<String>,
 }
 
 async fn list_jobs(
@@ -245,24 +245,25 @@ async fn list_jobs(
     if let Some(r) = refuse_unauthorized(&s, &headers) {
         return r;
     }
-    let filter = match q.state.as_str() {
-        "stranded" => JobFilter::Stranded,
-        "needs_operator" => JobFilter::NeedsOperator,
+    // Parsed by hand so every mistake gets a JSON answer.
+    let filter = match q.state.as_deref() {
+        Some("stranded") => JobFilter::Stranded,
+        Some("needs_operator") => JobFilter::NeedsOperator,
         other => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("state must be stranded or needs_operator, not {other:?}"),
+                format!("?state= must be stranded or needs_operator, not {other:?}"),
             );
         }
     };
+    let limit = match q.limit.as_deref().map(str::parse::<u32>) {
+        None => 100,
+        Some(Ok(n)) => n.min(1000),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "?limit= must be a whole number"),
+    };
     let rules = s.worker.settings().rules.clone();
     let now = now_ms();
-    match s
-        .worker
-        .store()
-        .list_jobs(filter, now, &rules, q.limit.unwrap_or(100).min(1000))
-        .await
-    {
+    match s.worker.store().list_jobs(filter, now, &rules, limit).await {
         Ok(jobs) => {
             let rows: Vec<_> = jobs
                 .iter()
