@@ -110,10 +110,21 @@ async fn readiness(s: &Shared) -> (bool, serde_json::Value) {
     let last = s.last_pass_ok_at.load(Ordering::Relaxed);
     // A pass may legitimately run long (downloads); three intervals plus the
     // lease TTL is the longest a healthy loop goes without finishing one.
+    // Before the first pass, the clock starts at startup (on_startup = false
+    // leaves a whole interval before it).
     let window = cfg.reconcile.interval.0 * 3 + cfg.reconcile.lease_ttl.0;
-    let age = now_ms() - last;
-    if last == 0 {
-        return unready("no pass has finished yet".into());
+    let age = now_ms() - if last == 0 { s.started_at } else { last };
+    if age > window.as_millis() as i64 && last == 0 {
+        let err = s
+            .last_pass_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        return unready(format!(
+            "no pass has finished since startup{}",
+            err.map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        ));
     }
     if age > window.as_millis() as i64 {
         let err = s

@@ -26,6 +26,8 @@ pub struct Shared {
     pub config_path: PathBuf,
     /// When the last pass finished without a database error (ms; 0 = never).
     pub last_pass_ok_at: AtomicI64,
+    /// When this process started (ms).
+    pub started_at: i64,
     pub last_pass_error: Mutex<Option<String>>,
     /// Wakes the loop early (a webhook made a job due).
     pub wake: tokio::sync::Notify,
@@ -56,6 +58,7 @@ impl Shared {
             config: RwLock::new(Arc::new(cfg)),
             config_path,
             last_pass_ok_at: AtomicI64::new(0),
+            started_at: now_ms(),
             last_pass_error: Mutex::new(None),
             last_readiness: AtomicU8::new(0),
             gauges_at: AtomicI64::new(0),
