@@ -22,6 +22,7 @@ mod error;
 mod migrate;
 mod pg;
 mod row;
+mod sql;
 mod sqlite;
 
 pub use error::StoreError;

@@ -1,0 +1,176 @@
+//! The statements of the PostgreSQL backend: `$N` placeholders, with
+//! explicit casts where a parameter's type cannot be inferred (inside
+//! COALESCE, CASE or `IS NULL`); timestamps are `timestamptz`, bound as
+//! epoch milliseconds through `to_timestamp($N::float8 / 1000.0)` and read
+//! back as `(extract(epoch from x) * 1000)::int8`.
+
+use crate::sql::Dialect;
+
+/// Columns of a [`clawcut_core::Job`], in the names and types
+/// `row::job_from_row` reads.
+macro_rules! job_cols {
+    () => {
+        "id, kind, provider, scene_id, scene_version_id, request, status, provider_job_id,
+         (extract(epoch from created_at) * 1000)::int8 AS created_at,
+         (extract(epoch from updated_at) * 1000)::int8 AS updated_at,
+         attempts::int8 AS attempts, polls::int8 AS polls,
+         (extract(epoch from next_attempt_at) * 1000)::int8 AS next_attempt_at,
+         lease_owner,
+         (extract(epoch from lease_expires_at) * 1000)::int8 AS lease_expires_at,
+         fencing_token, last_error, idempotency_key, lease_taken_from"
+    };
+}
+
+/// The eligibility rules of `EligibilityRules::check` as a WHERE clause.
+/// Parameters: $1 submit enabled, $2 force, $3 updated_before (ms),
+/// $4 now (ms), $5 only this job id (or NULL). The leading `status IN`
+/// term is the predicate of the partial index `ai_jobs_claimable`.
+macro_rules! eligible {
+    () => {
+        "status IN ('queued', 'submitting', 'pending', 'processing')
+           AND kind = 'video'
+           AND ((status IN ('queued', 'pending', 'processing') AND provider_job_id IS NOT NULL)
+                OR status = 'submitting'
+                OR (status = 'queued' AND provider_job_id IS NULL AND $1::bool))
+           AND ($2::bool OR (updated_at <= to_timestamp($3::float8 / 1000.0)
+                             AND next_attempt_at <= to_timestamp($4::float8 / 1000.0)))
+           AND (lease_expires_at IS NULL OR lease_expires_at <= to_timestamp($4::float8 / 1000.0))
+           AND ($5::text IS NULL OR id = $5::text)"
+    };
+}
+
+/// Owed work. $1 now (ms), $2 updated_before (ms).
+macro_rules! stranded {
+    () => {
+        "status IN ('queued', 'submitting', 'pending', 'processing')
+           AND kind = 'video'
+           AND status IN ('queued', 'pending', 'processing')
+           AND provider_job_id IS NOT NULL
+           AND (lease_expires_at IS NULL OR lease_expires_at <= to_timestamp($1::float8 / 1000.0))
+           AND updated_at <= to_timestamp($2::float8 / 1000.0)"
+    };
+}
+
+/// Claiming is one `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
+/// LOCKED) RETURNING`. Rows another claimer holds are skipped, and a row
+/// another claimer leased and committed meanwhile is re-checked against the
+/// WHERE clause on its new version (read committed), so two replicas never
+/// lease the same job.
+pub(crate) const CLAIM: &str = concat!(
+    "UPDATE ai_jobs
+     SET lease_taken_from = lease_owner, lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
+         fencing_token = fencing_token + 1
+     WHERE id IN (SELECT id FROM ai_jobs WHERE ",
+    eligible!(),
+    " ORDER BY updated_at, id LIMIT $8 FOR UPDATE SKIP LOCKED)
+     RETURNING ",
+    job_cols!()
+);
+
+pub(super) const POSTGRES: Dialect = Dialect {
+    // Every write statement is fenced on the row it changes, so read
+    // committed suffices.
+    begin_write: None,
+    // Read committed would let each count see a different instant.
+    begin_snapshot: Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+    // `attempts` and `polls` are `integer`.
+    counter_max: i32::MAX as i64,
+
+    claim: CLAIM,
+    heartbeat: "UPDATE ai_jobs SET lease_expires_at = to_timestamp($4::float8 / 1000.0)
+         WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3",
+    release: "UPDATE ai_jobs SET lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3",
+    complete_job: "UPDATE ai_jobs SET status = 'completed',
+             completed_at = to_timestamp($5::float8 / 1000.0),
+             updated_at = to_timestamp($5::float8 / 1000.0),
+             video_path = $6, video_sha256 = $7, video_bytes = $8, thumbnail_path = $9,
+             last_error = NULL, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3 AND status = $4
+         RETURNING scene_id, scene_version_id",
+    complete_version: "UPDATE scene_versions SET status = 'ready', video_path = $2,
+             thumbnail_path = $3, video_sha256 = $4, video_bytes = $5, error = NULL,
+             updated_at = to_timestamp($6::float8 / 1000.0)
+         WHERE id = $1",
+    complete_scene: "UPDATE scenes SET current_version_id = $2,
+             updated_at = to_timestamp($3::float8 / 1000.0)
+         WHERE id = $1
+           AND current_version_id IS DISTINCT FROM $2
+           AND EXISTS (SELECT 1 FROM scene_versions WHERE id = $2)
+           AND NOT EXISTS (
+               SELECT 1 FROM scene_versions cur, scene_versions me
+               WHERE cur.id = scenes.current_version_id AND me.id = $2
+                 AND (cur.created_at > me.created_at
+                      OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+    settle: "UPDATE ai_jobs SET status = $5, updated_at = to_timestamp($6::float8 / 1000.0),
+             last_error = $7,
+             provider_job_id = COALESCE($8::text, provider_job_id),
+             idempotency_key = COALESCE($9::text, idempotency_key),
+             completed_at = COALESCE(to_timestamp($10::float8 / 1000.0), completed_at),
+             lease_owner = CASE WHEN $11::bool THEN lease_owner ELSE NULL END,
+             lease_expires_at = CASE WHEN $11::bool THEN lease_expires_at ELSE NULL END,
+             attempts = COALESCE($12::int8, attempts)
+         WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3 AND status = $4
+         RETURNING scene_version_id",
+    reschedule: "UPDATE ai_jobs SET status = $5, attempts = $6, polls = $7,
+             next_attempt_at = to_timestamp($8::float8 / 1000.0),
+             last_error = $9, lease_owner = NULL, lease_expires_at = NULL,
+             updated_at = CASE WHEN $10::bool THEN to_timestamp($11::float8 / 1000.0)
+                               ELSE updated_at END
+         WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3 AND status = $4",
+    insert_event: "INSERT INTO ai_job_events
+             (ai_job_id, from_status, to_status, worker_id, detail, created_at)
+         VALUES ($1, $2, $3, $4, $5, to_timestamp($6::float8 / 1000.0))",
+    fail_version: "UPDATE scene_versions SET status = 'failed', error = $2,
+             updated_at = to_timestamp($3::float8 / 1000.0)
+         WHERE id = $1 AND status <> 'ready'",
+
+    get_job: concat!("SELECT ", job_cols!(), " FROM ai_jobs WHERE id = $1"),
+    list_stranded: concat!(
+        "SELECT ",
+        job_cols!(),
+        " FROM ai_jobs WHERE ",
+        stranded!(),
+        " ORDER BY updated_at, id LIMIT $3"
+    ),
+    list_needs_operator: concat!(
+        "SELECT ",
+        job_cols!(),
+        " FROM ai_jobs WHERE status = 'needs_operator' AND kind = 'video'
+          ORDER BY updated_at, id LIMIT $1"
+    ),
+    count_eligible: concat!(
+        "SELECT COUNT(*), (extract(epoch from MIN(updated_at)) * 1000)::int8 FROM ai_jobs WHERE ",
+        eligible!()
+    ),
+    count_stranded: concat!(
+        "SELECT COUNT(*), (extract(epoch from MIN(updated_at)) * 1000)::int8 FROM ai_jobs WHERE ",
+        stranded!()
+    ),
+    count_running: "SELECT COUNT(*) FROM ai_jobs
+         WHERE status IN ('queued', 'submitting', 'pending', 'processing')
+           AND kind = 'video' AND lease_expires_at > to_timestamp($1::float8 / 1000.0)",
+    count_needs_operator: "SELECT COUNT(*), (extract(epoch from MIN(updated_at)) * 1000)::int8
+         FROM ai_jobs
+         WHERE status = 'needs_operator' AND kind = 'video'",
+
+    resolve_resubmit: "UPDATE ai_jobs SET status = 'queued', provider_job_id = NULL,
+             idempotency_key = NULL, attempts = 0, polls = 0, next_attempt_at = 'epoch',
+             last_error = NULL, lease_owner = NULL, lease_expires_at = NULL,
+             updated_at = to_timestamp($2::float8 / 1000.0)
+         WHERE id = $1 AND status = 'needs_operator'
+         RETURNING scene_version_id",
+    resolve_fail: "UPDATE ai_jobs SET status = 'failed', last_error = $3,
+             completed_at = to_timestamp($2::float8 / 1000.0),
+             lease_owner = NULL, lease_expires_at = NULL,
+             updated_at = to_timestamp($2::float8 / 1000.0)
+         WHERE id = $1 AND status = 'needs_operator'
+         RETURNING scene_version_id",
+    job_status: "SELECT status FROM ai_jobs WHERE id = $1",
+    // An id stored as `<prefix>|<id>` also matches its bare `<id>`.
+    make_due: "UPDATE ai_jobs SET next_attempt_at = to_timestamp($3::float8 / 1000.0)
+         WHERE provider = $1
+           AND (provider_job_id = $2 OR right(provider_job_id, length($2) + 1) = '|' || $2)
+           AND next_attempt_at > to_timestamp($3::float8 / 1000.0)
+           AND status NOT IN ('completed', 'failed', 'canceled')",
+};

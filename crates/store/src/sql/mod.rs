@@ -1,0 +1,253 @@
+//! The operations of [`Store`], written once for both backends.
+//!
+//! Each backend supplies a [`Dialect`]: the text of every statement (its
+//! placeholders and timestamp conversions differ, the logic does not) and
+//! the few steps that really differ, such as how a write transaction
+//! begins. The operations themselves (the transaction sequence, lease-lost
+//! detection, the audit event, the scene pointer rule) are the generic
+//! methods of [`Sql`], over any `sqlx` database whose driver can bind and
+//! decode the handful of Rust types they use.
+//!
+//! The two store types implement [`Backed`], and through it [`Store`], so
+//! neither repeats the list of operations.
+
+use std::future::Future;
+use std::time::Duration;
+
+use clawcut_core::{EligibilityRules, Job, JobStatus, Lease, Millis};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+};
+
+use crate::row::OpErr;
+use crate::{
+    Backend, ClaimRequest, Completion, JobFilter, Reschedule, Resolution, SchemaStatus, Settle,
+    StatusReport, Store, StoreError,
+};
+
+mod read;
+mod resolve;
+mod write;
+
+/// One backend's statements. Parameter numbers are the same on both
+/// backends; the comment on each field lists them.
+pub struct Dialect {
+    /// Opens every multi-statement write transaction; `None` is the driver's
+    /// plain `BEGIN`.
+    pub begin_write: Option<&'static str>,
+    /// Opens the status report's read transaction, so that every count
+    /// describes the same instant; `None` is the driver's plain `BEGIN`.
+    pub begin_snapshot: Option<&'static str>,
+    /// Largest value the `attempts` and `polls` columns hold: larger counts
+    /// are stored saturated rather than failing the write.
+    pub counter_max: i64,
+
+    /// 1 submit enabled, 2 force, 3 updated_before, 4 now, 5 only job id,
+    /// 6 worker id, 7 lease expiry, 8 limit. Returns job columns.
+    pub claim: &'static str,
+    /// 1 id, 2 owner, 3 token, 4 lease expiry.
+    pub heartbeat: &'static str,
+    /// 1 id, 2 owner, 3 token.
+    pub release: &'static str,
+    /// 1 id, 2 owner, 3 token, 4 from, 5 now, 6 video path, 7 sha256,
+    /// 8 bytes, 9 thumbnail path. Returns scene_id, scene_version_id.
+    pub complete_job: &'static str,
+    /// 1 version id, 2 video path, 3 thumbnail path, 4 sha256, 5 bytes, 6 now.
+    pub complete_version: &'static str,
+    /// 1 scene id, 2 version id, 3 now: the newer-version-wins pointer rule.
+    pub complete_scene: &'static str,
+    /// 1 id, 2 owner, 3 token, 4 from, 5 to, 6 now, 7 last_error,
+    /// 8 provider_job_id, 9 idempotency_key, 10 completed_at, 11 keep lease,
+    /// 12 attempts. Returns scene_version_id.
+    pub settle: &'static str,
+    /// 1 id, 2 owner, 3 token, 4 from, 5 to, 6 attempts, 7 polls,
+    /// 8 next_attempt_at, 9 last_error, 10 status changed, 11 now.
+    pub reschedule: &'static str,
+    /// 1 job id, 2 from, 3 to, 4 worker id, 5 detail, 6 now.
+    pub insert_event: &'static str,
+    /// 1 version id, 2 error, 3 now.
+    pub fail_version: &'static str,
+    /// 1 id. Returns job columns.
+    pub get_job: &'static str,
+    /// 1 now, 2 updated_before, 3 limit. Returns job columns.
+    pub list_stranded: &'static str,
+    /// 1 limit. Returns job columns.
+    pub list_needs_operator: &'static str,
+    /// The claim's parameters 1 to 5. Returns count, oldest updated_at.
+    pub count_eligible: &'static str,
+    /// 1 now, 2 updated_before. Returns count, oldest updated_at.
+    pub count_stranded: &'static str,
+    /// 1 now. Returns count.
+    pub count_running: &'static str,
+    /// Returns count, oldest updated_at.
+    pub count_needs_operator: &'static str,
+    /// 1 id, 2 now. Returns scene_version_id.
+    pub resolve_resubmit: &'static str,
+    /// 1 id, 2 now, 3 last_error. Returns scene_version_id.
+    pub resolve_fail: &'static str,
+    /// 1 id. Returns status.
+    pub job_status: &'static str,
+    /// 1 provider, 2 provider job id, 3 now.
+    pub make_due: &'static str,
+}
+
+/// The operations on one pool, with its backend's statements. Their
+/// methods (in `write`, `read` and `resolve`) are bounded by what they need
+/// of the driver: executing on a connection, and binding or decoding `&str`,
+/// `i64`, `bool`, their `Option`s and `String`. Both drivers provide it.
+pub struct Sql<'p, DB: Database> {
+    pub pool: &'p Pool<DB>,
+    pub d: &'static Dialect,
+}
+
+impl<DB: Database> Sql<'_, DB> {
+    /// A write transaction, begun the backend's way.
+    async fn begin_write(&self, op: OpErr) -> Result<Transaction<'static, DB>, StoreError> {
+        match self.d.begin_write {
+            Some(stmt) => self.pool.begin_with(stmt).await,
+            None => self.pool.begin().await,
+        }
+        .map_err(op)
+    }
+
+    /// `attempts`/`polls` as bound, saturated to what the column holds.
+    fn counter(&self, n: u32) -> i64 {
+        i64::from(n).min(self.d.counter_max)
+    }
+}
+
+/// How many rows a statement changed: each driver has the method, but no
+/// `sqlx` trait names it.
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        sqlx::sqlite::SqliteQueryResult::rows_affected(self)
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        sqlx::postgres::PgQueryResult::rows_affected(self)
+    }
+}
+
+/// A store type backed by one `sqlx` pool: what [`Store`] needs beyond the
+/// shared operations. Public only so that the blanket [`Store`] impl may
+/// name it; the module is private, so nothing outside can implement it.
+pub trait Backed: Send + Sync + 'static {
+    type DB: Database;
+    const BACKEND: Backend;
+    const DIALECT: &'static Dialect;
+
+    fn sql_pool(&self) -> &Pool<Self::DB>;
+    fn run_migrations(&self) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
+    fn read_schema_status(&self) -> impl Future<Output = Result<SchemaStatus, StoreError>> + Send;
+
+    fn sql(&self) -> Sql<'_, Self::DB> {
+        Sql {
+            pool: self.sql_pool(),
+            d: Self::DIALECT,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<T> Store for T
+where
+    T: Backed,
+    // What the shared operations need of the driver (see `Sql`).
+    for<'c> &'c mut <T::DB as Database>::Connection: Executor<'c, Database = T::DB>,
+    <T::DB as Database>::Arguments: IntoArguments<T::DB>,
+    for<'a> &'a str: Encode<'a, T::DB> + Type<T::DB> + ColumnIndex<<T::DB as Database>::Row>,
+    for<'a> Option<&'a str>: Encode<'a, T::DB>,
+    for<'a> i64: Encode<'a, T::DB> + Decode<'a, T::DB> + Type<T::DB>,
+    for<'a> Option<i64>: Encode<'a, T::DB>,
+    for<'a> bool: Encode<'a, T::DB> + Type<T::DB>,
+    for<'a> String: Decode<'a, T::DB> + Type<T::DB>,
+    usize: ColumnIndex<<T::DB as Database>::Row>,
+    <T::DB as Database>::QueryResult: RowsAffected,
+{
+    fn backend(&self) -> Backend {
+        T::BACKEND
+    }
+
+    async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        self.run_migrations().await
+    }
+
+    async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        self.read_schema_status().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.sql().ping().await
+    }
+
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>, StoreError> {
+        self.sql().claim(req).await
+    }
+
+    async fn heartbeat(&self, lease: &Lease, now: Millis, ttl: Duration) -> Result<(), StoreError> {
+        self.sql().heartbeat(lease, now, ttl).await
+    }
+
+    async fn complete(&self, lease: &Lease, c: &Completion) -> Result<(), StoreError> {
+        self.sql().complete(lease, c).await
+    }
+
+    async fn settle(&self, lease: &Lease, s: &Settle) -> Result<(), StoreError> {
+        self.sql().settle(lease, s).await
+    }
+
+    async fn reschedule(&self, lease: &Lease, r: &Reschedule) -> Result<(), StoreError> {
+        self.sql().reschedule(lease, r).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.sql().release(lease).await
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        self.sql().get_job(id).await
+    }
+
+    async fn list_jobs(
+        &self,
+        filter: JobFilter,
+        now: Millis,
+        rules: &EligibilityRules,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.sql().list_jobs(filter, now, rules, limit).await
+    }
+
+    async fn status_report(
+        &self,
+        now: Millis,
+        rules: &EligibilityRules,
+    ) -> Result<StatusReport, StoreError> {
+        self.sql().status_report(now, rules).await
+    }
+
+    async fn resolve(
+        &self,
+        job_id: &str,
+        resolution: Resolution,
+        operator: &str,
+        now: Millis,
+    ) -> Result<JobStatus, StoreError> {
+        self.sql().resolve(job_id, resolution, operator, now).await
+    }
+
+    async fn make_due(
+        &self,
+        provider: &str,
+        provider_job_id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.sql().make_due(provider, provider_job_id, now).await
+    }
+}

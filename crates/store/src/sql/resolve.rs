@@ -1,0 +1,115 @@
+//! An operator's decision on a `needs_operator` job, the webhook hint that
+//! makes a job due now, and the readiness ping.
+
+use clawcut_core::{JobStatus, Millis};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+
+use super::{RowsAffected, Sql};
+use crate::row::{FAILED_BY_OPERATOR, OpErr, resolution_name};
+use crate::{Resolution, StoreError};
+
+impl<DB> Sql<'_, DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB>,
+    for<'a> bool: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    DB::QueryResult: RowsAffected,
+{
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(self.pool)
+            .await
+            .map_err(StoreError::Ping)?;
+        Ok(())
+    }
+
+    pub(super) async fn resolve(
+        &self,
+        job_id: &str,
+        resolution: Resolution,
+        operator: &str,
+        now: Millis,
+    ) -> Result<JobStatus, StoreError> {
+        let op: OpErr = StoreError::Resolve;
+        let mut tx = self.begin_write(op).await?;
+        let (to, changed) = match resolution {
+            Resolution::Resubmit => {
+                let changed: Option<Option<String>> = sqlx::query_scalar(self.d.resolve_resubmit)
+                    .bind(job_id)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(op)?;
+                (JobStatus::Queued, changed)
+            }
+            Resolution::Fail => {
+                let changed: Option<Option<String>> = sqlx::query_scalar(self.d.resolve_fail)
+                    .bind(job_id)
+                    .bind(now)
+                    .bind(FAILED_BY_OPERATOR)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(op)?;
+                if let Some(version_id) = &changed {
+                    self.fail_version(
+                        &mut tx,
+                        version_id.as_deref(),
+                        Some(FAILED_BY_OPERATOR),
+                        now,
+                        op,
+                    )
+                    .await?;
+                }
+                (JobStatus::Failed, changed)
+            }
+        };
+        if changed.is_none() {
+            let status: Option<String> = sqlx::query_scalar(self.d.job_status)
+                .bind(job_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(op)?;
+            return Err(StoreError::NotResolvable {
+                job_id: job_id.to_owned(),
+                status,
+            });
+        }
+        let detail = serde_json::json!({ "resolution": resolution_name(resolution) }).to_string();
+        self.insert_event(
+            &mut tx,
+            job_id,
+            Some(JobStatus::NeedsOperator),
+            to,
+            operator,
+            &detail,
+            now,
+            op,
+        )
+        .await?;
+        tx.commit().await.map_err(op)?;
+        Ok(to)
+    }
+
+    pub(super) async fn make_due(
+        &self,
+        provider: &str,
+        provider_job_id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.d.make_due)
+            .bind(provider)
+            .bind(provider_job_id)
+            .bind(now)
+            .execute(self.pool)
+            .await
+            .map_err(StoreError::MakeDue)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

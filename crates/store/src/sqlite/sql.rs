@@ -1,0 +1,163 @@
+//! The statements of the SQLite backend: `?N` placeholders, timestamps as
+//! INTEGER epoch milliseconds (bound and read as they are).
+
+use crate::sql::Dialect;
+
+/// Columns of a [`clawcut_core::Job`], in the names and types
+/// `row::job_from_row` reads.
+macro_rules! job_cols {
+    () => {
+        "id, kind, provider, scene_id, scene_version_id, request, status, provider_job_id, \
+         created_at, updated_at, attempts, polls, next_attempt_at, lease_owner, \
+         lease_expires_at, fencing_token, last_error, idempotency_key, lease_taken_from"
+    };
+}
+
+/// The eligibility rules of `EligibilityRules::check` as a WHERE clause.
+/// Parameters: ?1 submit enabled, ?2 force, ?3 updated_before, ?4 now,
+/// ?5 only this job id (or NULL).
+///
+/// The leading `status IN (...)` term repeats the predicate of the partial
+/// index `ai_jobs_claimable` verbatim: SQLite only uses a partial index
+/// whose predicate appears as a term of the query. Queries name the index
+/// with `INDEXED BY` (the planner otherwise prefers `ai_jobs_kind_status`
+/// without statistics), which also makes them fail loudly rather than scan
+/// the table should the two predicates ever drift apart.
+macro_rules! eligible {
+    () => {
+        "status IN ('queued', 'submitting', 'pending', 'processing')
+           AND kind = 'video'
+           AND ((status IN ('queued', 'pending', 'processing') AND provider_job_id IS NOT NULL)
+                OR status = 'submitting'
+                OR (status = 'queued' AND provider_job_id IS NULL AND ?1))
+           AND (?2 OR (updated_at <= ?3 AND next_attempt_at <= ?4))
+           AND (lease_expires_at IS NULL OR lease_expires_at <= ?4)
+           AND (?5 IS NULL OR id = ?5)"
+    };
+}
+
+/// Owed work. ?1 now, ?2 updated_before.
+macro_rules! stranded {
+    () => {
+        "status IN ('queued', 'submitting', 'pending', 'processing')
+           AND kind = 'video'
+           AND status IN ('queued', 'pending', 'processing')
+           AND provider_job_id IS NOT NULL
+           AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)
+           AND updated_at <= ?2"
+    };
+}
+
+/// Claiming is one `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`.
+/// A write statement takes the database write lock before it reads, so two
+/// claimers on one file are serialized by SQLite itself and can never lease
+/// the same row.
+pub(crate) const CLAIM: &str = concat!(
+    "UPDATE ai_jobs
+     SET lease_taken_from = lease_owner, lease_owner = ?6, lease_expires_at = ?7,
+         fencing_token = fencing_token + 1
+     WHERE id IN (SELECT id FROM ai_jobs INDEXED BY ai_jobs_claimable WHERE ",
+    eligible!(),
+    " ORDER BY updated_at, id LIMIT ?8)
+     RETURNING ",
+    job_cols!()
+);
+
+pub(super) const SQLITE: Dialect = Dialect {
+    // Taking the write lock up front makes SQLite wait in its busy handler
+    // rather than fail with `SQLITE_BUSY_SNAPSHOT` when another writer got
+    // in between the transaction's read and its write.
+    begin_write: Some("BEGIN IMMEDIATE"),
+    // A deferred transaction reads one snapshot of a WAL database.
+    begin_snapshot: None,
+    counter_max: i64::MAX,
+
+    claim: CLAIM,
+    heartbeat: "UPDATE ai_jobs SET lease_expires_at = ?4
+         WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3",
+    release: "UPDATE ai_jobs SET lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3",
+    complete_job: "UPDATE ai_jobs SET status = 'completed', completed_at = ?5, updated_at = ?5,
+             video_path = ?6, video_sha256 = ?7, video_bytes = ?8, thumbnail_path = ?9,
+             last_error = NULL, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3 AND status = ?4
+         RETURNING scene_id, scene_version_id",
+    complete_version: "UPDATE scene_versions SET status = 'ready', video_path = ?2,
+             thumbnail_path = ?3, video_sha256 = ?4, video_bytes = ?5, error = NULL,
+             updated_at = ?6
+         WHERE id = ?1",
+    complete_scene: "UPDATE scenes SET current_version_id = ?2, updated_at = ?3
+         WHERE id = ?1
+           AND current_version_id IS NOT ?2
+           AND EXISTS (SELECT 1 FROM scene_versions WHERE id = ?2)
+           AND NOT EXISTS (
+               SELECT 1 FROM scene_versions cur, scene_versions me
+               WHERE cur.id = scenes.current_version_id AND me.id = ?2
+                 AND (cur.created_at > me.created_at
+                      OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+    settle: "UPDATE ai_jobs SET status = ?5, updated_at = ?6, last_error = ?7,
+             provider_job_id = COALESCE(?8, provider_job_id),
+             idempotency_key = COALESCE(?9, idempotency_key),
+             completed_at = COALESCE(?10, completed_at),
+             lease_owner = CASE WHEN ?11 THEN lease_owner ELSE NULL END,
+             lease_expires_at = CASE WHEN ?11 THEN lease_expires_at ELSE NULL END,
+             attempts = COALESCE(?12, attempts)
+         WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3 AND status = ?4
+         RETURNING scene_version_id",
+    reschedule: "UPDATE ai_jobs SET status = ?5, attempts = ?6, polls = ?7, next_attempt_at = ?8,
+             last_error = ?9, lease_owner = NULL, lease_expires_at = NULL,
+             updated_at = CASE WHEN ?10 THEN ?11 ELSE updated_at END
+         WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3 AND status = ?4",
+    insert_event: "INSERT INTO ai_job_events
+             (ai_job_id, from_status, to_status, worker_id, detail, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    fail_version: "UPDATE scene_versions SET status = 'failed', error = ?2, updated_at = ?3
+         WHERE id = ?1 AND status <> 'ready'",
+
+    get_job: concat!("SELECT ", job_cols!(), " FROM ai_jobs WHERE id = ?1"),
+    list_stranded: concat!(
+        "SELECT ",
+        job_cols!(),
+        " FROM ai_jobs WHERE ",
+        stranded!(),
+        " ORDER BY updated_at, id LIMIT ?3"
+    ),
+    list_needs_operator: concat!(
+        "SELECT ",
+        job_cols!(),
+        " FROM ai_jobs WHERE status = 'needs_operator' AND kind = 'video'
+          ORDER BY updated_at, id LIMIT ?1"
+    ),
+    count_eligible: concat!(
+        "SELECT COUNT(*), MIN(updated_at) FROM ai_jobs INDEXED BY ai_jobs_claimable WHERE ",
+        eligible!()
+    ),
+    count_stranded: concat!(
+        "SELECT COUNT(*), MIN(updated_at) FROM ai_jobs WHERE ",
+        stranded!()
+    ),
+    count_running: "SELECT COUNT(*) FROM ai_jobs
+         WHERE status IN ('queued', 'submitting', 'pending', 'processing')
+           AND kind = 'video' AND lease_expires_at > ?1",
+    count_needs_operator: "SELECT COUNT(*), MIN(updated_at) FROM ai_jobs
+         WHERE status = 'needs_operator' AND kind = 'video'",
+
+    resolve_resubmit: "UPDATE ai_jobs SET status = 'queued', provider_job_id = NULL,
+             idempotency_key = NULL, attempts = 0, polls = 0, next_attempt_at = 0,
+             last_error = NULL, lease_owner = NULL, lease_expires_at = NULL,
+             updated_at = ?2
+         WHERE id = ?1 AND status = 'needs_operator'
+         RETURNING scene_version_id",
+    resolve_fail: "UPDATE ai_jobs SET status = 'failed', last_error = ?3, completed_at = ?2,
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = ?2
+         WHERE id = ?1 AND status = 'needs_operator'
+         RETURNING scene_version_id",
+    job_status: "SELECT status FROM ai_jobs WHERE id = ?1",
+    // An id stored as `<prefix>|<id>` also matches its bare `<id>`.
+    make_due: "UPDATE ai_jobs SET next_attempt_at = ?3
+         WHERE provider = ?1
+           AND (provider_job_id = ?2
+                OR substr(provider_job_id, -length(?2) - 1) = '|' || ?2)
+           AND next_attempt_at > ?3
+           AND status NOT IN ('completed', 'failed', 'canceled')",
+};
