@@ -1,5 +1,5 @@
 //! The one error type of the store. Each variant names the operation that
-//! failed, so a log line reads "claim jobs: <database error>".
+//! failed, so a log line reads "claim jobs: `<database error>`".
 
 use sqlx::Error as SqlxError;
 

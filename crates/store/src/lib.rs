@@ -2,9 +2,11 @@
 //! the ClawCut database goes through the [`Store`] trait, implemented by
 //! [`SqliteStore`] (the embedded default) and [`PgStore`] (several replicas).
 //!
-//! Start reading at [`Store`]; then `claim` (one statement that picks and
-//! leases eligible jobs), then `complete` (the one transaction that finishes a
-//! job, its scene version, its scene and its audit event).
+//! Start reading at [`Store`]; then `sql/` (each operation written once,
+//! generic over the database): `claim` (one statement that picks and leases
+//! eligible jobs), then `complete` (the one transaction that finishes a job,
+//! its scene version, its scene and its audit event). `sqlite/` and `pg/`
+//! hold only their connection setup and their statements (`Dialect`).
 //!
 //! Invariants:
 //! - every write after a claim carries the lease's fencing token and changes
