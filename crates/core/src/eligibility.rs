@@ -2,7 +2,7 @@
 //!
 //! The store's claim query implements exactly these rules in SQL (so it can
 //! use the partial index); the store conformance suite checks the SQL against
-//! [`check`] on the same rows.
+//! [`EligibilityRules::check`] on the same rows.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! `clawcut-core`: what a video job *is* and what may happen to it, with no I/O.
 //!
-//! Start with [`status`] (the statuses of `ai_jobs.status`) and [`transition`],
+//! Start with [`status`] (the statuses of `ai_jobs.status`) and [`transition()`],
 //! the one function that decides every state change the daemon makes. Then
 //! [`backoff`] (the persisted retry and poll schedule), [`eligibility`] (which
 //! rows a pass may claim; the store's SQL mirrors it and is tested against it)

@@ -2,7 +2,7 @@
 //! the outcome), heartbeat the leases still held, and report what happened.
 //!
 //! Every decision about a job's next status goes through
-//! [`clawcut_core::transition`]; this module only carries out I/O around it.
+//! [`clawcut_core::transition()`]; this module only carries out I/O around it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
