@@ -228,6 +228,24 @@ const PG_ALL_EVENTS: &str = "SELECT id, ai_job_id, from_status, to_status, worke
     (extract(epoch from created_at) * 1000)::int8 AS created_at
     FROM ai_job_events ORDER BY created_at, seq";
 
+/// One statement on whichever backend this is: the SQL text differs
+/// (placeholders, timestamp conversions); the binds and what is done with
+/// the result do not, so they are written once.
+macro_rules! on_backend {
+    ($db:expr, sqlite: $sqlite:expr, pg: $pg:expr, [$($bind:expr),* $(,)?], |$q:ident, $pool:ident| $run:expr) => {
+        match $db {
+            AppDb::Sqlite($pool) => {
+                let $q = sqlx::query($sqlite)$(.bind($bind))*;
+                $run
+            }
+            AppDb::Pg($pool) => {
+                let $q = sqlx::query($pg)$(.bind($bind))*;
+                $run
+            }
+        }
+    };
+}
+
 impl AppDb {
     /// Connect to either backend, by the URL's scheme. The schema must be
     /// created by the daemon (`migrate`) before rows are written.
@@ -265,23 +283,10 @@ impl AppDb {
     }
 
     pub async fn insert_scene(&self, id: &str, title: &str) -> Result<(), sqlx::Error> {
-        match self {
-            AppDb::Sqlite(p) => {
-                sqlx::query("INSERT INTO scenes (id, title) VALUES (?1, ?2)")
-                    .bind(id)
-                    .bind(title)
-                    .execute(p)
-                    .await?;
-            }
-            AppDb::Pg(p) => {
-                sqlx::query("INSERT INTO scenes (id, title) VALUES ($1, $2)")
-                    .bind(id)
-                    .bind(title)
-                    .execute(p)
-                    .await?;
-            }
-        }
-        Ok(())
+        on_backend!(self,
+            sqlite: "INSERT INTO scenes (id, title) VALUES (?1, ?2)",
+            pg: "INSERT INTO scenes (id, title) VALUES ($1, $2)",
+            [id, title], |q, p| q.execute(p).await.map(drop))
     }
 
     /// A `generating` version of `scene_id`, created at `created_at_ms`.
@@ -291,78 +296,28 @@ impl AppDb {
         scene_id: &str,
         created_at_ms: i64,
     ) -> Result<(), sqlx::Error> {
-        match self {
-            AppDb::Sqlite(p) => {
-                sqlx::query(
-                    "INSERT INTO scene_versions (id, scene_id, status, created_at, updated_at)
+        on_backend!(self,
+            sqlite: "INSERT INTO scene_versions (id, scene_id, status, created_at, updated_at)
                      VALUES (?1, ?2, 'generating', ?3, ?3)",
-                )
-                .bind(id)
-                .bind(scene_id)
-                .bind(created_at_ms)
-                .execute(p)
-                .await?;
-            }
-            AppDb::Pg(p) => {
-                sqlx::query(
-                    "INSERT INTO scene_versions (id, scene_id, status, created_at, updated_at)
-                     VALUES ($1, $2, 'generating', to_timestamp($3::float8 / 1000.0),
-                             to_timestamp($3::float8 / 1000.0))",
-                )
-                .bind(id)
-                .bind(scene_id)
-                .bind(created_at_ms)
-                .execute(p)
-                .await?;
-            }
-        }
-        Ok(())
+            pg: "INSERT INTO scene_versions (id, scene_id, status, created_at, updated_at)
+                 VALUES ($1, $2, 'generating', to_timestamp($3::float8 / 1000.0),
+                         to_timestamp($3::float8 / 1000.0))",
+            [id, scene_id, created_at_ms], |q, p| q.execute(p).await.map(drop))
     }
 
     /// Insert a job with only the columns the app writes.
     pub async fn insert_job(&self, j: &NewJob) -> Result<(), sqlx::Error> {
-        match self {
-            AppDb::Sqlite(p) => {
-                sqlx::query(
-                    "INSERT INTO ai_jobs (id, kind, provider, scene_id, scene_version_id, request,
+        on_backend!(self,
+            sqlite: "INSERT INTO ai_jobs (id, kind, provider, scene_id, scene_version_id, request,
                          status, provider_job_id, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .bind(&j.id)
-                .bind(&j.kind)
-                .bind(&j.provider)
-                .bind(&j.scene_id)
-                .bind(&j.scene_version_id)
-                .bind(&j.request)
-                .bind(&j.status)
-                .bind(&j.provider_job_id)
-                .bind(j.created_at)
-                .bind(j.updated_at)
-                .execute(p)
-                .await?;
-            }
-            AppDb::Pg(p) => {
-                sqlx::query(
-                    "INSERT INTO ai_jobs (id, kind, provider, scene_id, scene_version_id, request,
-                         status, provider_job_id, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
-                             to_timestamp($9::float8 / 1000.0), to_timestamp($10::float8 / 1000.0))",
-                )
-                .bind(&j.id)
-                .bind(&j.kind)
-                .bind(&j.provider)
-                .bind(&j.scene_id)
-                .bind(&j.scene_version_id)
-                .bind(&j.request)
-                .bind(&j.status)
-                .bind(&j.provider_job_id)
-                .bind(j.created_at)
-                .bind(j.updated_at)
-                .execute(p)
-                .await?;
-            }
-        }
-        Ok(())
+            pg: "INSERT INTO ai_jobs (id, kind, provider, scene_id, scene_version_id, request,
+                     status, provider_job_id, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                         to_timestamp($9::float8 / 1000.0), to_timestamp($10::float8 / 1000.0))",
+            [&j.id, &j.kind, &j.provider, &j.scene_id, &j.scene_version_id, &j.request,
+             &j.status, &j.provider_job_id, j.created_at, j.updated_at],
+            |q, p| q.execute(p).await.map(drop))
     }
 
     /// Insert a job's scene (titled after it) and its `generating` version,
@@ -379,129 +334,48 @@ impl AppDb {
     }
 
     pub async fn set_current_version(&self, scene: &str, version: &str) -> Result<(), sqlx::Error> {
-        match self {
-            AppDb::Sqlite(p) => {
-                sqlx::query("UPDATE scenes SET current_version_id = ?2 WHERE id = ?1")
-                    .bind(scene)
-                    .bind(version)
-                    .execute(p)
-                    .await?;
-            }
-            AppDb::Pg(p) => {
-                sqlx::query("UPDATE scenes SET current_version_id = $2 WHERE id = $1")
-                    .bind(scene)
-                    .bind(version)
-                    .execute(p)
-                    .await?;
-            }
-        }
-        Ok(())
+        on_backend!(self,
+            sqlite: "UPDATE scenes SET current_version_id = ?2 WHERE id = ?1",
+            pg: "UPDATE scenes SET current_version_id = $2 WHERE id = $1",
+            [scene, version], |q, p| q.execute(p).await.map(drop))
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-        Ok(match self {
-            AppDb::Sqlite(p) => sqlx::query(SQLITE_JOB)
-                .bind(id)
-                .fetch_optional(p)
-                .await?
-                .map(|r| job_row!(&r)),
-            AppDb::Pg(p) => sqlx::query(PG_JOB)
-                .bind(id)
-                .fetch_optional(p)
-                .await?
-                .map(|r| job_row!(&r)),
-        })
+        on_backend!(self, sqlite: SQLITE_JOB, pg: PG_JOB, [id],
+            |q, p| Ok(q.fetch_optional(p).await?.map(|r| job_row!(&r))))
     }
 
     /// A job's events, oldest first.
     pub async fn events(&self, job_id: &str) -> Result<Vec<EventRow>, sqlx::Error> {
-        Ok(match self {
-            AppDb::Sqlite(p) => sqlx::query(SQLITE_EVENTS)
-                .bind(job_id)
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(|r| event_row!(r))
-                .collect(),
-            AppDb::Pg(p) => sqlx::query(PG_EVENTS)
-                .bind(job_id)
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(|r| event_row!(r))
-                .collect(),
-        })
+        on_backend!(self, sqlite: SQLITE_EVENTS, pg: PG_EVENTS, [job_id],
+            |q, p| Ok(q.fetch_all(p).await?.iter().map(|r| event_row!(r)).collect()))
     }
 
     pub async fn all_events(&self) -> Result<Vec<EventRow>, sqlx::Error> {
-        Ok(match self {
-            AppDb::Sqlite(p) => sqlx::query(SQLITE_ALL_EVENTS)
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(|r| event_row!(r))
-                .collect(),
-            AppDb::Pg(p) => sqlx::query(PG_ALL_EVENTS)
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(|r| event_row!(r))
-                .collect(),
-        })
+        on_backend!(self, sqlite: SQLITE_ALL_EVENTS, pg: PG_ALL_EVENTS, [],
+            |q, p| Ok(q.fetch_all(p).await?.iter().map(|r| event_row!(r)).collect()))
     }
 
     pub async fn scene(&self, id: &str) -> Result<Option<SceneRow>, sqlx::Error> {
-        Ok(match self {
-            AppDb::Sqlite(p) => {
-                let r = sqlx::query(
-                    "SELECT id, title, current_version_id, updated_at FROM scenes WHERE id = ?1",
-                )
-                .bind(id)
-                .fetch_optional(p)
-                .await?;
-                r.map(|r| scene_row!(&r))
-            }
-            AppDb::Pg(p) => {
-                let r = sqlx::query(
-                    "SELECT id, title, current_version_id,
-                         (extract(epoch from updated_at) * 1000)::int8 AS updated_at
-                     FROM scenes WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(p)
-                .await?;
-                r.map(|r| scene_row!(&r))
-            }
-        })
+        on_backend!(self,
+            sqlite: "SELECT id, title, current_version_id, updated_at FROM scenes WHERE id = ?1",
+            pg: "SELECT id, title, current_version_id,
+                     (extract(epoch from updated_at) * 1000)::int8 AS updated_at
+                 FROM scenes WHERE id = $1",
+            [id], |q, p| Ok(q.fetch_optional(p).await?.map(|r| scene_row!(&r))))
     }
 
     pub async fn version(&self, id: &str) -> Result<Option<VersionRow>, sqlx::Error> {
-        Ok(match self {
-            AppDb::Sqlite(p) => {
-                let r = sqlx::query(
-                    "SELECT id, scene_id, status, video_path, thumbnail_path, video_sha256,
+        on_backend!(self,
+            sqlite: "SELECT id, scene_id, status, video_path, thumbnail_path, video_sha256,
                          video_bytes, error, created_at, updated_at
                      FROM scene_versions WHERE id = ?1",
-                )
-                .bind(id)
-                .fetch_optional(p)
-                .await?;
-                r.map(|r| version_row!(&r))
-            }
-            AppDb::Pg(p) => {
-                let r = sqlx::query(
-                    "SELECT id, scene_id, status, video_path, thumbnail_path, video_sha256,
-                         video_bytes, error,
-                         (extract(epoch from created_at) * 1000)::int8 AS created_at,
-                         (extract(epoch from updated_at) * 1000)::int8 AS updated_at
-                     FROM scene_versions WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(p)
-                .await?;
-                r.map(|r| version_row!(&r))
-            }
-        })
+            pg: "SELECT id, scene_id, status, video_path, thumbnail_path, video_sha256,
+                     video_bytes, error,
+                     (extract(epoch from created_at) * 1000)::int8 AS created_at,
+                     (extract(epoch from updated_at) * 1000)::int8 AS updated_at
+                 FROM scene_versions WHERE id = $1",
+            [id], |q, p| Ok(q.fetch_optional(p).await?.map(|r| version_row!(&r))))
     }
 
     /// Every job (any kind) by status, sorted by status.
