@@ -12,6 +12,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
@@ -42,10 +43,24 @@ impl SqliteStore {
         {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect(sqlx::Error::Io(e)))?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts)
+        // Switching a new file to WAL needs it to itself, and the busy
+        // handler does not cover that: processes opening one fresh database
+        // at once (`migrate` beside `run`, two workers) retry instead.
+        let open = || {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts.clone())
+        };
+        let pool = open
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(20))
+                    .with_max_delay(Duration::from_secs(1))
+                    .with_max_times(10)
+                    .with_jitter(),
+            )
+            .when(is_locked)
             .await
             .map_err(StoreError::Connect)?;
         Ok(SqliteStore { pool })
@@ -55,6 +70,13 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// SQLITE_BUSY / SQLITE_LOCKED (primary codes 5 and 6).
+fn is_locked(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| matches!(c.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6)))
 }
 
 impl Backed for SqliteStore {
