@@ -18,7 +18,7 @@ pub mod transition;
 
 pub use backoff::BackoffPolicy;
 pub use eligibility::{Eligibility, EligibilityRules, Ineligible, WorkKind};
-pub use job::{Job, Lease, Millis};
+pub use job::{Job, Lease, Millis, RowProblem, is_spec_id};
 pub use provider::{
     DownloadSpec, Lookup, OutputKind, PollOutcome, Provider, ProviderError, ProviderErrorKind,
     RemoteProgress, SubmitFailure, SubmitRecovery, SubmitRequest, WebhookAuth,

@@ -42,6 +42,10 @@ pub enum Event {
     OperatorResubmit,
     /// An operator decided the job has failed.
     OperatorFail,
+    /// The row makes no sense to the daemon (a column it cannot decode, an
+    /// id outside the SPEC's alphabet, a request that is not JSON, a provider
+    /// the config does not name): set aside for an operator, never worked.
+    RowRejected,
 }
 
 impl Event {
@@ -61,6 +65,7 @@ impl Event {
             Event::SubmitUnknowable => "submit_unknowable",
             Event::OperatorResubmit => "operator_resubmit",
             Event::OperatorFail => "operator_fail",
+            Event::RowRejected => "row_rejected",
         }
     }
 }
@@ -174,6 +179,10 @@ pub fn transition(from: JobStatus, event: Event) -> Result<Outcome, TransitionEr
             NeedsOperator => Ok(Outcome::Move(Failed)),
             Queued | Submitting | Pending | Processing | Completed | Failed | Canceled => illegal,
         },
+        Event::RowRejected => match from {
+            Queued | Submitting | Pending | Processing => Ok(Outcome::Move(NeedsOperator)),
+            Completed | Failed | Canceled | NeedsOperator => illegal,
+        },
     }
 }
 
@@ -196,6 +205,7 @@ mod tests {
             Event::SubmitUnknowable,
             Event::OperatorResubmit,
             Event::OperatorFail,
+            Event::RowRejected,
         ];
         for (a, m) in [(1, 3), (2, 3), (3, 3), (4, 3)] {
             v.push(Event::Transient {
@@ -256,6 +266,9 @@ mod tests {
             Event::SubmitUnknowable if from == Submitting => Some(Outcome::Move(NeedsOperator)),
             Event::OperatorResubmit if from == NeedsOperator => Some(Outcome::Move(Queued)),
             Event::OperatorFail if from == NeedsOperator => Some(Outcome::Move(Failed)),
+            Event::RowRejected if polling || from == Submitting => {
+                Some(Outcome::Move(NeedsOperator))
+            }
             _ => None,
         }
     }
