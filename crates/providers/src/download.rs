@@ -1,23 +1,45 @@
-//! Bringing a finished output home: stream it to a temporary file in the
-//! media directory, hash and count it on the way, refuse anything past the
-//! byte limit or outside the [`DownloadPolicy`], and only then sync and
-//! rename it to its final path.
+//! Bringing a finished output home, in two steps so that the final path only
+//! changes inside the caller's fenced database commit.
 //!
-//! The invariant the daemon relies on: a file at a final path is always
-//! complete. Temporary files live in `<media_dir>/.tmp/` (same filesystem, so
-//! the rename is atomic), are removed on every error and when the download
-//! future is dropped, and [`cleanup_stale_temp`] sweeps what a crash left.
+//! 1. [`Downloader::stage`] streams the output to a temporary file in
+//!    `<media_dir>/.tmp/`, hashing and counting it on the way, refusing
+//!    anything past the byte limit or outside the [`DownloadPolicy`], and
+//!    giving up on a transfer that outlives its [`DownloadLimits::deadline`]
+//!    or stalls (too few bytes per [`DownloadLimits::stall_window`]). It then
+//!    flushes and fsyncs the file. Nothing is at any final path yet: a worker
+//!    that has lost its lease may stage as much as it likes without touching
+//!    a file another worker committed.
+//! 2. [`Staged::install`] (blocking, plain `std::fs`) is called only inside
+//!    the caller's fenced commit, after the fenced write matched: it keeps any
+//!    file already at the final path aside (a hard link in `.tmp`, `*.prev`),
+//!    renames the temp file into place and fsyncs the directory. Then the
+//!    transaction commits and the caller calls [`Installed::commit`] (the
+//!    kept-aside file is dropped), or it fails and the caller calls
+//!    [`Installed::revert`] (the previous file, or no file, is back).
+//!
+//! The invariants the daemon relies on: a file at a final path is always
+//! complete and fsynced, and it reaches that path only by rename from the same
+//! filesystem (`.tmp` is under the media directory, so the rename is atomic);
+//! only a worker whose fenced commit is going through installs. Temporary
+//! files (`*.part`, `*.prev`) are removed on every error, when the staging
+//! future or the [`Staged`] is dropped, and when an [`Installed`] is settled;
+//! [`cleanup_stale_temp`] sweeps what a crash left.
+//!
+//! [`Downloader::download`] is `stage` then `install` then `commit`, for
+//! callers with no commit step.
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clawcut_core::DownloadSpec;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 use url::Url;
 
 use crate::config::ProviderConfig;
@@ -26,13 +48,15 @@ use crate::http::{display_url, retry_after};
 
 /// Where temporary files go, under the media directory.
 pub const TEMP_DIR: &str = ".tmp";
+/// A download in progress, or staged and waiting for its install.
 const TEMP_SUFFIX: &str = "part";
+/// The file an install replaced, kept until the commit is settled.
+const PREV_SUFFIX: &str = "prev";
 const MAX_REDIRECTS: usize = 5;
 /// Progress is reported at most this often (bytes or time, whichever first),
 /// so a lease heartbeat does not turn into a write per chunk.
 const PROGRESS_BYTES: u64 = 4 * 1024 * 1024;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which URLs a provider's outputs may be fetched from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +125,25 @@ impl DownloadPolicy {
     }
 }
 
+/// Bounds on one output download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadLimits {
+    /// More than this many bytes (announced or received) is refused.
+    pub max_bytes: u64,
+    /// Total wall time for the whole transfer, from the first request
+    /// (redirects included) to the last byte. A duration too large to add to
+    /// the clock means no deadline.
+    pub deadline: Duration,
+    /// A transfer is stalled when fewer than `stall_min_bytes` arrive within
+    /// any `stall_window` (checked per window: at the end of each window since
+    /// the last check, compare bytes received in it). Windows start with the
+    /// first request, so waiting a whole window for response headers is a
+    /// stall too. A zero window, a zero `stall_min_bytes` or a window too large
+    /// to add to the clock disables the check.
+    pub stall_window: Duration,
+    pub stall_min_bytes: u64,
+}
+
 /// A complete, synced output at its final path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Downloaded {
@@ -117,13 +160,12 @@ pub struct Downloader {
 }
 
 impl Downloader {
-    /// `idle_timeout` bounds the wait for each read (and the connection), not
-    /// the whole transfer: a large video on a slow link is fine, a stalled one
-    /// is not.
-    pub fn new(idle_timeout: Duration) -> Result<Self, ProvidersError> {
+    /// Builds the client; `connect_timeout` bounds connecting. Everything
+    /// after that (headers, body) is bounded by the [`DownloadLimits`] passed
+    /// to each download.
+    pub fn new(connect_timeout: Duration) -> Result<Self, ProvidersError> {
         let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT.min(idle_timeout))
-            .read_timeout(idle_timeout)
+            .connect_timeout(connect_timeout)
             // Redirects are followed by hand so every hop is checked against
             // the policy and credentials never leave their origin.
             .redirect(reqwest::redirect::Policy::none())
@@ -133,36 +175,40 @@ impl Downloader {
         Ok(Downloader { client })
     }
 
-    /// Downloads `spec` to `final_path` through a temporary file under
-    /// `media_dir`. `on_progress` receives the byte count so far, at most
-    /// every few MiB or every second, so the caller can renew its lease.
-    pub async fn download(
+    /// Streams `spec` to a temp file under `<media_dir>/.tmp/`, hashing and
+    /// counting, enforcing `limits` and `allowed`, then flushes and fsyncs
+    /// it. Nothing is at any final path yet. `on_progress(total_bytes)` is
+    /// called as bytes arrive, at most every few MiB or every second (and
+    /// once at the end), so the caller can renew its lease.
+    ///
+    /// The temp file is removed on error, when this future is dropped, and
+    /// when the returned [`Staged`] is dropped without being installed.
+    pub async fn stage(
         &self,
         spec: &DownloadSpec,
         allowed: &DownloadPolicy,
         media_dir: &Path,
-        final_path: &Path,
-        max_bytes: u64,
+        limits: &DownloadLimits,
         mut on_progress: impl FnMut(u64) + Send,
-    ) -> Result<Downloaded, ProvidersError> {
+    ) -> Result<Staged, ProvidersError> {
         let url = Url::parse(&spec.url).map_err(|source| ProvidersError::BadUrl {
             url: spec.url.split('?').next().unwrap_or_default().to_owned(),
             source,
         })?;
         let headers = header_map(spec)?;
-        let (mut resp, url) = self.send_following_redirects(url, headers, allowed).await?;
+        let mut watch = Watch::start(limits, Instant::now());
+        let (mut resp, url) = self
+            .send_following_redirects(url, headers, allowed, &mut watch)
+            .await?;
         let shown_url = display_url(&url);
 
+        let max_bytes = limits.max_bytes;
         let expected = resp.content_length();
         if expected.is_some_and(|len| len > max_bytes) {
             return Err(ProvidersError::OutputTooLarge { limit: max_bytes });
         }
 
         let temp_dir = media_dir.join(TEMP_DIR);
-        let write_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ProvidersError::WriteOutput { path, source }
-        };
         tokio::fs::create_dir_all(&temp_dir)
             .await
             .map_err(write_err(&temp_dir))?;
@@ -177,15 +223,17 @@ impl Downloader {
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
         let mut reported = (0u64, Instant::now());
-        while let Some(chunk) =
-            resp.chunk()
-                .await
+        loop {
+            let chunk = watch
+                .run(resp.chunk(), &shown_url)
+                .await?
                 .map_err(|source| ProvidersError::DownloadOutput {
                     url: shown_url.clone(),
                     source,
-                })?
-        {
-            total = total.saturating_add(chunk.len() as u64);
+                })?;
+            let Some(chunk) = chunk else { break };
+            let len = chunk.len() as u64;
+            total = total.saturating_add(len);
             if total > max_bytes {
                 return Err(ProvidersError::OutputTooLarge { limit: max_bytes });
             }
@@ -193,6 +241,10 @@ impl Downloader {
             file.write_all(&chunk)
                 .await
                 .map_err(write_err(&temp.path))?;
+            watch.received(len);
+            // Chunks that keep arriving never let a timer fire: check here
+            // too, or a steady stream would outlive its deadline.
+            watch.check(Instant::now(), &shown_url)?;
             if total - reported.0 >= PROGRESS_BYTES || reported.1.elapsed() >= PROGRESS_INTERVAL {
                 on_progress(total);
                 reported = (total, Instant::now());
@@ -213,12 +265,42 @@ impl Downloader {
         drop(file);
         on_progress(total);
 
-        install(&temp, final_path).await?;
-        temp.keep();
-        Ok(Downloaded {
-            path: final_path.to_owned(),
+        Ok(Staged {
+            temp,
             sha256_hex: hex::encode(hasher.finalize()),
             bytes: total,
+        })
+    }
+
+    /// [`stage`](Self::stage), then [`Staged::install`] to `final_path` and
+    /// [`Installed::commit`]: for callers that have no commit step to fence
+    /// the install with.
+    pub async fn download(
+        &self,
+        spec: &DownloadSpec,
+        allowed: &DownloadPolicy,
+        media_dir: &Path,
+        final_path: &Path,
+        limits: &DownloadLimits,
+        on_progress: impl FnMut(u64) + Send,
+    ) -> Result<Downloaded, ProvidersError> {
+        let staged = self
+            .stage(spec, allowed, media_dir, limits, on_progress)
+            .await?;
+        let sha256_hex = staged.sha256_hex.clone();
+        let bytes = staged.bytes;
+        let final_owned = final_path.to_owned();
+        let installed = tokio::task::spawn_blocking(move || staged.install(&final_owned))
+            .await
+            .map_err(|e| ProvidersError::WriteOutput {
+                path: final_path.to_owned(),
+                source: io::Error::other(e),
+            })??;
+        installed.commit();
+        Ok(Downloaded {
+            path: final_path.to_owned(),
+            sha256_hex,
+            bytes,
         })
     }
 
@@ -227,26 +309,25 @@ impl Downloader {
         mut url: Url,
         mut headers: HeaderMap,
         allowed: &DownloadPolicy,
+        watch: &mut Watch,
     ) -> Result<(reqwest::Response, Url), ProvidersError> {
         for _ in 0..=MAX_REDIRECTS {
             allowed.check(&url)?;
-            let resp = self
-                .client
-                .get(url.clone())
-                .headers(headers.clone())
-                .send()
-                .await
-                .map_err(|source| ProvidersError::DownloadOutput {
-                    url: display_url(&url),
+            let shown = display_url(&url);
+            let send = self.client.get(url.clone()).headers(headers.clone()).send();
+            let resp = watch.run(send, &shown).await?.map_err(|source| {
+                ProvidersError::DownloadOutput {
+                    url: shown.clone(),
                     source,
-                })?;
+                }
+            })?;
             let status = resp.status();
             if status.is_success() {
                 return Ok((resp, url));
             }
             if !is_followed_redirect(status) {
                 return Err(ProvidersError::DownloadStatus {
-                    url: display_url(&url),
+                    url: shown,
                     status: status.as_u16(),
                     retry_after: retry_after(resp.headers(), SystemTime::now()),
                 });
@@ -256,9 +337,7 @@ impl Downloader {
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|loc| url.join(loc).ok())
-                .ok_or_else(|| ProvidersError::BadRedirect {
-                    url: display_url(&url),
-                })?;
+                .ok_or(ProvidersError::BadRedirect { url: shown })?;
             if next.origin() != url.origin() {
                 // The spec's headers are credentials for its own origin
                 // (OpenAI's content endpoint), never for a CDN.
@@ -269,6 +348,220 @@ impl Downloader {
         Err(ProvidersError::TooManyRedirects {
             limit: MAX_REDIRECTS,
         })
+    }
+}
+
+/// The deadline and the stall windows of one transfer, on tokio's clock (so
+/// `tokio::time::pause()` drives them in tests).
+#[derive(Debug)]
+struct Watch {
+    /// `None`: no deadline (it did not fit on the clock).
+    deadline: Option<Instant>,
+    /// The end of the current stall window; `None`: no stall check.
+    window_end: Option<Instant>,
+    window_bytes: u64,
+    limits: DownloadLimits,
+}
+
+impl Watch {
+    fn start(limits: &DownloadLimits, now: Instant) -> Self {
+        let stall_check = limits.stall_min_bytes > 0 && !limits.stall_window.is_zero();
+        Watch {
+            deadline: now.checked_add(limits.deadline),
+            window_end: stall_check
+                .then(|| now.checked_add(limits.stall_window))
+                .flatten(),
+            window_bytes: 0,
+            limits: *limits,
+        }
+    }
+
+    fn received(&mut self, bytes: u64) {
+        self.window_bytes = self.window_bytes.saturating_add(bytes);
+    }
+
+    /// The deadline, then the stall window if it has ended (which starts the
+    /// next one at `now`).
+    fn check(&mut self, now: Instant, url: &str) -> Result<(), ProvidersError> {
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Err(ProvidersError::DownloadDeadline {
+                url: url.to_owned(),
+                deadline: self.limits.deadline,
+            });
+        }
+        if let Some(end) = self.window_end
+            && now >= end
+        {
+            if self.window_bytes < self.limits.stall_min_bytes {
+                return Err(ProvidersError::DownloadStalled {
+                    url: url.to_owned(),
+                    bytes: self.window_bytes,
+                    window: self.limits.stall_window,
+                });
+            }
+            self.window_bytes = 0;
+            self.window_end = now.checked_add(self.limits.stall_window);
+        }
+        Ok(())
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        match (self.deadline, self.window_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Awaits `fut`, checking the deadline and each stall window as they
+    /// come due; the same future is polled on across windows that pass.
+    async fn run<F: Future>(&mut self, fut: F, url: &str) -> Result<F::Output, ProvidersError> {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            match self.next_wake() {
+                None => return Ok(fut.await),
+                Some(at) => {
+                    if let Ok(out) = tokio::time::timeout_at(at, fut.as_mut()).await {
+                        return Ok(out);
+                    }
+                }
+            }
+            self.check(Instant::now(), url)?;
+        }
+    }
+}
+
+/// A verified, fsynced output in the temp dir, not at any final path yet.
+/// Removed on drop unless installed.
+#[derive(Debug)]
+pub struct Staged {
+    temp: TempFile,
+    sha256_hex: String,
+    bytes: u64,
+}
+
+impl Staged {
+    pub fn sha256_hex(&self) -> &str {
+        &self.sha256_hex
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn temp_path(&self) -> &Path {
+        &self.temp.path
+    }
+
+    /// Moves the output to `final_path`. Blocking (plain `std::fs`): it is
+    /// meant to run inside the caller's fenced database transaction, after
+    /// the fenced write matched and before the commit.
+    ///
+    /// Creates the parent directories, keeps any file already at
+    /// `final_path` aside (a hard link `<media_dir>/.tmp/*.prev`), renames
+    /// the temp file to `final_path` and fsyncs the directory (and a newly
+    /// created parent's parent). On error nothing has changed at
+    /// `final_path` (a failure after the rename is reverted) and the temp
+    /// file is gone.
+    pub fn install(self, final_path: &Path) -> Result<Installed, ProvidersError> {
+        let parent = parent_dir(final_path);
+        let parent_existed = parent.exists();
+        std::fs::create_dir_all(parent).map_err(write_err(parent))?;
+
+        // Next to the temp file, in `.tmp`: same filesystem, swept alike.
+        let prev_path = self.temp.path.with_extension(PREV_SUFFIX);
+        let prev = match std::fs::hard_link(final_path, &prev_path) {
+            Ok(()) => Some(prev_path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            // Without a copy of the previous file a failed commit could not
+            // be undone: refuse rather than overwrite it.
+            Err(source) => {
+                return Err(ProvidersError::WriteOutput {
+                    path: prev_path,
+                    source,
+                });
+            }
+        };
+        let installed = Installed {
+            path: final_path.to_owned(),
+            prev,
+        };
+        if let Err(source) = std::fs::rename(&self.temp.path, final_path) {
+            // `installed` drops: its `.prev` link goes, the file stays.
+            return Err(ProvidersError::WriteOutput {
+                path: final_path.to_owned(),
+                source,
+            });
+        }
+        self.temp.keep();
+        let synced = sync_dir(parent).map_err(write_err(parent)).and_then(|()| {
+            if parent_existed {
+                return Ok(());
+            }
+            // A freshly created directory's own entry must be durable too, or
+            // a crash could lose the directory and the file with it.
+            match parent.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(grand) => sync_dir(grand).map_err(write_err(grand)),
+                None => Ok(()),
+            }
+        });
+        match synced {
+            Ok(()) => Ok(installed),
+            Err(e) => {
+                // The caller gets no `Installed` to revert, so undo here.
+                let _ = installed.revert();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A file at its final path whose database commit is still pending: settle
+/// it with [`commit`](Self::commit) or [`revert`](Self::revert).
+///
+/// Dropping it without either is the same as `commit` (our file stays, the
+/// kept-aside previous file is removed). The owner may have committed and
+/// then been cancelled before saying so, and reverting then would leave a
+/// completed row without its file; if the commit did not happen, our complete
+/// file at the final path is exactly what a crash after the rename leaves,
+/// and the job is redone.
+#[derive(Debug)]
+pub struct Installed {
+    path: PathBuf,
+    /// The hard link to the file we replaced; `None` when there was none.
+    prev: Option<PathBuf>,
+}
+
+impl Installed {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The commit did not happen: put the previous file back (or remove ours
+    /// when there was none) and fsync the directory. Best effort: on error
+    /// the kept-aside file stays in `.tmp` until the stale sweep.
+    pub fn revert(mut self) -> io::Result<()> {
+        match self.prev.take() {
+            Some(prev) => std::fs::rename(&prev, &self.path)?,
+            None => match std::fs::remove_file(&self.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            },
+        }
+        sync_dir(parent_dir(&self.path))
+    }
+
+    /// The commit happened: drop the kept-aside previous file.
+    pub fn commit(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if let Some(prev) = self.prev.take() {
+            let _ = std::fs::remove_file(prev);
+        }
     }
 }
 
@@ -288,41 +581,21 @@ fn header_map(spec: &DownloadSpec) -> Result<HeaderMap, ProvidersError> {
     Ok(map)
 }
 
-/// Moves a synced temp file into place and makes the rename durable.
-async fn install(temp: &TempFile, final_path: &Path) -> Result<(), ProvidersError> {
-    let err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ProvidersError::WriteOutput { path, source }
-    };
-    let parent = final_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let parent_existed = tokio::fs::try_exists(parent).await.unwrap_or(false);
-    tokio::fs::create_dir_all(parent)
-        .await
-        .map_err(err(parent))?;
-    tokio::fs::rename(&temp.path, final_path)
-        .await
-        .map_err(err(final_path))?;
-    sync_dir(parent).await.map_err(err(parent))?;
-    if !parent_existed {
-        // A freshly created directory's own entry must be durable too, or a
-        // crash could lose the directory and the file with it.
-        if let Some(grand) = parent.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(grand).await.map_err(err(grand))?;
-        }
-    }
-    Ok(())
+fn write_err(path: &Path) -> impl FnOnce(io::Error) -> ProvidersError + use<> {
+    let path = path.to_owned();
+    move |source| ProvidersError::WriteOutput { path, source }
 }
 
-async fn sync_dir(dir: &Path) -> io::Result<()> {
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
-        let dir = dir.to_owned();
-        tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
-            .await
-            .map_err(io::Error::other)?
+        std::fs::File::open(dir)?.sync_all()
     }
     #[cfg(not(unix))]
     {
@@ -332,7 +605,8 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// A temp file that deletes itself unless kept: on errors, and also when the
-/// download future is dropped (shutdown, lease lost).
+/// staging future or its [`Staged`] is dropped (shutdown, lease lost).
+#[derive(Debug)]
 struct TempFile {
     path: PathBuf,
     keep: bool,
@@ -369,16 +643,23 @@ fn temp_name() -> String {
     )
 }
 
-/// Removes every `.part` file left in `<media_dir>/.tmp` by a crash. Call it
-/// at startup, before downloads begin: it does not know which temp files
-/// belong to live downloads. Returns how many it removed.
+/// Removes every temp file (`*.part`, `*.prev`) left in `<media_dir>/.tmp`
+/// by a crash. Call it at startup, before downloads begin: it does not know
+/// which temp files belong to live downloads, staged outputs or pending
+/// installs. Returns how many it removed.
 pub fn cleanup_stale_temp(media_dir: &Path) -> io::Result<usize> {
     cleanup_stale_temp_older_than(media_dir, Duration::ZERO)
 }
 
-/// Like [`cleanup_stale_temp`], sparing files modified within `min_age`, so it
+/// Like [`cleanup_stale_temp`], sparing files changed within `min_age`, so it
 /// is safe while downloads (this process's or another replica's sharing the
-/// media directory) are running.
+/// media directory) are running, provided `min_age` is longer than a live
+/// temp file stays untouched: a stall window while downloading, and the time
+/// from the end of [`Downloader::stage`] to the settling of its install.
+///
+/// A `*.prev` is a hard link to an older file, so it keeps that file's
+/// modification time; its age is counted from its last status change (the
+/// link's creation) where the platform records one.
 pub fn cleanup_stale_temp_older_than(media_dir: &Path, min_age: Duration) -> io::Result<usize> {
     let entries = match std::fs::read_dir(media_dir.join(TEMP_DIR)) {
         Ok(entries) => entries,
@@ -390,16 +671,19 @@ pub fn cleanup_stale_temp_older_than(media_dir: &Path, min_age: Duration) -> io:
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some(TEMP_SUFFIX) {
+        let ext = path.extension().and_then(|e| e.to_str());
+        if ext != Some(TEMP_SUFFIX) && ext != Some(PREV_SUFFIX) {
             continue;
         }
-        let meta = entry.metadata()?;
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if !meta.is_file() {
             continue;
         }
-        let age = meta
-            .modified()
-            .ok()
+        let age = last_change(&meta)
             .and_then(|m| now.duration_since(m).ok())
             .unwrap_or(Duration::MAX);
         if age < min_age {
@@ -407,12 +691,30 @@ pub fn cleanup_stale_temp_older_than(media_dir: &Path, min_age: Duration) -> io:
         }
         match std::fs::remove_file(&path) {
             Ok(()) => removed += 1,
-            // Someone else (another replica's sweep) got there first.
+            // Someone else (another replica's sweep, a settled install) got
+            // there first.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
     Ok(removed)
+}
+
+/// The later of the modification and (on unix) the status-change time.
+fn last_change(meta: &std::fs::Metadata) -> Option<SystemTime> {
+    let modified = meta.modified().ok();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let changed = u64::try_from(meta.ctime()).ok().and_then(|secs| {
+            UNIX_EPOCH.checked_add(Duration::new(secs, u32::try_from(meta.ctime_nsec()).ok()?))
+        });
+        modified.max(changed)
+    }
+    #[cfg(not(unix))]
+    {
+        modified
+    }
 }
 
 #[cfg(test)]

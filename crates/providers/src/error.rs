@@ -77,6 +77,18 @@ pub enum ProvidersError {
     #[error("download output from {url}: empty body")]
     EmptyOutput { url: String },
 
+    /// The transfer (requests, redirects and body) outlived its deadline.
+    #[error("download output from {url}: not finished within the deadline of {deadline:?}")]
+    DownloadDeadline { url: String, deadline: Duration },
+
+    /// Only `bytes` arrived in the last `window`, fewer than the limits ask.
+    #[error("download output from {url}: stalled, {bytes} bytes in {window:?}")]
+    DownloadStalled {
+        url: String,
+        bytes: u64,
+        window: Duration,
+    },
+
     #[error("output is larger than the limit of {limit} bytes")]
     OutputTooLarge { limit: u64 },
 
@@ -90,15 +102,17 @@ pub enum ProvidersError {
 
 impl ProvidersError {
     /// Whether trying the same download again later may succeed: network
-    /// trouble, timeouts, 5xx, 429 and local I/O errors (a full disk gets
-    /// freed). Everything else is a decision (limit, policy) or a fact about
+    /// trouble, timeouts (the deadline, a stall), 5xx, 429 and local I/O
+    /// errors (a full disk gets freed). Everything else is a decision (limit, policy) or a fact about
     /// the output (gone) that a retry does not change.
     pub fn is_transient(&self) -> bool {
         match self {
             ProvidersError::DownloadOutput { .. }
             | ProvidersError::WriteOutput { .. }
             | ProvidersError::TruncatedOutput { .. }
-            | ProvidersError::EmptyOutput { .. } => true,
+            | ProvidersError::EmptyOutput { .. }
+            | ProvidersError::DownloadDeadline { .. }
+            | ProvidersError::DownloadStalled { .. } => true,
             ProvidersError::DownloadStatus { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }

@@ -7,10 +7,12 @@
 //! `Arc<dyn clawcut_core::Provider>` whose `poll` answers a
 //! [`clawcut_core::PollOutcome`] and whose `submit` creates a job, both with
 //! errors classified as [`clawcut_core::ProviderError`]. Then [`Downloader`],
-//! which streams a [`clawcut_core::DownloadSpec`] to a temporary file in the
-//! media directory, enforcing the [`DownloadPolicy`] (hosts and schemes) and
-//! the byte limit, and renames it into place only once it is complete and
-//! synced.
+//! which stages a [`clawcut_core::DownloadSpec`] in a temporary file in the
+//! media directory ([`Downloader::stage`]), enforcing the [`DownloadPolicy`]
+//! (hosts and schemes) and the [`DownloadLimits`] (bytes, total deadline,
+//! stalls), and hands back a complete, synced [`Staged`] file that the caller
+//! installs at its final path ([`Staged::install`]) only inside its fenced
+//! commit, then settles ([`Installed::commit`] or [`Installed::revert`]).
 //!
 //! Layout: [`config`] (kinds, config, construction); `http` (the client with
 //! credentials, the per-provider [`RateLimiter`] and in-flight cap, and the
@@ -40,7 +42,8 @@ mod veo;
 
 pub use config::{ProviderConfig, ProviderKind, build_provider};
 pub use download::{
-    DownloadPolicy, Downloaded, Downloader, cleanup_stale_temp, cleanup_stale_temp_older_than,
+    DownloadLimits, DownloadPolicy, Downloaded, Downloader, Installed, Staged, cleanup_stale_temp,
+    cleanup_stale_temp_older_than,
 };
 pub use error::ProvidersError;
 pub use rate::RateLimiter;

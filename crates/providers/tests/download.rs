@@ -13,7 +13,7 @@ use clawcut_providers::{
 };
 use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 use clawcut_test_support::fake_replicate::{self, FakeReplicate};
-use common::{KEY, config};
+use common::{KEY, config, limits};
 use sha2::{Digest, Sha256};
 
 const MAX: u64 = 10 * 1024 * 1024;
@@ -58,9 +58,14 @@ async fn downloads_video_and_thumbnail_verified_to_their_final_paths() {
     let final_path = media.path().join("videos/scene_1/v1.mp4");
     let mut progress = Vec::new();
     let got = downloader()
-        .download(&video, &policy, media.path(), &final_path, MAX, |n| {
-            progress.push(n)
-        })
+        .download(
+            &video,
+            &policy,
+            media.path(),
+            &final_path,
+            &limits(MAX),
+            |n| progress.push(n),
+        )
         .await
         .unwrap();
     let expected = fake.content("video_1");
@@ -73,7 +78,14 @@ async fn downloads_video_and_thumbnail_verified_to_their_final_paths() {
 
     let thumb_path = media.path().join("thumbnails/scene_1/v1.webp");
     let got = downloader()
-        .download(&thumb, &policy, media.path(), &thumb_path, MAX, |_| {})
+        .download(
+            &thumb,
+            &policy,
+            media.path(),
+            &thumb_path,
+            &limits(MAX),
+            |_| {},
+        )
         .await
         .unwrap();
     assert_eq!(got.sha256_hex, sha(&fake.thumbnail("video_1")));
@@ -90,7 +102,14 @@ async fn a_second_download_replaces_the_file_atomically() {
     std::fs::create_dir_all(final_path.parent().unwrap()).unwrap();
     std::fs::write(&final_path, b"stale").unwrap();
     let got = downloader()
-        .download(&video, &policy, media.path(), &final_path, MAX, |_| {})
+        .download(
+            &video,
+            &policy,
+            media.path(),
+            &final_path,
+            &limits(MAX),
+            |_| {},
+        )
         .await
         .unwrap();
     assert_eq!(std::fs::metadata(&final_path).unwrap().len(), got.bytes);
@@ -104,7 +123,14 @@ async fn a_stream_over_the_limit_is_aborted_and_cleaned_up() {
     let media = tempfile::tempdir().unwrap();
     let final_path = media.path().join("videos/s/v.mp4");
     let err = downloader()
-        .download(&video, &policy, media.path(), &final_path, 50_000, |_| {})
+        .download(
+            &video,
+            &policy,
+            media.path(),
+            &final_path,
+            &limits(50_000),
+            |_| {},
+        )
         .await
         .unwrap_err();
     assert!(
@@ -128,7 +154,14 @@ async fn a_content_length_over_the_limit_is_refused_before_reading() {
     let final_path = media.path().join("videos/s/v.mp4");
     let started = Instant::now();
     let err = downloader()
-        .download(&video, &policy, media.path(), &final_path, 1000, |_| {})
+        .download(
+            &video,
+            &policy,
+            media.path(),
+            &final_path,
+            &limits(1000),
+            |_| {},
+        )
         .await
         .unwrap_err();
     assert!(
@@ -149,7 +182,14 @@ async fn disallowed_hosts_and_schemes_are_refused_without_a_request() {
 
     let other_host = DownloadPolicy::new(["localhost"], ["http", "https"]);
     let err = downloader()
-        .download(&video, &other_host, media.path(), &final_path, MAX, |_| {})
+        .download(
+            &video,
+            &other_host,
+            media.path(),
+            &final_path,
+            &limits(MAX),
+            |_| {},
+        )
         .await
         .unwrap_err();
     assert!(
@@ -159,7 +199,14 @@ async fn disallowed_hosts_and_schemes_are_refused_without_a_request() {
 
     let https_only = DownloadPolicy::new(["127.0.0.1"], ["https"]);
     let err = downloader()
-        .download(&video, &https_only, media.path(), &final_path, MAX, |_| {})
+        .download(
+            &video,
+            &https_only,
+            media.path(),
+            &final_path,
+            &limits(MAX),
+            |_| {},
+        )
         .await
         .unwrap_err();
     assert!(
@@ -177,7 +224,7 @@ async fn disallowed_hosts_and_schemes_are_refused_without_a_request() {
                 &everything,
                 media.path(),
                 &final_path,
-                MAX,
+                &limits(MAX),
                 |_| {}
             )
             .await
@@ -215,7 +262,7 @@ async fn a_redirect_to_a_disallowed_host_is_refused() {
             &DownloadPolicy::for_provider(&cfg),
             media.path(),
             &final_path,
-            MAX,
+            &limits(MAX),
             |_| {},
         )
         .await
@@ -256,7 +303,7 @@ async fn an_allowed_cross_origin_redirect_is_followed() {
             &DownloadPolicy::for_provider(&cfg),
             media.path(),
             &media.path().join("v.mp4"),
-            MAX,
+            &limits(MAX),
             |_| {},
         )
         .await
@@ -275,7 +322,7 @@ async fn gone_content_is_reported_as_gone() {
             &policy,
             media.path(),
             &media.path().join("v.mp4"),
-            MAX,
+            &limits(MAX),
             |_| {},
         )
         .await
@@ -294,7 +341,8 @@ async fn a_dropped_download_leaves_nothing_behind() {
     let media = tempfile::tempdir().unwrap();
     let final_path = media.path().join("v.mp4");
     let d = downloader();
-    let fut = d.download(&video, &policy, media.path(), &final_path, MAX, |_| {});
+    let lim = limits(MAX);
+    let fut = d.download(&video, &policy, media.path(), &final_path, &lim, |_| {});
     assert!(
         tokio::time::timeout(Duration::from_millis(300), fut)
             .await
@@ -326,7 +374,7 @@ async fn replicate_outputs_download_from_the_delivery_host() {
             &DownloadPolicy::for_provider(&cfg),
             media.path(),
             &final_path,
-            MAX,
+            &limits(MAX),
             |_| {},
         )
         .await

@@ -9,7 +9,9 @@ use std::time::Duration;
 use clawcut_core::{
     DownloadSpec, Provider, ProviderError, ProviderErrorKind, SubmitFailure, SubmitRequest,
 };
-use clawcut_providers::{DownloadPolicy, Downloader, ProviderConfig, ProviderKind, build_provider};
+use clawcut_providers::{
+    DownloadLimits, DownloadPolicy, Downloader, ProviderConfig, ProviderKind, build_provider,
+};
 use clawcut_test_support::fake_common::{CreateStep, Script, Step};
 use serde_json::Value;
 
@@ -28,6 +30,16 @@ pub fn config(kind: ProviderKind, base_url: &str) -> ProviderConfig {
         max_in_flight: 4,
         requests_per_minute: None,
         allowed_download_hosts: Vec::new(),
+    }
+}
+
+/// Roomy limits around `max_bytes`: a minute in all, a byte every 5 s.
+pub fn limits(max_bytes: u64) -> DownloadLimits {
+    DownloadLimits {
+        max_bytes,
+        deadline: Duration::from_secs(60),
+        stall_window: Duration::from_secs(5),
+        stall_min_bytes: 1,
     }
 }
 
@@ -212,7 +224,7 @@ pub async fn download(kind: ProviderKind, base: &str, spec: &DownloadSpec) -> Ve
             &DownloadPolicy::for_provider(&cfg),
             media.path(),
             &path,
-            1 << 30,
+            &limits(1 << 30),
             |_| {},
         )
         .await
@@ -232,7 +244,7 @@ pub async fn download_is_gone(kind: ProviderKind, base: &str, spec: &DownloadSpe
             &DownloadPolicy::for_provider(&cfg),
             media.path(),
             &path,
-            1 << 30,
+            &limits(1 << 30),
             |_| {},
         )
         .await
