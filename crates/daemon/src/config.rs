@@ -4,10 +4,16 @@
 //! Unknown keys and bad values are refused with the file, the key path and
 //! the problem, because a daemon that silently ignores a typo in `max_age`
 //! fails jobs nobody expected to fail.
+//!
+//! Every duration, size and count has an allowed range ([`limits`]), checked
+//! at load: a value the daemon cannot use (a semaphore of 2^63 permits, an
+//! interval that overflows the clock) stops `check-config` and `run` with
+//! the key and the range, instead of panicking later.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +22,170 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 pub const DEFAULT_PATH: &str = "/etc/clawcut-worker/config.toml";
+
+/// The allowed range of every duration, size and count in the file (both
+/// ends inclusive). Wide enough for any real deployment and for tests on
+/// loopback, narrow enough that nothing downstream overflows: the largest
+/// duration here, added to any clock reading of this century, fits an
+/// `Instant`, an `i64` of milliseconds and a tokio timer.
+pub mod limits {
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    const SEC: Duration = Duration::from_secs(1);
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86_400);
+    const KIB: u64 = 1024;
+    const GIB: u64 = 1024 * 1024 * KIB;
+    const TIB: u64 = 1024 * GIB;
+
+    /// `reconcile.interval`: faster than 100ms is a busy loop on the
+    /// database; slower than a day leaves stranded jobs unseen for days.
+    pub const INTERVAL: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_millis(100), DAY);
+    /// `reconcile.batch_size`: one claim statement; more than 1000 rows is a
+    /// long transaction for nothing (a full batch is followed at once).
+    pub const BATCH_SIZE: RangeInclusive<u32> = RangeInclusive::new(1, 1000);
+    /// `reconcile.concurrency`: jobs worked at once by one process.
+    pub const CONCURRENCY: RangeInclusive<usize> = RangeInclusive::new(1, 1024);
+    /// `reconcile.min_age`: 0 (no grace for the app) up to 30 days.
+    pub const MIN_AGE: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::ZERO, Duration::from_secs(30 * 86_400));
+    /// `reconcile.max_age`: longer than `min_age`, at most a year.
+    pub const MAX_AGE_MAX: Duration = Duration::from_secs(365 * 86_400);
+    /// `reconcile.lease_ttl`: heartbeats need at least a second; a lease of
+    /// more than a day strands a crashed worker's jobs for that long.
+    pub const LEASE_TTL: RangeInclusive<Duration> = RangeInclusive::new(SEC, DAY);
+    /// `reconcile.shutdown_grace`: 0 (release at once) up to an hour, beyond
+    /// which systemd (or an operator) gives up first anyway.
+    pub const SHUTDOWN_GRACE: RangeInclusive<Duration> = RangeInclusive::new(Duration::ZERO, HOUR);
+    /// `backoff.initial`: a retry sooner than 10ms is not a backoff.
+    pub const BACKOFF_INITIAL: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_millis(10), DAY);
+    /// `backoff.max`: at least `backoff.initial`, at most a week.
+    pub const BACKOFF_MAX_MAX: Duration = Duration::from_secs(7 * 86_400);
+    /// `backoff.multiplier`: 1.0 (constant backoff) up to 100.
+    pub const MULTIPLIER: RangeInclusive<f64> = RangeInclusive::new(1.0, 100.0);
+    /// `backoff.max_attempts`.
+    pub const MAX_ATTEMPTS: RangeInclusive<u32> = RangeInclusive::new(1, 1000);
+    /// `media.max_bytes`: one output file.
+    pub const MAX_BYTES: RangeInclusive<u64> = RangeInclusive::new(1, TIB);
+    /// `media.download_deadline`: one output download, start to last byte.
+    pub const DOWNLOAD_DEADLINE: RangeInclusive<Duration> =
+        RangeInclusive::new(SEC, Duration::from_secs(7 * 86_400));
+    /// `media.stall_timeout`: the window in which `stall_min_bytes` must
+    /// arrive.
+    pub const STALL_TIMEOUT: RangeInclusive<Duration> = RangeInclusive::new(SEC, HOUR);
+    /// `media.stall_min_bytes`.
+    pub const STALL_MIN_BYTES: RangeInclusive<u64> = RangeInclusive::new(1, GIB);
+    /// `providers.*.timeout`: one API call (not a download); under 100ms
+    /// even a loopback provider times out, over an hour is a hung call.
+    pub const PROVIDER_TIMEOUT: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_millis(100), HOUR);
+    /// `providers.*.max_in_flight`: requests at once to one provider.
+    pub const MAX_IN_FLIGHT: RangeInclusive<usize> = RangeInclusive::new(1, 10_000);
+    /// `providers.*.requests_per_minute`: when set.
+    pub const REQUESTS_PER_MINUTE: RangeInclusive<u32> = RangeInclusive::new(1, 1_000_000);
+}
+
+/// A duration as a human would write it back: the largest unit that
+/// divides it exactly (`"100ms"`, `"24h"`, `"7d"`, `"7000000000000000000s"`).
+fn human_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    const UNITS: [(u128, &str); 7] = [
+        (86_400_000_000_000, "d"),
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+        (1_000, "us"),
+        (1, "ns"),
+    ];
+    for (unit, name) in UNITS {
+        // One day reads better as "24h", as operators write it.
+        if ns.is_multiple_of(unit) && !(name == "d" && ns == unit) {
+            return format!("{}{name}", ns / unit);
+        }
+    }
+    unreachable!("every duration is a whole number of nanoseconds")
+}
+
+/// A size as a human would write it back: the largest binary or decimal
+/// unit that divides it exactly (`"64KiB"`, `"500MB"`, `"1023B"`).
+fn human_size(n: u64) -> String {
+    if n == 0 {
+        return "0B".into();
+    }
+    const UNITS: [(u64, &str); 8] = [
+        (1 << 40, "TiB"),
+        (1_000_000_000_000, "TB"),
+        (1 << 30, "GiB"),
+        (1_000_000_000, "GB"),
+        (1 << 20, "MiB"),
+        (1_000_000, "MB"),
+        (1 << 10, "KiB"),
+        (1_000, "KB"),
+    ];
+    for (unit, name) in UNITS {
+        if n.is_multiple_of(unit) {
+            return format!("{}{name}", n / unit);
+        }
+    }
+    format!("{n}B")
+}
+
+type Invalid = (String, String);
+
+fn duration_in(key: &str, got: Dur, range: &RangeInclusive<Duration>) -> Result<(), Invalid> {
+    if range.contains(&got.0) {
+        return Ok(());
+    }
+    Err((
+        key.to_owned(),
+        format!(
+            "must be between {} and {}, got {}",
+            human_duration(*range.start()),
+            human_duration(*range.end()),
+            human_duration(got.0)
+        ),
+    ))
+}
+
+fn size_in(key: &str, got: Size, range: &RangeInclusive<u64>) -> Result<(), Invalid> {
+    if range.contains(&got.0) {
+        return Ok(());
+    }
+    Err((
+        key.to_owned(),
+        format!(
+            "must be between {} and {}, got {}",
+            human_size(*range.start()),
+            human_size(*range.end()),
+            human_size(got.0)
+        ),
+    ))
+}
+
+fn count_in<T: PartialOrd + fmt::Display>(
+    key: &str,
+    got: T,
+    range: &RangeInclusive<T>,
+) -> Result<(), Invalid> {
+    if range.contains(&got) {
+        return Ok(());
+    }
+    Err((
+        key.to_owned(),
+        format!(
+            "must be between {} and {}, got {got}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
 
 /// A config that could not be loaded: names the file, the key and the problem.
 #[derive(Debug)]
@@ -97,24 +267,41 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconcileConfig {
+    /// Cadence of passes ([`limits::INTERVAL`]).
     pub interval: Dur,
+    /// A pass before the first interval.
     pub on_startup: bool,
+    /// Most jobs claimed by one statement ([`limits::BATCH_SIZE`]).
     pub batch_size: u32,
+    /// Jobs worked at once ([`limits::CONCURRENCY`]).
     pub concurrency: usize,
+    /// A job is eligible once `updated_at` is older than this
+    /// ([`limits::MIN_AGE`]).
     pub min_age: Dur,
+    /// Older jobs are failed as expired: longer than `min_age`, at most
+    /// [`limits::MAX_AGE_MAX`].
     pub max_age: Dur,
+    /// How long a claim lasts without a heartbeat ([`limits::LEASE_TTL`]).
     pub lease_ttl: Dur,
-    /// How long SIGTERM waits for in-flight jobs before releasing their leases.
+    /// How long SIGTERM waits for in-flight jobs before releasing their leases
+    /// ([`limits::SHUTDOWN_GRACE`]).
     pub shutdown_grace: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackoffConfig {
+    /// The first wait ([`limits::BACKOFF_INITIAL`]).
     pub initial: Dur,
+    /// The longest wait: at least `initial`, at most
+    /// [`limits::BACKOFF_MAX_MAX`]. A provider's `Retry-After` or poll hint
+    /// may push one wait past it, up to [`clawcut_core::backoff::MAX_FLOOR`].
     pub max: Dur,
+    /// Growth per try ([`limits::MULTIPLIER`]).
     pub multiplier: f64,
+    /// Full jitter: a uniform wait in `[0, ceiling]`.
     pub jitter: bool,
+    /// Transient errors before a job fails ([`limits::MAX_ATTEMPTS`]).
     pub max_attempts: u32,
 }
 
@@ -128,7 +315,22 @@ pub struct SubmitConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     pub dir: PathBuf,
+    /// A larger output fails its job and leaves no file
+    /// ([`limits::MAX_BYTES`]).
     pub max_bytes: Size,
+    /// Total wall time for one output download, first request to last byte
+    /// (default 1h, sized so a 2 GiB clip completes on a ~5 Mbit/s link:
+    /// 2 GiB × 8 / 3600 s ≈ 4.8 Mbit/s). Past it the download is abandoned
+    /// as a transient failure ([`limits::DOWNLOAD_DEADLINE`]).
+    pub download_deadline: Dur,
+    /// A download that receives fewer than `stall_min_bytes` within any
+    /// `stall_timeout` window is abandoned as stalled: a transient failure,
+    /// which spends an attempt and is retried on backoff (default 60s,
+    /// [`limits::STALL_TIMEOUT`]).
+    pub stall_timeout: Dur,
+    /// See `stall_timeout` (default 64KiB, about 8.7 kbit/s averaged over the
+    /// window; [`limits::STALL_MIN_BYTES`]).
+    pub stall_min_bytes: Size,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,13 +378,17 @@ pub struct ProviderSection {
     pub kind: ProviderKindName,
     pub base_url: Option<String>,
     pub api_key_env: Option<String>,
+    /// Whole-request timeout of one API call ([`limits::PROVIDER_TIMEOUT`]).
     #[serde(default = "default_provider_timeout")]
     pub timeout: Dur,
+    /// Requests in flight at once to this provider
+    /// ([`limits::MAX_IN_FLIGHT`]).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     #[serde(default)]
     pub allowed_download_hosts: Vec<String>,
-    /// A cap on requests per minute to this provider, shared by all jobs.
+    /// A cap on requests per minute to this provider, shared by all jobs
+    /// ([`limits::REQUESTS_PER_MINUTE`]; omitted is no cap).
     pub requests_per_minute: Option<u32>,
     /// Kling's secret key (its `api_key_env` holds the access key).
     pub api_secret_env: Option<String>,
@@ -240,6 +446,9 @@ impl Default for MediaConfig {
         MediaConfig {
             dir: PathBuf::from("/var/lib/clawcut-worker/media"),
             max_bytes: Size(2 * 1024 * 1024 * 1024),
+            download_deadline: Dur(Duration::from_secs(3600)),
+            stall_timeout: Dur(Duration::from_secs(60)),
+            stall_min_bytes: Size(64 * 1024),
         }
     }
 }
@@ -307,7 +516,8 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Semantic checks serde cannot express. Returns (key, problem).
+    /// Semantic checks serde cannot express, and the [`limits`] of every
+    /// duration, size and count. Returns (key, problem).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, p: &str| Err((k.to_owned(), p.to_owned()));
         let url = &self.database.url;
@@ -318,37 +528,74 @@ impl Config {
             return bad("database.url", "must start with sqlite: or postgres:");
         }
         let r = &self.reconcile;
-        if r.interval.0.is_zero() {
-            return bad("reconcile.interval", "must be greater than zero");
+        duration_in("reconcile.interval", r.interval, &limits::INTERVAL)?;
+        count_in("reconcile.batch_size", r.batch_size, &limits::BATCH_SIZE)?;
+        count_in("reconcile.concurrency", r.concurrency, &limits::CONCURRENCY)?;
+        duration_in("reconcile.min_age", r.min_age, &limits::MIN_AGE)?;
+        if r.max_age.0 <= r.min_age.0 || r.max_age.0 > limits::MAX_AGE_MAX {
+            return Err((
+                "reconcile.max_age".into(),
+                format!(
+                    "must be longer than reconcile.min_age ({}) and at most {}, got {}",
+                    human_duration(r.min_age.0),
+                    human_duration(limits::MAX_AGE_MAX),
+                    human_duration(r.max_age.0)
+                ),
+            ));
         }
-        if r.batch_size == 0 {
-            return bad("reconcile.batch_size", "must be at least 1");
-        }
-        if r.concurrency == 0 {
-            return bad("reconcile.concurrency", "must be at least 1");
-        }
-        if r.lease_ttl.0 < Duration::from_secs(1) {
-            return bad("reconcile.lease_ttl", "must be at least 1s");
-        }
-        if r.max_age.0 <= r.min_age.0 {
-            return bad("reconcile.max_age", "must be longer than reconcile.min_age");
-        }
+        duration_in("reconcile.lease_ttl", r.lease_ttl, &limits::LEASE_TTL)?;
+        duration_in(
+            "reconcile.shutdown_grace",
+            r.shutdown_grace,
+            &limits::SHUTDOWN_GRACE,
+        )?;
         let b = &self.backoff;
-        if b.initial.0.is_zero() {
-            return bad("backoff.initial", "must be greater than zero");
+        duration_in("backoff.initial", b.initial, &limits::BACKOFF_INITIAL)?;
+        if b.max.0 < b.initial.0 || b.max.0 > limits::BACKOFF_MAX_MAX {
+            return Err((
+                "backoff.max".into(),
+                format!(
+                    "must not be shorter than backoff.initial ({}) and at most {}, got {}",
+                    human_duration(b.initial.0),
+                    human_duration(limits::BACKOFF_MAX_MAX),
+                    human_duration(b.max.0)
+                ),
+            ));
         }
-        if b.max.0 < b.initial.0 {
-            return bad("backoff.max", "must not be shorter than backoff.initial");
+        // `contains` is false for NaN; infinities are outside the range.
+        if !limits::MULTIPLIER.contains(&b.multiplier) {
+            return Err((
+                "backoff.multiplier".into(),
+                format!(
+                    "must be a number >= {:?} and <= {:?}, got {}",
+                    limits::MULTIPLIER.start(),
+                    limits::MULTIPLIER.end(),
+                    b.multiplier
+                ),
+            ));
         }
-        if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
-            return bad("backoff.multiplier", "must be a number >= 1.0");
-        }
-        if b.max_attempts == 0 {
-            return bad("backoff.max_attempts", "must be at least 1");
-        }
-        if self.media.max_bytes.0 == 0 {
-            return bad("media.max_bytes", "must be greater than zero");
-        }
+        count_in(
+            "backoff.max_attempts",
+            b.max_attempts,
+            &limits::MAX_ATTEMPTS,
+        )?;
+        let m = &self.media;
+        size_in("media.max_bytes", m.max_bytes, &limits::MAX_BYTES)?;
+        duration_in(
+            "media.download_deadline",
+            m.download_deadline,
+            &limits::DOWNLOAD_DEADLINE,
+        )?;
+        duration_in(
+            "media.stall_timeout",
+            m.stall_timeout,
+            &limits::STALL_TIMEOUT,
+        )?;
+        size_in(
+            "media.stall_min_bytes",
+            m.stall_min_bytes,
+            &limits::STALL_MIN_BYTES,
+        )?;
         if let Some(u) = &self.http.public_url {
             match url::Url::parse(u) {
                 Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {}
@@ -391,17 +638,19 @@ impl Config {
                 }
                 Err(e) => return Err((key("base_url"), format!("{base:?} is not a URL: {e}"))),
             }
-            if p.timeout.0.is_zero() {
-                return Err((key("timeout"), "must be greater than zero".into()));
-            }
-            if p.max_in_flight == 0 {
-                return Err((key("max_in_flight"), "must be at least 1".into()));
-            }
-            if p.requests_per_minute == Some(0) {
-                return Err((
-                    key("requests_per_minute"),
-                    "must be at least 1 (omit it for no cap)".into(),
-                ));
+            duration_in(&key("timeout"), p.timeout, &limits::PROVIDER_TIMEOUT)?;
+            count_in(
+                &key("max_in_flight"),
+                p.max_in_flight,
+                &limits::MAX_IN_FLIGHT,
+            )?;
+            if let Some(rpm) = p.requests_per_minute {
+                count_in(
+                    &key("requests_per_minute"),
+                    rpm,
+                    &limits::REQUESTS_PER_MINUTE,
+                )
+                .map_err(|(k, p)| (k, format!("{p} (omit it for no cap)")))?;
             }
             if p.kind == ProviderKindName::Kling && p.api_secret_env.is_none() {
                 return Err((key("api_secret_env"), "kling needs the env var holding its secret key (api_key_env holds the access key)".into()));
@@ -475,6 +724,13 @@ mod tests {
         let text = include_str!("../../../config/clawcut-worker.toml");
         let c = parse(text).unwrap();
         assert!(c.providers.contains_key("openai"));
+        // It shows the defaults.
+        let d = Config::default();
+        assert_eq!(c.media.download_deadline, d.media.download_deadline);
+        assert_eq!(c.media.stall_timeout, d.media.stall_timeout);
+        assert_eq!(c.media.stall_min_bytes, d.media.stall_min_bytes);
+        assert_eq!(c.reconcile.interval, d.reconcile.interval);
+        assert_eq!(c.backoff.max, d.backoff.max);
     }
 
     #[test]
@@ -523,5 +779,306 @@ mod tests {
         assert_eq!(c.media.max_bytes.0, 500_000_000);
         assert_eq!(c.reconcile.max_age.0, Duration::from_secs(86400));
         assert_eq!(c.reconcile.min_age.0, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn new_media_keys_have_their_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.media.download_deadline.0, Duration::from_secs(3600));
+        assert_eq!(c.media.stall_timeout.0, Duration::from_secs(60));
+        assert_eq!(c.media.stall_min_bytes.0, 64 * 1024);
+        let c = parse(
+            "[media]\ndownload_deadline = \"3h\"\nstall_timeout = \"2m\"\nstall_min_bytes = \"1MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.media.download_deadline.0, Duration::from_secs(3 * 3600));
+        assert_eq!(c.media.stall_timeout.0, Duration::from_secs(120));
+        assert_eq!(c.media.stall_min_bytes.0, 1 << 20);
+    }
+
+    /// One row per bound: `(toml, None)` must load, `(toml, Some(key))` must
+    /// be refused naming `key`, with a problem that states the range.
+    #[test]
+    fn every_range_bound_is_checked_and_names_the_key() {
+        const ROWS: &[(&str, Option<&str>)] = &[
+            // The operator's report.
+            (
+                "[reconcile]\ninterval = \"7000000000000000000s\"",
+                Some("reconcile.interval"),
+            ),
+            (
+                "[providers.openai]\nkind = \"openai\"\nmax_in_flight = 9223372036854775807",
+                Some("providers.openai.max_in_flight"),
+            ),
+            // reconcile.interval 100ms..=24h
+            ("[reconcile]\ninterval = \"100ms\"", None),
+            (
+                "[reconcile]\ninterval = \"99ms 999us 999ns\"",
+                Some("reconcile.interval"),
+            ),
+            ("[reconcile]\ninterval = \"0s\"", Some("reconcile.interval")),
+            ("[reconcile]\ninterval = \"24h\"", None),
+            (
+                "[reconcile]\ninterval = \"24h 1ns\"",
+                Some("reconcile.interval"),
+            ),
+            // reconcile.batch_size 1..=1000
+            ("[reconcile]\nbatch_size = 1", None),
+            ("[reconcile]\nbatch_size = 0", Some("reconcile.batch_size")),
+            ("[reconcile]\nbatch_size = 1000", None),
+            (
+                "[reconcile]\nbatch_size = 1001",
+                Some("reconcile.batch_size"),
+            ),
+            // reconcile.concurrency 1..=1024
+            ("[reconcile]\nconcurrency = 1", None),
+            (
+                "[reconcile]\nconcurrency = 0",
+                Some("reconcile.concurrency"),
+            ),
+            ("[reconcile]\nconcurrency = 1024", None),
+            (
+                "[reconcile]\nconcurrency = 1025",
+                Some("reconcile.concurrency"),
+            ),
+            // reconcile.min_age 0..=30d
+            ("[reconcile]\nmin_age = \"0s\"", None),
+            ("[reconcile]\nmin_age = \"30d\"\nmax_age = \"31d\"", None),
+            (
+                "[reconcile]\nmin_age = \"30d 1ns\"\nmax_age = \"31d\"",
+                Some("reconcile.min_age"),
+            ),
+            // reconcile.max_age (min_age, 365d]
+            ("[reconcile]\nmin_age = \"2m\"\nmax_age = \"2m 1ns\"", None),
+            (
+                "[reconcile]\nmin_age = \"2m\"\nmax_age = \"2m\"",
+                Some("reconcile.max_age"),
+            ),
+            ("[reconcile]\nmax_age = \"365d\"", None),
+            (
+                "[reconcile]\nmax_age = \"365d 1ns\"",
+                Some("reconcile.max_age"),
+            ),
+            // reconcile.lease_ttl 1s..=24h
+            ("[reconcile]\nlease_ttl = \"1s\"", None),
+            (
+                "[reconcile]\nlease_ttl = \"999ms\"",
+                Some("reconcile.lease_ttl"),
+            ),
+            ("[reconcile]\nlease_ttl = \"24h\"", None),
+            (
+                "[reconcile]\nlease_ttl = \"24h 1ns\"",
+                Some("reconcile.lease_ttl"),
+            ),
+            // reconcile.shutdown_grace 0..=1h
+            ("[reconcile]\nshutdown_grace = \"0s\"", None),
+            ("[reconcile]\nshutdown_grace = \"1h\"", None),
+            (
+                "[reconcile]\nshutdown_grace = \"1h 1ns\"",
+                Some("reconcile.shutdown_grace"),
+            ),
+            // backoff.initial 10ms..=24h
+            ("[backoff]\ninitial = \"10ms\"", None),
+            ("[backoff]\ninitial = \"9ms\"", Some("backoff.initial")),
+            ("[backoff]\ninitial = \"0s\"", Some("backoff.initial")),
+            ("[backoff]\ninitial = \"24h\"\nmax = \"24h\"", None),
+            (
+                "[backoff]\ninitial = \"24h 1ns\"\nmax = \"7d\"",
+                Some("backoff.initial"),
+            ),
+            // backoff.max initial..=7d
+            ("[backoff]\ninitial = \"5s\"\nmax = \"5s\"", None),
+            (
+                "[backoff]\ninitial = \"5s\"\nmax = \"4s 999ms\"",
+                Some("backoff.max"),
+            ),
+            ("[backoff]\nmax = \"7d\"", None),
+            ("[backoff]\nmax = \"7d 1ns\"", Some("backoff.max")),
+            // backoff.multiplier 1.0..=100, finite
+            ("[backoff]\nmultiplier = 1.0", None),
+            ("[backoff]\nmultiplier = 0.999", Some("backoff.multiplier")),
+            ("[backoff]\nmultiplier = 100.0", None),
+            (
+                "[backoff]\nmultiplier = 100.001",
+                Some("backoff.multiplier"),
+            ),
+            ("[backoff]\nmultiplier = nan", Some("backoff.multiplier")),
+            ("[backoff]\nmultiplier = inf", Some("backoff.multiplier")),
+            ("[backoff]\nmultiplier = -inf", Some("backoff.multiplier")),
+            // backoff.max_attempts 1..=1000
+            ("[backoff]\nmax_attempts = 1", None),
+            ("[backoff]\nmax_attempts = 0", Some("backoff.max_attempts")),
+            ("[backoff]\nmax_attempts = 1000", None),
+            (
+                "[backoff]\nmax_attempts = 1001",
+                Some("backoff.max_attempts"),
+            ),
+            // media.max_bytes 1B..=1TiB
+            ("[media]\nmax_bytes = \"1B\"", None),
+            ("[media]\nmax_bytes = \"0B\"", Some("media.max_bytes")),
+            ("[media]\nmax_bytes = \"1TiB\"", None),
+            (
+                "[media]\nmax_bytes = \"1099511627777B\"",
+                Some("media.max_bytes"),
+            ),
+            // media.download_deadline 1s..=7d
+            ("[media]\ndownload_deadline = \"1s\"", None),
+            (
+                "[media]\ndownload_deadline = \"999ms\"",
+                Some("media.download_deadline"),
+            ),
+            ("[media]\ndownload_deadline = \"7d\"", None),
+            (
+                "[media]\ndownload_deadline = \"7d 1ns\"",
+                Some("media.download_deadline"),
+            ),
+            // media.stall_timeout 1s..=1h
+            ("[media]\nstall_timeout = \"1s\"", None),
+            (
+                "[media]\nstall_timeout = \"999ms\"",
+                Some("media.stall_timeout"),
+            ),
+            ("[media]\nstall_timeout = \"1h\"", None),
+            (
+                "[media]\nstall_timeout = \"1h 1ns\"",
+                Some("media.stall_timeout"),
+            ),
+            // media.stall_min_bytes 1B..=1GiB
+            ("[media]\nstall_min_bytes = \"1B\"", None),
+            (
+                "[media]\nstall_min_bytes = \"0B\"",
+                Some("media.stall_min_bytes"),
+            ),
+            ("[media]\nstall_min_bytes = \"1GiB\"", None),
+            (
+                "[media]\nstall_min_bytes = \"1073741825B\"",
+                Some("media.stall_min_bytes"),
+            ),
+            // providers.*.timeout 100ms..=1h
+            (
+                "[providers.p]\nkind = \"openai\"\ntimeout = \"100ms\"",
+                None,
+            ),
+            (
+                "[providers.p]\nkind = \"openai\"\ntimeout = \"99ms\"",
+                Some("providers.p.timeout"),
+            ),
+            (
+                "[providers.p]\nkind = \"openai\"\ntimeout = \"0s\"",
+                Some("providers.p.timeout"),
+            ),
+            ("[providers.p]\nkind = \"openai\"\ntimeout = \"1h\"", None),
+            (
+                "[providers.p]\nkind = \"openai\"\ntimeout = \"1h 1ns\"",
+                Some("providers.p.timeout"),
+            ),
+            // providers.*.max_in_flight 1..=10000
+            ("[providers.p]\nkind = \"openai\"\nmax_in_flight = 1", None),
+            (
+                "[providers.p]\nkind = \"openai\"\nmax_in_flight = 0",
+                Some("providers.p.max_in_flight"),
+            ),
+            (
+                "[providers.p]\nkind = \"openai\"\nmax_in_flight = 10000",
+                None,
+            ),
+            (
+                "[providers.p]\nkind = \"openai\"\nmax_in_flight = 10001",
+                Some("providers.p.max_in_flight"),
+            ),
+            // providers.*.requests_per_minute 1..=1000000
+            (
+                "[providers.p]\nkind = \"openai\"\nrequests_per_minute = 1",
+                None,
+            ),
+            (
+                "[providers.p]\nkind = \"openai\"\nrequests_per_minute = 0",
+                Some("providers.p.requests_per_minute"),
+            ),
+            (
+                "[providers.p]\nkind = \"openai\"\nrequests_per_minute = 1000000",
+                None,
+            ),
+            (
+                "[providers.p]\nkind = \"openai\"\nrequests_per_minute = 1000001",
+                Some("providers.p.requests_per_minute"),
+            ),
+        ];
+        for (text, want) in ROWS {
+            match (parse(text), want) {
+                (Ok(_), None) => {}
+                (Err(e), None) => panic!("{text:?} must load, got: {e}"),
+                (Ok(_), Some(key)) => panic!("{text:?} must be refused at `{key}`"),
+                (Err(e), Some(key)) => {
+                    assert_eq!(e.key.as_deref(), Some(*key), "{text:?}: {e}");
+                    assert!(
+                        e.problem.contains("between")
+                            || e.problem.contains("at most")
+                            || e.problem.contains("<="),
+                        "{text:?}: the problem must state the range: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn range_problems_say_the_range_and_the_value() {
+        let e = parse("[reconcile]\ninterval = \"7000000000000000000s\"\n").unwrap_err();
+        assert_eq!(
+            e.problem,
+            "must be between 100ms and 24h, got 7000000000000000000s"
+        );
+        let e =
+            parse("[providers.openai]\nkind = \"openai\"\nmax_in_flight = 9223372036854775807\n")
+                .unwrap_err();
+        assert_eq!(
+            e.problem,
+            "must be between 1 and 10000, got 9223372036854775807"
+        );
+        let s = e.to_string();
+        assert!(
+            s.contains("/etc/cw.toml") && s.contains("providers.openai.max_in_flight"),
+            "{s}"
+        );
+        let e = parse("[media]\nmax_bytes = \"2TiB\"\n").unwrap_err();
+        assert_eq!(e.problem, "must be between 1B and 1TiB, got 2TiB");
+        let e = parse("[reconcile]\nmin_age = \"1h\"\nmax_age = \"30m\"\n").unwrap_err();
+        assert_eq!(
+            e.problem,
+            "must be longer than reconcile.min_age (1h) and at most 365d, got 30m"
+        );
+        let e = parse("[backoff]\nmultiplier = 0.5\n").unwrap_err();
+        assert_eq!(e.problem, "must be a number >= 1.0 and <= 100.0, got 0.5");
+        let e = parse("[providers.p]\nkind = \"openai\"\nrequests_per_minute = 0\n").unwrap_err();
+        assert_eq!(
+            e.problem,
+            "must be between 1 and 1000000, got 0 (omit it for no cap)"
+        );
+    }
+
+    #[test]
+    fn human_forms_round_trip_through_the_parsers() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_millis(100),
+            Duration::from_secs(90),
+            Duration::from_secs(86_400),
+            Duration::from_secs(7_000_000_000_000_000_000),
+        ] {
+            let text = human_duration(d);
+            assert_eq!(humantime::parse_duration(&text).ok(), Some(d), "{text}");
+        }
+        assert_eq!(human_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(human_duration(Duration::from_secs(86_400)), "24h");
+        assert_eq!(human_duration(Duration::from_secs(7 * 86_400)), "7d");
+        for n in [0, 1, 1023, 1024, 64 * 1024, 500_000_000, 1 << 40, u64::MAX] {
+            let text = human_size(n);
+            let back = text.parse::<bytesize::ByteSize>().map(|b| b.as_u64());
+            assert_eq!(back, Ok(n), "{text}");
+        }
+        assert_eq!(human_size(500_000_000), "500MB");
+        assert_eq!(human_size(64 * 1024), "64KiB");
     }
 }
