@@ -721,6 +721,74 @@ fn last_change(meta: &std::fs::Metadata) -> Option<SystemTime> {
 mod tests {
     use super::*;
 
+    fn lim(deadline_ms: u64, window_ms: u64, min: u64) -> DownloadLimits {
+        DownloadLimits {
+            max_bytes: u64::MAX,
+            deadline: Duration::from_millis(deadline_ms),
+            stall_window: Duration::from_millis(window_ms),
+            stall_min_bytes: min,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stall_windows_are_checked_one_window_at_a_time() {
+        let t0 = Instant::now();
+        let mut w = Watch::start(&lim(60_000, 1000, 64), t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        w.received(100);
+        assert!(w.check(at(500), "u").is_ok(), "window not over yet");
+        assert!(w.check(at(1000), "u").is_ok(), "100 >= 64");
+        // The next window runs from that check: 1000..2000 ms.
+        w.received(63);
+        assert!(w.check(at(1999), "u").is_ok());
+        let e = w.check(at(2000), "u").unwrap_err();
+        assert!(
+            matches!(e, ProvidersError::DownloadStalled { bytes: 63, .. }),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_wait_ends_on_tokios_clock() {
+        let t0 = Instant::now();
+        let mut w = Watch::start(&lim(60_000, 1000, 1), t0);
+        let e = w.run(std::future::pending::<()>(), "u").await.unwrap_err();
+        assert!(matches!(
+            e,
+            ProvidersError::DownloadStalled { bytes: 0, .. }
+        ));
+        assert_eq!(Instant::now() - t0, Duration::from_secs(1));
+
+        let t0 = Instant::now();
+        let mut w = Watch::start(&lim(2500, 0, 0), t0);
+        let e = w.run(std::future::pending::<()>(), "u").await.unwrap_err();
+        assert!(matches!(e, ProvidersError::DownloadDeadline { .. }));
+        assert_eq!(Instant::now() - t0, Duration::from_millis(2500));
+
+        // Windows that pass keep polling the same future.
+        let t0 = Instant::now();
+        let mut w = Watch::start(&lim(60_000, 1000, 1), t0);
+        w.received(1);
+        let slept = w.run(tokio::time::sleep(Duration::from_millis(1500)), "u");
+        assert!(slept.await.is_ok());
+        assert_eq!(Instant::now() - t0, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn durations_past_the_clock_mean_no_limit() {
+        let w = Watch::start(&lim(0, 0, 0), Instant::now());
+        assert!(w.deadline.is_some() && w.window_end.is_none());
+        let huge = DownloadLimits {
+            max_bytes: 1,
+            deadline: Duration::MAX,
+            stall_window: Duration::MAX,
+            stall_min_bytes: 1,
+        };
+        let w = Watch::start(&huge, Instant::now());
+        assert_eq!((w.deadline, w.window_end), (None, None));
+        assert_eq!(w.next_wake(), None);
+    }
+
     #[test]
     fn policy_matches_hosts_and_schemes() {
         let p = DownloadPolicy::new(["api.example.com", "*.delivery.example"], ["https"]);

@@ -1,6 +1,8 @@
-//! The downloader against the fakes on 127.0.0.1: verified success, the byte
-//! limit, the host/scheme policy (before any request and across redirects),
-//! and that nothing incomplete ever sits at a final path.
+//! The downloader against the fakes (and a slow server) on 127.0.0.1:
+//! verified success, the byte limit, the total deadline and stall windows,
+//! the host/scheme policy (before any request and across redirects), that
+//! nothing incomplete ever sits at a final path, and that staging touches no
+//! final path until `install`, which `revert` undoes.
 
 mod common;
 
@@ -9,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use clawcut_core::{DownloadSpec, OutputKind, PollOutcome};
 use clawcut_providers::{
-    DownloadPolicy, Downloader, ProviderKind, ProvidersError, build_provider, cleanup_stale_temp,
+    DownloadLimits, DownloadPolicy, Downloader, ProviderKind, ProvidersError, build_provider,
+    cleanup_stale_temp, cleanup_stale_temp_older_than,
 };
 use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 use clawcut_test_support::fake_replicate::{self, FakeReplicate};
@@ -395,4 +398,330 @@ fn stale_temp_files_are_swept() {
     assert_eq!(cleanup_stale_temp(media.path()).unwrap(), 2);
     assert!(tmp.join("notes.txt").exists());
     assert_eq!(cleanup_stale_temp(media.path()).unwrap(), 0);
+}
+
+/// A one-route HTTP/1.1 server on 127.0.0.1 for what the fakes do not do:
+/// each connection gets `head` (status line and headers, CRLF-terminated),
+/// then `body` one `step` bytes every `delay`, then is closed. A `head` of
+/// `None` never answers at all.
+async fn slow_server(
+    head: Option<&'static str>,
+    body: Vec<u8>,
+    step: usize,
+    delay: Duration,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let Some(head) = head else {
+                    // Hold the connection open, silent, until the client goes.
+                    let _ = conn.read(&mut buf).await;
+                    return;
+                };
+                let head = format!("{head}Content-Length: {}\r\n\r\n", body.len());
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for piece in body.chunks(step) {
+                    tokio::time::sleep(delay).await;
+                    if conn.write_all(piece).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn spec_for(url: String) -> DownloadSpec {
+    DownloadSpec {
+        url,
+        headers: Vec::new(),
+        kind: OutputKind::Video,
+        extension: "mp4".into(),
+    }
+}
+
+const OK_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n";
+
+fn loopback() -> DownloadPolicy {
+    DownloadPolicy::new(["127.0.0.1"], ["http"])
+}
+
+#[tokio::test]
+async fn a_trickling_body_is_stalled_and_cleaned_up() {
+    // One byte every 200 ms: about 5 bytes per 1 s window, well under 64.
+    let addr = slow_server(
+        Some(OK_HEAD),
+        vec![7u8; 1000],
+        1,
+        Duration::from_millis(200),
+    )
+    .await;
+    let spec = spec_for(format!("http://{addr}/out.mp4?token=s3cret"));
+    let media = tempfile::tempdir().unwrap();
+    let lim = DownloadLimits {
+        max_bytes: MAX,
+        deadline: Duration::from_secs(60),
+        stall_window: Duration::from_secs(1),
+        stall_min_bytes: 64,
+    };
+    let started = Instant::now();
+    let err = downloader()
+        .stage(&spec, &loopback(), media.path(), &lim, |_| {})
+        .await
+        .unwrap_err();
+    let ProvidersError::DownloadStalled { url, bytes, window } = &err else {
+        panic!("expected a stall: {err:?}");
+    };
+    assert_eq!(*window, Duration::from_secs(1));
+    assert!(*bytes < 64, "{bytes}");
+    assert!(!url.contains("s3cret"), "{url}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    assert!(err.is_transient());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(temp_files(media.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_steady_body_that_outlives_the_deadline_is_abandoned() {
+    // 16 KiB every 200 ms: never stalled, but 1 MB takes about 13 s.
+    let script = Script::default()
+        .with_video_bytes(1_000_000)
+        .with_chunk_delay(Duration::from_millis(200));
+    let (_fake, policy, video, _) = completed(script).await;
+    let media = tempfile::tempdir().unwrap();
+    let lim = DownloadLimits {
+        max_bytes: MAX,
+        deadline: Duration::from_millis(1500),
+        stall_window: Duration::from_secs(1),
+        stall_min_bytes: 64,
+    };
+    let started = Instant::now();
+    let mut progress = Vec::new();
+    let err = downloader()
+        .stage(&video, &policy, media.path(), &lim, |n| progress.push(n))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProvidersError::DownloadDeadline { deadline, .. }
+            if deadline == Duration::from_millis(1500)),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert!(!progress.is_empty(), "bytes were arriving");
+    assert!(temp_files(media.path()).is_empty());
+}
+
+#[tokio::test]
+async fn the_deadline_covers_waiting_for_headers() {
+    let addr = slow_server(None, Vec::new(), 1, Duration::ZERO).await;
+    let spec = spec_for(format!("http://{addr}/out.mp4"));
+    let media = tempfile::tempdir().unwrap();
+    let lim = DownloadLimits {
+        max_bytes: MAX,
+        deadline: Duration::from_millis(500),
+        // No stall check: only the deadline can end this.
+        stall_window: Duration::ZERO,
+        stall_min_bytes: 0,
+    };
+    let started = Instant::now();
+    let err = downloader()
+        .stage(&spec, &loopback(), media.path(), &lim, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProvidersError::DownloadDeadline { .. }),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(temp_files(media.path()).is_empty());
+}
+
+#[tokio::test]
+async fn huge_limits_mean_no_deadline_and_no_stall_check() {
+    let (fake, policy, video, _) = completed(Script::default()).await;
+    let media = tempfile::tempdir().unwrap();
+    let lim = DownloadLimits {
+        max_bytes: u64::MAX,
+        deadline: Duration::MAX,
+        stall_window: Duration::MAX,
+        stall_min_bytes: u64::MAX,
+    };
+    let final_path = media.path().join("v.mp4");
+    let got = downloader()
+        .download(&video, &policy, media.path(), &final_path, &lim, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(got.sha256_hex, sha(&fake.content("video_1")));
+}
+
+#[tokio::test]
+async fn stage_then_install_then_commit() {
+    let (fake, policy, video, _) = completed(Script::default().with_video_bytes(200_000)).await;
+    let media = tempfile::tempdir().unwrap();
+    let final_path = media.path().join("videos/scene_1/v1.mp4");
+    let staged = downloader()
+        .stage(&video, &policy, media.path(), &limits(MAX), |_| {})
+        .await
+        .unwrap();
+    let expected = fake.content("video_1");
+    assert!(
+        !final_path.exists(),
+        "nothing at the final path before install"
+    );
+    assert!(!final_path.parent().unwrap().exists());
+    assert!(staged.temp_path().starts_with(media.path().join(".tmp")));
+    assert_eq!(std::fs::read(staged.temp_path()).unwrap(), expected);
+    assert_eq!(staged.bytes(), 200_000);
+    assert_eq!(staged.sha256_hex(), sha(&expected));
+
+    let installed = staged.install(&final_path).unwrap();
+    assert_eq!(installed.path(), final_path);
+    assert_eq!(std::fs::read(&final_path).unwrap(), expected);
+    assert!(
+        temp_files(media.path()).is_empty(),
+        "no .prev: nothing was replaced"
+    );
+    installed.commit();
+    assert_eq!(std::fs::read(&final_path).unwrap(), expected);
+    assert!(temp_files(media.path()).is_empty());
+}
+
+#[tokio::test]
+async fn committing_over_an_existing_file_drops_the_kept_aside_copy() {
+    let (fake, policy, video, _) = completed(Script::default()).await;
+    let media = tempfile::tempdir().unwrap();
+    let final_path = media.path().join("videos/s/v.mp4");
+    std::fs::create_dir_all(final_path.parent().unwrap()).unwrap();
+    std::fs::write(&final_path, b"committed by someone").unwrap();
+    let staged = downloader()
+        .stage(&video, &policy, media.path(), &limits(MAX), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&final_path).unwrap(), b"committed by someone");
+    let installed = staged.install(&final_path).unwrap();
+    let kept = temp_files(media.path());
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].extension().is_some_and(|e| e == "prev"), "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), b"committed by someone");
+    installed.commit();
+    assert_eq!(std::fs::read(&final_path).unwrap(), fake.content("video_1"));
+    assert!(temp_files(media.path()).is_empty(), "no .prev left");
+}
+
+#[tokio::test]
+async fn reverting_an_install_over_an_existing_file_puts_it_back() {
+    let (fake, policy, video, _) = completed(Script::default()).await;
+    let media = tempfile::tempdir().unwrap();
+    let final_path = media.path().join("videos/s/v.mp4");
+    std::fs::create_dir_all(final_path.parent().unwrap()).unwrap();
+    std::fs::write(&final_path, b"old").unwrap();
+    let staged = downloader()
+        .stage(&video, &policy, media.path(), &limits(MAX), |_| {})
+        .await
+        .unwrap();
+    let installed = staged.install(&final_path).unwrap();
+    assert_eq!(std::fs::read(&final_path).unwrap(), fake.content("video_1"));
+    installed.revert().unwrap();
+    assert_eq!(std::fs::read(&final_path).unwrap(), b"old");
+    assert!(temp_files(media.path()).is_empty());
+}
+
+#[tokio::test]
+async fn reverting_an_install_where_nothing_was_leaves_nothing() {
+    let (_fake, policy, video, _) = completed(Script::default()).await;
+    let media = tempfile::tempdir().unwrap();
+    let final_path = media.path().join("videos/s/v.mp4");
+    let staged = downloader()
+        .stage(&video, &policy, media.path(), &limits(MAX), |_| {})
+        .await
+        .unwrap();
+    let installed = staged.install(&final_path).unwrap();
+    assert!(final_path.exists());
+    installed.revert().unwrap();
+    assert!(!final_path.exists());
+    assert!(temp_files(media.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_dropped_stage_is_removed_and_a_dropped_install_counts_as_committed() {
+    let (fake, policy, video, _) = completed(Script::default()).await;
+    let media = tempfile::tempdir().unwrap();
+    let final_path = media.path().join("v.mp4");
+    let d = downloader();
+
+    // A staged output nobody installs is removed.
+    let staged = d
+        .stage(&video, &policy, media.path(), &limits(MAX), |_| {})
+        .await
+        .unwrap();
+    let temp = staged.temp_path().to_owned();
+    drop(staged);
+    assert!(!temp.exists());
+    assert!(!final_path.exists());
+
+    // An install nobody settles counts as committed: our file stays, the
+    // kept-aside one goes.
+    std::fs::write(&final_path, b"old").unwrap();
+    let staged = d
+        .stage(&video, &policy, media.path(), &limits(MAX), |_| {})
+        .await
+        .unwrap();
+    drop(staged.install(&final_path).unwrap());
+    assert_eq!(std::fs::read(&final_path).unwrap(), fake.content("video_1"));
+    assert!(temp_files(media.path()).is_empty());
+}
+
+#[test]
+fn the_sweep_takes_kept_aside_files_by_the_age_of_the_link() {
+    let media = tempfile::tempdir().unwrap();
+    let tmp = media.path().join(".tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("a.prev"), b"x").unwrap();
+    assert_eq!(cleanup_stale_temp(media.path()).unwrap(), 1);
+
+    // A `.prev` is a hard link to an old file and keeps its old mtime; it
+    // was made just now, so a sweep with a minimum age spares it.
+    let old = media.path().join("old.mp4");
+    std::fs::write(&old, b"old").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    std::fs::hard_link(&old, tmp.join("b.prev")).unwrap();
+    assert_eq!(
+        cleanup_stale_temp_older_than(media.path(), Duration::from_secs(60)).unwrap(),
+        0
+    );
+    assert!(tmp.join("b.prev").exists());
+    assert_eq!(cleanup_stale_temp(media.path()).unwrap(), 1);
+    assert!(old.exists(), "only the link goes");
 }
