@@ -440,14 +440,17 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// The sha256 of the bytes received, lowercase hex.
     pub fn sha256_hex(&self) -> &str {
         &self.sha256_hex
     }
 
+    /// How many bytes were received (and are in the file).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
+    /// The temp file under `<media_dir>/.tmp/`.
     pub fn temp_path(&self) -> &Path {
         &self.temp.path
     }
@@ -459,9 +462,9 @@ impl Staged {
     /// Creates the parent directories, keeps any file already at
     /// `final_path` aside (a hard link `<media_dir>/.tmp/*.prev`), renames
     /// the temp file to `final_path` and fsyncs the directory (and a newly
-    /// created parent's parent). On error nothing has changed at
-    /// `final_path` (a failure after the rename is reverted) and the temp
-    /// file is gone.
+    /// created parent's parent). On error the temp file is gone and
+    /// `final_path` is as it was (a failure after the rename, of a directory
+    /// fsync, is reverted here, best effort).
     pub fn install(self, final_path: &Path) -> Result<Installed, ProvidersError> {
         let parent = parent_dir(final_path);
         let parent_existed = parent.exists();
@@ -532,6 +535,7 @@ pub struct Installed {
 }
 
 impl Installed {
+    /// The final path the output is now at.
     pub fn path(&self) -> &Path {
         &self.path
     }
