@@ -6,8 +6,10 @@
 
 use std::time::Duration;
 
-/// A provider's "come back later" is honoured up to this much, so a garbage
-/// `Retry-After` cannot park a job for years.
+/// A provider's "come back later" (`Retry-After`, a poll hint) is honoured
+/// up to this much, so a garbage header cannot park a job for years. It may
+/// exceed `max`: a provider that says "rate limited for six hours" means it,
+/// and polling it sooner only spends attempts.
 pub const MAX_FLOOR: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +49,8 @@ impl BackoffPolicy {
         if !secs.is_finite() || secs >= max.as_secs_f64() {
             max
         } else {
-            Duration::from_secs_f64(secs)
+            // `try_`: never a panic, whatever rounding does near Duration::MAX.
+            Duration::try_from_secs_f64(secs).map_or(max, |d| d.min(max))
         }
     }
 
@@ -63,7 +66,10 @@ impl BackoffPolicy {
             } else {
                 0.0
             };
-            ceiling.mul_f64(s)
+            // Not `ceiling.mul_f64(s)`: that panics when `ceiling` is near
+            // Duration::MAX and `s` is 1.0 (the product rounds up past it).
+            Duration::try_from_secs_f64(ceiling.as_secs_f64() * s)
+                .map_or(ceiling, |d| d.min(ceiling))
         } else {
             ceiling
         };
@@ -136,6 +142,41 @@ mod tests {
     }
 
     #[test]
+    fn huge_policies_never_panic() {
+        // A policy the config refuses, but the math must not trust the config.
+        let p = BackoffPolicy {
+            initial: Duration::MAX,
+            max: Duration::MAX,
+            multiplier: 100.0,
+            jitter: true,
+            max_attempts: 1,
+        };
+        for n in [0, 1, 2, u32::MAX] {
+            assert_eq!(p.ceiling(n), Duration::MAX);
+            for sample in [0.0, 0.5, 0.999_999_999_999_999_9, 1.0, 2.0, -1.0, f64::NAN] {
+                let d = p.delay(n, sample, Some(Duration::MAX));
+                assert!(d >= MAX_FLOOR, "n={n} sample={sample} d={d:?}");
+            }
+        }
+        assert_eq!(p.delay(1, 1.0, None), Duration::MAX);
+        let no_jitter = BackoffPolicy { jitter: false, ..p };
+        assert_eq!(no_jitter.delay(1, 0.0, None), Duration::MAX);
+    }
+
+    #[test]
+    fn provider_floors_are_capped_whatever_they_say() {
+        let p = policy();
+        for floor in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            MAX_FLOOR + Duration::from_nanos(1),
+        ] {
+            assert_eq!(p.delay(1, 0.0, Some(floor)), MAX_FLOOR, "{floor:?}");
+        }
+        assert_eq!(p.delay(1, 0.0, Some(Duration::ZERO)), Duration::ZERO);
+    }
+
+    #[test]
     fn exhaustion() {
         let p = policy();
         assert!(!p.exhausted(11));
@@ -177,6 +218,35 @@ mod tests {
             prop_assert!(top <= ceiling && top >= ceiling.mul_f64(0.999));
             let mid = p.delay(n, 0.5, None);
             prop_assert!(mid >= ceiling.mul_f64(0.49) && mid <= ceiling.mul_f64(0.51));
+        }
+
+        #[test]
+        fn no_policy_or_sample_panics_or_exceeds_its_bounds(
+            initial_ns in any::<u64>(),
+            initial_s in any::<u64>(),
+            max_s in any::<u64>(),
+            multiplier in any::<f64>(),
+            jitter in any::<bool>(),
+            n in any::<u32>(),
+            sample in any::<f64>(),
+            floor_s in proptest::option::of(any::<u64>()),
+        ) {
+            let initial = Duration::new(initial_s, (initial_ns % 1_000_000_000) as u32);
+            let p = BackoffPolicy {
+                initial,
+                max: Duration::from_secs(max_s),
+                multiplier,
+                jitter,
+                max_attempts: 12,
+            };
+            let floor = floor_s.map(Duration::from_secs);
+            let d = p.delay(n, sample, floor);
+            let top = p.max.max(p.initial);
+            prop_assert!(p.ceiling(n) <= top);
+            prop_assert!(d <= top.max(MAX_FLOOR));
+            if let Some(f) = floor {
+                prop_assert!(d >= f.min(MAX_FLOOR));
+            }
         }
 
         #[test]

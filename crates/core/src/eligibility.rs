@@ -54,6 +54,7 @@ pub enum Eligibility {
     Ineligible(Ineligible),
 }
 
+/// Saturating: a duration past `i64::MAX` ms is "forever", never a wrap.
 fn ms(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -117,6 +118,7 @@ impl EligibilityRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const NOW: Millis = 1_800_000_000_000;
     const MIN: Millis = 60_000;
@@ -255,5 +257,54 @@ mod tests {
             on.check(&p, NOW),
             Eligibility::Ineligible(Ineligible::NoProviderId)
         );
+    }
+
+    #[test]
+    fn extreme_ages_and_clocks_saturate() {
+        let huge = EligibilityRules {
+            min_age: Duration::MAX,
+            max_age: Duration::MAX,
+            submit_enabled: true,
+        };
+        assert_eq!(huge.updated_before(NOW), NOW - i64::MAX);
+        assert_eq!(huge.updated_before(i64::MIN), i64::MIN);
+        assert_eq!(huge.expired_before(-1), i64::MIN);
+        let zero = EligibilityRules {
+            min_age: Duration::ZERO,
+            max_age: Duration::ZERO,
+            submit_enabled: false,
+        };
+        assert_eq!(zero.updated_before(i64::MAX), i64::MAX);
+        assert_eq!(zero.expired_before(i64::MIN), i64::MIN);
+    }
+
+    proptest! {
+        #[test]
+        fn check_never_panics_and_respects_the_cut_offs(
+            min_s in any::<u64>(),
+            max_s in any::<u64>(),
+            now in any::<i64>(),
+            created_at in any::<i64>(),
+            updated_at in any::<i64>(),
+            next_attempt_at in any::<i64>(),
+            lease in proptest::option::of(any::<i64>()),
+        ) {
+            let r = EligibilityRules {
+                min_age: Duration::from_secs(min_s),
+                max_age: Duration::from_secs(max_s),
+                submit_enabled: true,
+            };
+            let mut j = job(JobStatus::Pending);
+            j.created_at = created_at;
+            j.updated_at = updated_at;
+            j.next_attempt_at = next_attempt_at;
+            j.lease_expires_at = lease;
+            prop_assert!(r.updated_before(now) <= now);
+            prop_assert!(r.expired_before(now) <= now);
+            if let Eligibility::Eligible(_) = r.check(&j, now) {
+                prop_assert!(updated_at <= r.updated_before(now));
+                prop_assert!(next_attempt_at <= now);
+            }
+        }
     }
 }
