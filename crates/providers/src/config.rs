@@ -83,6 +83,12 @@ impl FromStr for ProviderKind {
     }
 }
 
+/// The most requests in flight [`ProviderConfig::max_in_flight`] may ask for
+/// (the daemon's config allows the same range, `1..=10000`): a semaphore
+/// that large is already far more than any provider tolerates, and one past
+/// tokio's own maximum would panic.
+pub const MAX_IN_FLIGHT: usize = 10_000;
+
 /// One configured provider, resolved by the daemon.
 #[derive(Clone)]
 pub struct ProviderConfig {
@@ -151,6 +157,12 @@ impl ProviderConfig {
         if self.max_in_flight == 0 {
             return Err(invalid("max_in_flight", "must be at least 1"));
         }
+        if self.max_in_flight > MAX_IN_FLIGHT {
+            return Err(invalid(
+                "max_in_flight",
+                &format!("must be at most {MAX_IN_FLIGHT}"),
+            ));
+        }
         if self.requests_per_minute == Some(0) {
             return Err(invalid(
                 "requests_per_minute",
@@ -218,4 +230,59 @@ pub fn build_provider(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, Provide
         ProviderKind::Kling => Arc::new(kling::Kling::new(name, api)),
         ProviderKind::Veo => Arc::new(veo::Veo::new(name, api)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ProviderConfig {
+        ProviderConfig {
+            name: "openai".into(),
+            kind: ProviderKind::OpenAi,
+            base_url: url::Url::parse("https://api.openai.com").unwrap(),
+            api_key: "sk-test".into(),
+            api_secret: None,
+            timeout: Duration::from_secs(30),
+            max_in_flight: 4,
+            requests_per_minute: None,
+            allowed_download_hosts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_or_survived_never_a_panic() {
+        for n in [0, MAX_IN_FLIGHT + 1, 9_223_372_036_854_775_807, usize::MAX] {
+            let c = ProviderConfig {
+                max_in_flight: n,
+                ..cfg()
+            };
+            let e = build_provider(&c).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("max_in_flight")),
+                "{n}: {e:?}"
+            );
+        }
+        let c = ProviderConfig {
+            max_in_flight: MAX_IN_FLIGHT,
+            // Huge but legal for this crate: timers saturate.
+            timeout: Duration::MAX,
+            requests_per_minute: Some(u32::MAX),
+            ..cfg()
+        };
+        assert!(build_provider(&c).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_huge_timeout_is_a_long_wait_not_a_panic() {
+        // Nothing listens on port 1: the call fails at once, classified.
+        let c = ProviderConfig {
+            base_url: url::Url::parse("http://127.0.0.1:1").unwrap(),
+            timeout: Duration::MAX,
+            ..cfg()
+        };
+        let p = build_provider(&c).unwrap();
+        let e = p.poll("video_1").await.unwrap_err();
+        assert_eq!(e.kind, clawcut_core::ProviderErrorKind::Connect, "{e}");
+    }
 }

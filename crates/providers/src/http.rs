@@ -22,9 +22,13 @@ use crate::sign::KlingJwt;
 const MAX_API_BODY: usize = 1024 * 1024;
 /// Room for a useful provider message in logs and `last_error`, no more.
 const EXCERPT_CHARS: usize = 300;
-/// A `Retry-After` beyond this is treated as this: a provider must not be
-/// able to park a job for years with one header.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+/// A `Retry-After` (or `retry-after-ms`) beyond this is treated as this: a
+/// provider must not be able to park a job for years with one header. The
+/// same 24h the backoff math caps every provider floor at.
+pub(crate) const MAX_RETRY_AFTER: Duration = clawcut_core::backoff::MAX_FLOOR;
+/// OpenAI's (and compatible proxies') millisecond form of `Retry-After`;
+/// preferred when it is a usable number, as OpenAI's own SDKs do.
+const RETRY_AFTER_MS: &str = "retry-after-ms";
 /// Connecting should be quick even when a poll may legitimately take longer.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -89,7 +93,9 @@ impl ApiClient {
             api_key: cfg.api_key.clone(),
             api_secret: cfg.api_secret.clone(),
             auth,
-            in_flight: Semaphore::new(cfg.max_in_flight.max(1)),
+            // `validate` bounds it; clamp anyway, `Semaphore::new` panics
+            // past MAX_PERMITS.
+            in_flight: Semaphore::new(cfg.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
             rate: cfg.requests_per_minute.map(RateLimiter::new),
         })
     }
@@ -371,10 +377,15 @@ pub(crate) fn error_from_status(
     }
 }
 
-/// `Retry-After` as delay-seconds or an HTTP-date, capped.
+/// The provider's "retry after": `retry-after-ms` when it holds a usable
+/// number, else `Retry-After` as delay-seconds or an HTTP-date; capped at
+/// [`MAX_RETRY_AFTER`]. Unusable values (negative, NaN, not a number or
+/// date) are no hint at all: the backoff decides.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    parse_retry_after(value, now)
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    header(RETRY_AFTER_MS)
+        .and_then(|v| parse_millis(v, MAX_RETRY_AFTER))
+        .or_else(|| parse_retry_after(header(RETRY_AFTER.as_str())?, now))
 }
 
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
@@ -387,6 +398,37 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
         at.duration_since(now).unwrap_or(Duration::ZERO)
     };
     Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// A header holding milliseconds (`retry-after-ms`, `openai-poll-after-ms`):
+/// a whole number or a decimal one (`"1500"`, `"1500.5"`, `"1.5e3"`), capped
+/// at `cap`. A number too large for any clock (`"1e400"`, twenty digits)
+/// still means "a long time", i.e. `cap`; a negative one, NaN or anything
+/// else is `None`.
+pub(crate) fn parse_millis(value: &str, cap: Duration) -> Option<Duration> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    let delay = if value.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_millis(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        // Only what looks like a number: Rust's float syntax also reads
+        // "inf" and "NaN", which no provider means.
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+        {
+            return None;
+        }
+        let ms = value.parse::<f64>().ok()?;
+        if ms.is_nan() || ms < 0.0 {
+            return None;
+        }
+        // `try_`: infinite or past Duration::MAX is "a long time", not a panic.
+        Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
+    };
+    Some(delay.min(cap))
 }
 
 /// A short, single-line, secret-free summary of an error body: the
@@ -498,6 +540,106 @@ mod tests {
             parse_retry_after("99999999999999999999999", now),
             Some(MAX_RETRY_AFTER)
         );
+    }
+
+    #[test]
+    fn retry_after_from_outside_is_capped_or_ignored_never_a_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let cap = Some(MAX_RETRY_AFTER);
+        assert_eq!(parse_retry_after("99999999999999999999", now), cap);
+        assert_eq!(parse_retry_after(&u64::MAX.to_string(), now), cap);
+        assert_eq!(parse_retry_after("86401", now), cap);
+        assert_eq!(
+            parse_retry_after("86400", now),
+            Some(Duration::from_secs(86400))
+        );
+        assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("1e400", now), None);
+        assert_eq!(parse_retry_after("NaN", now), None);
+        // A date far in the future, and one far in the past.
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now), cap);
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        // A clock before the epoch or far ahead does not matter either.
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", far),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn millisecond_headers_are_capped_or_ignored_never_a_panic() {
+        let cap = Duration::from_secs(3600);
+        let ms = |v| parse_millis(v, cap);
+        assert_eq!(ms("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(ms(" 250 "), Some(Duration::from_millis(250)));
+        assert_eq!(ms("1500.5"), Some(Duration::from_micros(1_500_500)));
+        assert_eq!(ms("1.5e3"), Some(Duration::from_millis(1500)));
+        assert_eq!(ms("0"), Some(Duration::ZERO));
+        assert_eq!(ms("-0"), Some(Duration::ZERO));
+        assert_eq!(ms("3600001"), Some(cap));
+        assert_eq!(ms("99999999999999999999"), Some(cap));
+        assert_eq!(ms("1e400"), Some(cap));
+        assert_eq!(ms("1.8e19"), Some(cap));
+        assert_eq!(ms("-5"), None);
+        assert_eq!(ms("-1e400"), None);
+        assert_eq!(ms("NaN"), None);
+        assert_eq!(ms("inf"), None);
+        assert_eq!(ms("soon"), None);
+        assert_eq!(ms(""), None);
+        assert_eq!(ms("1,5"), None);
+    }
+
+    #[test]
+    fn retry_after_ms_wins_when_usable() {
+        let now = SystemTime::UNIX_EPOCH;
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        let h = headers(&[("retry-after-ms", "1500"), ("retry-after", "7")]);
+        assert_eq!(retry_after(&h, now), Some(Duration::from_millis(1500)));
+        let h = headers(&[("retry-after-ms", "-1"), ("retry-after", "7")]);
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        let h = headers(&[("retry-after-ms", "1e400")]);
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
+        let h = headers(&[("retry-after", "99999999999999999999")]);
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        // Through the status mapping, as adapters see it.
+        let h = headers(&[("retry-after-ms", "1e400")]);
+        let e = error_from_status(429, &h, b"", "k");
+        assert_eq!(e.retry_after, Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn any_millisecond_text_stays_within_the_cap() {
+        // A cheap property test without a dependency: many pseudo-random
+        // strings over the characters that matter.
+        const ALPHABET: &[u8] = b"0123456789.eE+-inftyNa ";
+        let cap = Duration::from_secs(60);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let text: String = (0..len)
+                .map(|i| ALPHABET[((x >> (i % 8 * 8)) as usize + i) % ALPHABET.len()] as char)
+                .collect();
+            if let Some(d) = parse_millis(&text, cap) {
+                assert!(d <= cap, "{text:?} -> {d:?}");
+            }
+            if let Some(d) = parse_retry_after(&text, SystemTime::UNIX_EPOCH) {
+                assert!(d <= MAX_RETRY_AFTER, "{text:?} -> {d:?}");
+            }
+        }
     }
 
     #[test]

@@ -19,11 +19,16 @@ use clawcut_core::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::http::{ApiClient, check_job_id, created_id, truncate_chars};
+use crate::http::{ApiClient, check_job_id, created_id, parse_millis, truncate_chars};
 use crate::request::JobRequest;
 
 /// OpenAI's hint for the next poll of a running video.
 const POLL_AFTER_HEADER: &str = "openai-poll-after-ms";
+/// A poll hint beyond this is treated as this. OpenAI sends seconds; an hour
+/// is already far more than any video takes to render, so a larger value is
+/// garbage that must not park a job (the backoff math caps floors at 24h on
+/// top of this).
+const MAX_POLL_AFTER: Duration = Duration::from_secs(3600);
 
 pub(crate) struct OpenAi {
     name: String,
@@ -113,12 +118,7 @@ impl Provider for OpenAi {
             .get(self.api.endpoint(&["v1", "videos", provider_job_id]))
             .await?;
         let video: Video = self.api.parse_json(&resp.body)?;
-        let poll_after = resp
-            .headers
-            .get(POLL_AFTER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_millis);
+        let poll_after = poll_after(&resp.headers);
         match video.status.as_str() {
             "queued" => Ok(PollOutcome::Running {
                 progress: RemoteProgress::Queued,
@@ -132,6 +132,8 @@ impl Provider for OpenAi {
                 reason: failure_reason(video.error.as_ref()),
             }),
             "completed" => match video.expires_at {
+                // Any i64 compares; a far-future (or negative) value only
+                // decides "expired or not", no arithmetic on it.
                 Some(at) if at <= unix_now() => Ok(PollOutcome::OutputsGone {
                     reason: format!("outputs expired at {}", format_unix(at)),
                 }),
@@ -163,9 +165,26 @@ fn failure_reason(error: Option<&VideoError>) -> String {
     }
 }
 
+/// `openai-poll-after-ms`, capped at [`MAX_POLL_AFTER`]; unusable is `None`.
+fn poll_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(POLL_AFTER_HEADER)?.to_str().ok()?;
+    parse_millis(value, MAX_POLL_AFTER)
+}
+
+/// The last second an HTTP-date can show (9999-12-31T23:59:59Z);
+/// `httpdate` panics past it.
+const LAST_HTTP_DATE: i64 = 253_402_300_799;
+
+/// Provider-supplied unix seconds for a message: an HTTP-date when it has
+/// one, the raw number otherwise (negative, or past year 9999), never a panic.
 fn format_unix(secs: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    httpdate::fmt_http_date(at)
+    match u64::try_from(secs) {
+        Ok(s) if secs <= LAST_HTTP_DATE => match UNIX_EPOCH.checked_add(Duration::from_secs(s)) {
+            Some(at) => httpdate::fmt_http_date(at),
+            None => format!("unix time {secs}"),
+        },
+        _ => format!("unix time {secs}"),
+    }
 }
 
 fn unix_now() -> i64 {
@@ -173,4 +192,43 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn hint(value: &str) -> Option<Duration> {
+        let mut h = HeaderMap::new();
+        h.insert(POLL_AFTER_HEADER, HeaderValue::from_str(value).unwrap());
+        poll_after(&h)
+    }
+
+    #[test]
+    fn poll_hints_are_capped_or_ignored() {
+        assert_eq!(hint("5000"), Some(Duration::from_secs(5)));
+        assert_eq!(hint("2500.0"), Some(Duration::from_millis(2500)));
+        assert_eq!(hint("99999999999999999999"), Some(MAX_POLL_AFTER));
+        assert_eq!(hint("1e400"), Some(MAX_POLL_AFTER));
+        assert_eq!(hint("3600001"), Some(MAX_POLL_AFTER));
+        assert_eq!(hint("-5000"), None);
+        assert_eq!(hint("NaN"), None);
+        assert_eq!(hint("later"), None);
+        assert_eq!(poll_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn expiry_times_from_the_provider_format_without_panicking() {
+        assert_eq!(format_unix(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(format_unix(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(format_unix(LAST_HTTP_DATE), "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(
+            format_unix(LAST_HTTP_DATE + 1),
+            format!("unix time {}", LAST_HTTP_DATE + 1)
+        );
+        assert_eq!(format_unix(i64::MAX), format!("unix time {}", i64::MAX));
+        assert_eq!(format_unix(-1), "unix time -1");
+        assert_eq!(format_unix(i64::MIN), format!("unix time {}", i64::MIN));
+    }
 }

@@ -61,9 +61,12 @@ impl RateLimiter {
     fn reserve(&self, now: Instant) -> Duration {
         let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
         let due = tat.map_or(now, |t| t.max(now));
-        let ahead = self.interval * (self.burst - 1);
+        // Saturating/checked: `interval * (burst - 1)` is about ten seconds
+        // for any rpm, and `due` moves by `interval` per call, but neither
+        // `Duration * u32` nor `Instant + Duration` may panic here.
+        let ahead = self.interval.saturating_mul(self.burst.saturating_sub(1));
         let wait = due.saturating_duration_since(now).saturating_sub(ahead);
-        *tat = Some(due + self.interval);
+        *tat = Some(due.checked_add(self.interval).unwrap_or(due));
         wait
     }
 }
@@ -78,6 +81,46 @@ mod tests {
         assert_eq!(RateLimiter::new(5).burst(), 1);
         assert_eq!(RateLimiter::new(0).burst(), 1);
         assert_eq!(RateLimiter::new(120).interval(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn any_rpm_gives_sane_spacing_and_waits() {
+        // Every rpm a u32 can hold, sampled: the waits never exceed what the
+        // cap implies, and nothing overflows.
+        let mut rpms: Vec<u32> = (0..=130).collect();
+        rpms.extend([
+            1_000,
+            59_999,
+            60_000,
+            60_001,
+            1_000_000,
+            u32::MAX - 1,
+            u32::MAX,
+        ]);
+        let mut x: u32 = 0x2545_F491;
+        for _ in 0..500 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            rpms.push(x);
+        }
+        let t0 = Instant::now();
+        for rpm in rpms {
+            let l = RateLimiter::new(rpm);
+            let rpm = rpm.max(1);
+            assert!(l.burst() >= 1 && l.burst() <= rpm, "{rpm}");
+            assert!(l.interval() <= Duration::from_secs(60), "{rpm}");
+            // Burst, then one request per interval: the n-th wait is about
+            // (n - burst + 1) intervals.
+            let calls = l.burst() as u64 + 3;
+            let mut last = Duration::ZERO;
+            for _ in 0..calls.min(200) {
+                let w = l.reserve(t0);
+                assert!(w >= last, "{rpm}: waits never shrink at a fixed now");
+                assert!(w <= Duration::from_secs(60) * 4, "{rpm}: {w:?}");
+                last = w;
+            }
+        }
     }
 
     #[test]

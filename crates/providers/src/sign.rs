@@ -44,17 +44,18 @@ impl KlingJwt {
 
     pub(crate) fn token_at(&self, now: i64) -> String {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        // Saturating: a clock at the end of time must not overflow `i64`.
         if let Some((token, exp)) = cached.as_ref()
-            && now + REFRESH_MARGIN < *exp
+            && now.saturating_add(REFRESH_MARGIN) < *exp
         {
             return token.clone();
         }
-        let exp = now + TOKEN_LIFETIME;
+        let exp = now.saturating_add(TOKEN_LIFETIME);
         let token = hs256_jwt(
             &serde_json::json!({
                 "iss": self.access_key,
                 "exp": exp,
-                "nbf": now - NOT_BEFORE_SLACK,
+                "nbf": now.saturating_sub(NOT_BEFORE_SLACK),
             }),
             self.secret_key.as_bytes(),
         );
@@ -81,7 +82,7 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// Standard Webhooks (Replicate): may go up to this far from `now` either way.
-const WEBHOOK_TOLERANCE_SECS: i64 = 5 * 60;
+const WEBHOOK_TOLERANCE_SECS: u64 = 5 * 60;
 
 /// Checks a Standard Webhooks signature: `webhook-signature` holds
 /// space-separated `v1,<base64 HMAC-SHA256>` entries over
@@ -110,7 +111,9 @@ pub(crate) fn standard_webhook_valid(
     let Ok(ts) = timestamp.parse::<i64>() else {
         return false;
     };
-    if (now_unix.saturating_sub(ts)).abs() > WEBHOOK_TOLERANCE_SECS {
+    // `abs_diff`, not `(now - ts).abs()`: the timestamp comes from the
+    // network, and `i64::MIN.abs()` panics.
+    if now_unix.abs_diff(ts) > WEBHOOK_TOLERANCE_SECS {
         return false;
     }
     let encoded = secret.trim();
@@ -176,6 +179,61 @@ mod tests {
             claims["exp"],
             1_000_000 + 2 * TOKEN_LIFETIME - REFRESH_MARGIN
         );
+    }
+
+    #[test]
+    fn kling_tokens_at_the_ends_of_time_do_not_overflow() {
+        for now in [i64::MAX, i64::MAX - 1, i64::MIN, 0] {
+            let jwt = KlingJwt::new("ak".into(), "sk".into());
+            let a = jwt.token_at(now);
+            let claims = a.split('.').nth(1).unwrap();
+            let claims: serde_json::Value =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+            assert_eq!(claims["exp"], now.saturating_add(TOKEN_LIFETIME), "{now}");
+            assert_eq!(claims["nbf"], now.saturating_sub(NOT_BEFORE_SLACK), "{now}");
+            let _ = jwt.token_at(now);
+        }
+    }
+
+    fn signed_headers(secret_b64: &str, ts: &str, body: &[u8]) -> Vec<(String, String)> {
+        let key = STANDARD.decode(secret_b64).unwrap();
+        let mut data = b"msg_1.".to_vec();
+        data.extend_from_slice(ts.as_bytes());
+        data.push(b'.');
+        data.extend_from_slice(body);
+        let sig = STANDARD.encode(hmac_sha256(&key, &data));
+        vec![
+            ("webhook-id".into(), "msg_1".into()),
+            ("webhook-timestamp".into(), ts.into()),
+            ("webhook-signature".into(), format!("v1,{sig}")),
+        ]
+    }
+
+    #[test]
+    fn webhook_timestamps_from_the_network_never_panic() {
+        let secret = "whsec_c2VjcmV0LWtleQ==";
+        let key = "c2VjcmV0LWtleQ==";
+        let body = b"{}";
+        let now = 1_700_000_000;
+        let ok = signed_headers(key, &now.to_string(), body);
+        assert!(standard_webhook_valid(&ok, body, secret, now));
+        assert!(standard_webhook_valid(&ok, body, secret, now + 300));
+        assert!(!standard_webhook_valid(&ok, body, secret, now + 301));
+        assert!(!standard_webhook_valid(&ok, body, secret, now - 301));
+        // Timestamps (and clocks) at the extremes: refused, not a panic.
+        for ts in [i64::MIN, i64::MIN + 1, -1, i64::MAX] {
+            let h = signed_headers(key, &ts.to_string(), body);
+            for now in [i64::MIN, -1, 0, now, i64::MAX] {
+                let want = now.abs_diff(ts) <= WEBHOOK_TOLERANCE_SECS;
+                assert_eq!(
+                    standard_webhook_valid(&h, body, secret, now),
+                    want,
+                    "{ts} {now}"
+                );
+            }
+        }
+        let h = signed_headers(key, "99999999999999999999", body);
+        assert!(!standard_webhook_valid(&h, body, secret, now));
     }
 
     #[test]
