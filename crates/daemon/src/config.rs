@@ -78,8 +78,9 @@ pub mod limits {
     pub const STALL_TIMEOUT: RangeInclusive<Duration> = RangeInclusive::new(SEC, HOUR);
     /// `media.stall_min_bytes`.
     pub const STALL_MIN_BYTES: RangeInclusive<u64> = RangeInclusive::new(1, GIB);
-    /// `providers.*.timeout`: one API call (not a download); under 100ms
-    /// even a loopback provider times out, over an hour is a hung call.
+    /// `providers.*.timeout`: one API call (not a download); a timeout under
+    /// 100ms fails calls even to a loopback provider, and a call still
+    /// running after an hour is hung.
     pub const PROVIDER_TIMEOUT: RangeInclusive<Duration> =
         RangeInclusive::new(Duration::from_millis(100), HOUR);
     /// `providers.*.max_in_flight`: requests at once to one provider.
