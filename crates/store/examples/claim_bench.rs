@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use clawcut_core::EligibilityRules;
-use clawcut_store::{ClaimRequest, Store};
+use clawcut_store::{ClaimRequest, Claimed, Store};
 
 const NOW: i64 = 1_800_000_000_000;
 const ELIGIBLE: u32 = 25;
@@ -74,8 +74,12 @@ async fn measure(store: &dyn Store) -> Figures {
             ELIGIBLE as usize,
             "every round claims the eligible set"
         );
-        for j in &jobs {
-            store.release(&j.lease().unwrap()).await.expect("release");
+        for c in &jobs {
+            let lease = match c {
+                Claimed::Job(j) => j.lease().expect("a claimed job has a lease"),
+                Claimed::Unreadable(u) => u.lease.clone(),
+            };
+            store.release(&lease).await.expect("release");
         }
         if i % 4 == 0 {
             let t = Instant::now();

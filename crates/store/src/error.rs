@@ -25,6 +25,12 @@ pub enum StoreError {
     Heartbeat(#[source] SqlxError),
     #[error("complete the job")]
     Complete(#[source] SqlxError),
+    /// [`crate::Publish::publish`] failed inside a completion: rolled back,
+    /// nothing written.
+    #[error("publish the outputs")]
+    PublishOutputs(#[source] std::io::Error),
+    #[error("set the row aside")]
+    SetAside(#[source] SqlxError),
     #[error("settle the job")]
     Settle(#[source] SqlxError),
     #[error("reschedule the job")]
@@ -53,8 +59,10 @@ pub enum StoreError {
     },
     #[error("unsupported database url scheme {scheme:?} (expected sqlite: or postgres:)")]
     UnsupportedUrl { scheme: String },
-    /// A row the daemon cannot interpret (an unknown status, a negative
-    /// counter): reported, never a panic.
+    /// A row the daemon cannot interpret (a column of the wrong type, a NULL
+    /// where a value is required, an unknown status, a negative counter),
+    /// from `get_job` or `list_jobs`: reported, never a panic. (`claim`
+    /// returns such rows as `Claimed::Unreadable` instead.)
     #[error("job {job_id} has a corrupt row: {detail}")]
     CorruptRow { job_id: String, detail: String },
 }
@@ -90,6 +98,7 @@ impl StoreError {
             | StoreError::ClaimJobs(e)
             | StoreError::Heartbeat(e)
             | StoreError::Complete(e)
+            | StoreError::SetAside(e)
             | StoreError::Settle(e)
             | StoreError::Reschedule(e)
             | StoreError::Release(e)
@@ -99,6 +108,7 @@ impl StoreError {
             | StoreError::Resolve(e)
             | StoreError::MakeDue(e) => Some(e),
             StoreError::SchemaTooNew { .. }
+            | StoreError::PublishOutputs(_)
             | StoreError::LeaseLost { .. }
             | StoreError::NotResolvable { .. }
             | StoreError::UnsupportedUrl { .. }

@@ -5,13 +5,27 @@
 //! Start reading at [`Store`]; then `sql/` (each operation written once,
 //! generic over the database): `claim` (one statement that picks and leases
 //! eligible jobs), then `complete` (the one transaction that finishes a job,
-//! its scene version, its scene and its audit event). `sqlite/` and `pg/`
-//! hold only their connection setup and their statements (`Dialect`).
+//! publishes its files, and writes its scene version, its scene and its
+//! audit event). `sqlite/` and `pg/` hold only their connection setup and
+//! their statements (`Dialect`); `row.rs` decodes rows.
 //!
 //! Invariants:
 //! - every write after a claim carries the lease's fencing token and changes
 //!   nothing (returning [`StoreError::LeaseLost`]) when the token is stale;
 //! - one transaction per state change, with its `ai_job_events` row;
+//! - a claim never fails because of one row's contents: each row is decoded
+//!   on its own, and one the daemon cannot read comes back as
+//!   [`Claimed::Unreadable`] (leased, with its fencing token) for
+//!   [`Store::set_aside`] to park as `needs_operator`. A row whose very id
+//!   cannot be read is logged and skipped: it cannot be fenced, and stays
+//!   leased until its lease expires (see `row.rs`);
+//! - a completion's files reach their final paths only inside its fenced
+//!   transaction: [`Store::complete`] calls [`Publish::publish`] after the
+//!   job's fenced update matched and before anything else is written, and
+//!   completions of one scene version are serialized (SQLite's write lock;
+//!   a PostgreSQL advisory lock on the version), so a worker that lost its
+//!   lease never overwrites a committed file, and the file at a version's
+//!   path is the one whose sha256 the version records;
 //! - queries are checked at runtime (`sqlx::query`), never at compile time,
 //!   so building needs no database.
 
@@ -55,12 +69,70 @@ pub struct ClaimRequest<'a> {
     pub force: bool,
 }
 
-/// A file at its final path, verified.
+/// A verified output and the final path it is published to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredOutput {
     pub path: String,
     pub sha256: String,
     pub bytes: u64,
+}
+
+/// One row a claim leased.
+#[derive(Debug, Clone)]
+pub enum Claimed {
+    Job(Job),
+    /// Leased, but a column could not be decoded: the daemon sets it aside.
+    Unreadable(UnreadableRow),
+}
+
+/// A claimed row with a column the daemon cannot decode (a BLOB in
+/// `request`, TEXT in `created_at`, a NULL where a value is required, an
+/// unknown status, a negative counter). Its lease is valid: pass it to
+/// [`Store::set_aside`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableRow {
+    /// Job id, owner, the new fencing token.
+    pub lease: Lease,
+    /// The raw status text when readable.
+    pub status: Option<String>,
+    /// The first column that failed, e.g. `"request"`.
+    pub column: String,
+    /// E.g. `"expected TEXT, found BLOB"` (lowercase; never the value).
+    pub problem: String,
+}
+
+/// Why a claimed row cannot be worked, for [`Store::set_aside`].
+#[derive(Debug, Clone)]
+pub struct SetAside {
+    pub now: Millis,
+    pub column: String,
+    pub problem: String,
+}
+
+/// Puts verified files at their final paths. [`Store::complete`] calls it
+/// inside its write transaction, after the fenced update of the job matched
+/// and before the scene version is written, so a file reaches its final
+/// path only while the lease is held, and two completions of one scene
+/// version never interleave.
+///
+/// It runs on the calling task while the transaction (and, on SQLite, the
+/// database's write lock) is held: keep it to renames and fsyncs.
+pub trait Publish: Send {
+    /// Rename the staged files into place (fsynced). An error aborts the
+    /// completion (rolled back, [`StoreError::PublishOutputs`]); `revert`
+    /// is not called then, so `publish` leaves nothing half-done behind
+    /// when it fails.
+    fn publish(&mut self) -> std::io::Result<()>;
+    /// The transaction did not commit after `publish` succeeded: put back
+    /// what it replaced. Called at most once, while the completion's locks
+    /// are still held when the failure came before the commit (a failed
+    /// commit has already released them), and also when the completion's
+    /// future is dropped after `publish`. A commit whose answer was lost
+    /// (the connection dropped) may have committed all the same; the store
+    /// cannot tell, and reverts.
+    fn revert(&mut self);
+    /// The transaction committed.
+    fn committed(&mut self);
 }
 
 /// The completion of a job: written in one transaction with the scene
@@ -164,15 +236,43 @@ pub trait Store: Send + Sync {
 
     /// Lease up to `limit` eligible jobs, oldest `updated_at` first, in one
     /// statement: sets the lease owner and expiry and bumps the fencing
-    /// token. Returns the rows as claimed (with the new token).
-    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>, StoreError>;
+    /// token. Returns the rows as claimed (with the new token): the healthy
+    /// jobs first, oldest `updated_at` first, then the rows with a column
+    /// that could not be decoded, as [`Claimed::Unreadable`]. One bad row
+    /// never fails the claim.
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Park a claimed row the daemon cannot work: `needs_operator`,
+    /// `last_error` = ``row rejected: column `<column>`: <problem>``,
+    /// `updated_at` = now, lease released, and in the same transaction an
+    /// `ai_job_events` row (from_status = the row's raw status text,
+    /// to_status `needs_operator`, detail
+    /// `{"event":"row_rejected","column":..,"problem":..}`). Fenced by lease
+    /// owner + fencing token only (not by the status, which may be the broken
+    /// column); never touches a final row (completed/failed/canceled);
+    /// `LeaseLost` when the fence does not match (or the row is final).
+    /// Works whatever `updated_at`, `created_at` or `request` hold.
+    async fn set_aside(&self, lease: &Lease, s: &SetAside) -> Result<(), StoreError>;
 
     /// Extend a lease (a long download). `LeaseLost` when stale.
     async fn heartbeat(&self, lease: &Lease, now: Millis, ttl: Duration) -> Result<(), StoreError>;
 
-    /// Finish a job as `completed`: one transaction for the job, its scene
-    /// version, its scene (unless it points at a newer version) and the event.
-    async fn complete(&self, lease: &Lease, c: &Completion) -> Result<(), StoreError>;
+    /// Finish a job as `completed`: one transaction for the job, its files
+    /// ([`Publish`]), its scene version, its scene (unless it points at a
+    /// newer version) and the event. In order: begin the write transaction;
+    /// on PostgreSQL take a transaction-scoped advisory lock keyed by the
+    /// job's scene version (or the job when it has none); the fenced update
+    /// of the job (no match: rolled back, `LeaseLost`, `publish` never
+    /// called); [`Publish::publish`] (an error: rolled back,
+    /// [`StoreError::PublishOutputs`]); the version, the scene pointer and
+    /// the event; commit. Any failure after `publish` calls
+    /// [`Publish::revert`]; success calls [`Publish::committed`].
+    async fn complete(
+        &self,
+        lease: &Lease,
+        c: &Completion,
+        publish: &mut (dyn Publish + Send),
+    ) -> Result<(), StoreError>;
 
     /// Any other status change, with its event, in one transaction.
     async fn settle(&self, lease: &Lease, s: &Settle) -> Result<(), StoreError>;

@@ -18,6 +18,13 @@ macro_rules! sqlite_cases {
 
 conformance::for_each_case!(sqlite_cases);
 
+// SQLite only by nature: its dynamic typing lets a TEXT key or an INTEGER
+// column hold any type of value.
+sqlite_cases!(
+    claim_skips_a_row_whose_id_cannot_be_read,
+    claim_writes_an_integer_token_whatever_the_column_held,
+);
+
 /// SQLite specifics: the file and its directory are created, WAL is on.
 #[tokio::test]
 async fn creates_directory_and_uses_wal() {

@@ -6,18 +6,41 @@
 
 use crate::sql::Dialect;
 
+/// A `timestamptz` column as epoch milliseconds, named after the column.
+/// An infinite value (`'infinity'`, `'-infinity'`: the app may write them)
+/// has no epoch milliseconds and would fail the whole statement, so it
+/// reads as NULL: a row with one in a NOT NULL column is then unreadable
+/// (`row.rs` names the column) rather than failing every claim.
+macro_rules! ms {
+    ($c:literal) => {
+        concat!(
+            "CASE WHEN isfinite(",
+            $c,
+            ") THEN (extract(epoch from ",
+            $c,
+            ") * 1000)::int8 END AS ",
+            $c
+        )
+    };
+}
+
 /// Columns of a [`clawcut_core::Job`], in the names and types
-/// `row::job_from_row` reads.
+/// `row::decode_job` reads. No row's contents can make them fail.
 macro_rules! job_cols {
     () => {
-        "id, kind, provider, scene_id, scene_version_id, request, status, provider_job_id,
-         (extract(epoch from created_at) * 1000)::int8 AS created_at,
-         (extract(epoch from updated_at) * 1000)::int8 AS updated_at,
-         attempts::int8 AS attempts, polls::int8 AS polls,
-         (extract(epoch from next_attempt_at) * 1000)::int8 AS next_attempt_at,
-         lease_owner,
-         (extract(epoch from lease_expires_at) * 1000)::int8 AS lease_expires_at,
-         fencing_token, last_error, idempotency_key, lease_taken_from"
+        concat!(
+            "id, kind, provider, scene_id, scene_version_id, request, status, provider_job_id, ",
+            ms!("created_at"),
+            ", ",
+            ms!("updated_at"),
+            ", ",
+            "attempts::int8 AS attempts, polls::int8 AS polls, ",
+            ms!("next_attempt_at"),
+            ", lease_owner, ",
+            ms!("lease_expires_at"),
+            ", ",
+            "fencing_token, last_error, idempotency_key, lease_taken_from"
+        )
     };
 }
 
@@ -81,6 +104,18 @@ pub(super) const POSTGRES: Dialect = Dialect {
          WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3",
     release: "UPDATE ai_jobs SET lease_owner = NULL, lease_expires_at = NULL
          WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3",
+    // Two completions of one scene version (two jobs, or a worker that lost
+    // its lease and the one that took over) publish and commit one after
+    // the other, across replicas: each takes this lock before its fenced
+    // update, and holds it until it commits or rolls back. The version id
+    // never changes, so reading it unlocked is fine; the prefixes keep the
+    // two kinds of key apart.
+    lock_completion: Some(
+        "SELECT pg_advisory_xact_lock(hashtextextended(COALESCE(
+             'clawcut-worker:scene_version:'
+                 || (SELECT scene_version_id FROM ai_jobs WHERE id = $1::text),
+             'clawcut-worker:job:' || $1::text), 0))",
+    ),
     complete_job: "UPDATE ai_jobs SET status = 'completed',
              completed_at = to_timestamp($5::float8 / 1000.0),
              updated_at = to_timestamp($5::float8 / 1000.0),
@@ -118,6 +153,14 @@ pub(super) const POSTGRES: Dialect = Dialect {
              updated_at = CASE WHEN $10::bool THEN to_timestamp($11::float8 / 1000.0)
                                ELSE updated_at END
          WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3 AND status = $4",
+    set_aside_status: "SELECT status FROM ai_jobs
+         WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3
+         FOR UPDATE",
+    set_aside: "UPDATE ai_jobs SET status = 'needs_operator', last_error = $5,
+             updated_at = to_timestamp($4::float8 / 1000.0),
+             lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3
+           AND status NOT IN ('completed', 'failed', 'canceled')",
     insert_event: "INSERT INTO ai_job_events
              (ai_job_id, from_status, to_status, worker_id, detail, created_at)
          VALUES ($1, $2, $3, $4, $5, to_timestamp($6::float8 / 1000.0))",

@@ -21,8 +21,8 @@ use sqlx::{
 
 use crate::row::OpErr;
 use crate::{
-    Backend, ClaimRequest, Completion, JobFilter, Reschedule, Resolution, SchemaStatus, Settle,
-    StatusReport, Store, StoreError,
+    Backend, ClaimRequest, Claimed, Completion, JobFilter, Publish, Reschedule, Resolution,
+    SchemaStatus, SetAside, Settle, StatusReport, Store, StoreError,
 };
 
 mod read;
@@ -49,6 +49,11 @@ pub struct Dialect {
     pub heartbeat: &'static str,
     /// 1 id, 2 owner, 3 token.
     pub release: &'static str,
+    /// 1 job id. Serializes completions of the job's scene version (or of
+    /// the job, when it has none) until the transaction ends, run first in
+    /// `complete`; `None` when the write transaction already serializes
+    /// every writer (SQLite).
+    pub lock_completion: Option<&'static str>,
     /// 1 id, 2 owner, 3 token, 4 from, 5 now, 6 video path, 7 sha256,
     /// 8 bytes, 9 thumbnail path. Returns scene_id, scene_version_id.
     pub complete_job: &'static str,
@@ -63,6 +68,12 @@ pub struct Dialect {
     /// 1 id, 2 owner, 3 token, 4 from, 5 to, 6 attempts, 7 polls,
     /// 8 next_attempt_at, 9 last_error, 10 status changed, 11 now.
     pub reschedule: &'static str,
+    /// 1 id, 2 owner, 3 token. The fenced row's `status` as stored (the
+    /// row locked for the rest of the transaction).
+    pub set_aside_status: &'static str,
+    /// 1 id, 2 owner, 3 token, 4 now, 5 last_error: `needs_operator`, lease
+    /// released; fenced, and never a final row.
+    pub set_aside: &'static str,
     /// 1 job id, 2 from, 3 to, 4 worker id, 5 detail, 6 now.
     pub insert_event: &'static str,
     /// 1 version id, 2 error, 3 now.
@@ -108,6 +119,16 @@ impl<DB: Database> Sql<'_, DB> {
             None => self.pool.begin().await,
         }
         .map_err(op)
+    }
+
+    /// Roll back a transaction being abandoned for `err` and return `err`.
+    /// A failing rollback is only logged: dropping the transaction rolls it
+    /// back too, and the caller's error is the one that matters.
+    async fn abandon(&self, tx: Transaction<'static, DB>, err: StoreError) -> StoreError {
+        if let Err(e) = tx.rollback().await {
+            tracing::warn!(error = %e, "roll back an abandoned write transaction");
+        }
+        err
     }
 
     /// `attempts`/`polls` as bound, saturated to what the column holds.
@@ -186,16 +207,25 @@ where
         self.sql().ping().await
     }
 
-    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>, StoreError> {
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
         self.sql().claim(req).await
+    }
+
+    async fn set_aside(&self, lease: &Lease, s: &SetAside) -> Result<(), StoreError> {
+        self.sql().set_aside(lease, s).await
     }
 
     async fn heartbeat(&self, lease: &Lease, now: Millis, ttl: Duration) -> Result<(), StoreError> {
         self.sql().heartbeat(lease, now, ttl).await
     }
 
-    async fn complete(&self, lease: &Lease, c: &Completion) -> Result<(), StoreError> {
-        self.sql().complete(lease, c).await
+    async fn complete(
+        &self,
+        lease: &Lease,
+        c: &Completion,
+        publish: &mut (dyn Publish + Send),
+    ) -> Result<(), StoreError> {
+        self.sql().complete(lease, c, publish).await
     }
 
     async fn settle(&self, lease: &Lease, s: &Settle) -> Result<(), StoreError> {

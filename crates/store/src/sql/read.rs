@@ -36,8 +36,7 @@ where
             .fetch_optional(self.pool)
             .await
             .map_err(StoreError::GetJob)?;
-        row.map(|r| job_from_row(&r, StoreError::GetJob))
-            .transpose()
+        row.map(|r| job_from_row(&r)).transpose()
     }
 
     pub(super) async fn list_jobs(
@@ -64,7 +63,7 @@ where
             }
         }
         .map_err(StoreError::ListJobs)?;
-        jobs_from_rows(&rows, StoreError::ListJobs)
+        jobs_from_rows(&rows)
     }
 
     pub(super) async fn status_report(

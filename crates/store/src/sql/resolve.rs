@@ -4,6 +4,7 @@
 use clawcut_core::{JobStatus, Millis};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
+use super::write::Event;
 use super::{RowsAffected, Sql};
 use crate::row::{FAILED_BY_OPERATOR, OpErr, resolution_name};
 use crate::{Resolution, StoreError};
@@ -82,17 +83,15 @@ where
             });
         }
         let detail = serde_json::json!({ "resolution": resolution_name(resolution) }).to_string();
-        self.insert_event(
-            &mut tx,
+        let event = Event {
             job_id,
-            Some(JobStatus::NeedsOperator),
+            from: Some(JobStatus::NeedsOperator.as_str()),
             to,
-            operator,
-            &detail,
+            worker_id: operator,
+            detail: &detail,
             now,
-            op,
-        )
-        .await?;
+        };
+        self.insert_event(&mut tx, &event, op).await?;
         tx.commit().await.map_err(op)?;
         Ok(to)
     }

@@ -1,18 +1,60 @@
 //! The fenced writes: every statement matches
 //! `id AND lease_owner AND fencing_token` (and the expected status); when it
-//! matches no row the transaction is dropped, which rolls it back, and the
-//! caller gets `LeaseLost`. Also the claim, which is where tokens come from.
+//! matches no row the transaction is rolled back and the caller gets
+//! `LeaseLost`. Also the claim, which is where tokens come from.
 
 use std::time::Duration;
 
-use clawcut_core::{Job, JobStatus, Lease, Millis};
+use clawcut_core::{JobStatus, Lease, Millis};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Transaction, Type};
 
 use super::{RowsAffected, Sql};
 use crate::row::{
-    OpErr, bytes_i64, completed_at, completion_detail, detail_text, jobs_from_rows, ms,
+    OpErr, bytes_i64, claimed_from_rows, completed_at, completion_detail, detail_text, ms,
+    raw_status, rejected_detail, rejected_reason,
 };
-use crate::{ClaimRequest, Completion, Reschedule, Settle, StoreError};
+use crate::{ClaimRequest, Claimed, Completion, Publish, Reschedule, SetAside, Settle, StoreError};
+
+/// One `ai_job_events` row.
+pub(super) struct Event<'a> {
+    pub job_id: &'a str,
+    /// The status text the change started from, as stored.
+    pub from: Option<&'a str>,
+    pub to: JobStatus,
+    pub worker_id: &'a str,
+    /// JSON text.
+    pub detail: &'a str,
+    pub now: Millis,
+}
+
+/// The files of a completion once [`Publish::publish`] succeeded: reverted
+/// unless [`Published::committed`] is reached, including when the
+/// completion's future is dropped. Declared after the transaction, so it is
+/// dropped first: a revert happens while the transaction's locks are held.
+struct Published<'p> {
+    files: &'p mut (dyn Publish + Send),
+    settled: bool,
+}
+
+impl Published<'_> {
+    fn committed(mut self) {
+        self.settled = true;
+        self.files.committed();
+    }
+
+    fn revert(mut self) {
+        self.settled = true;
+        self.files.revert();
+    }
+}
+
+impl Drop for Published<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.files.revert();
+        }
+    }
+}
 
 fn lease_lost(lease: &Lease) -> StoreError {
     StoreError::LeaseLost {
@@ -35,7 +77,10 @@ where
     DB::QueryResult: RowsAffected,
 {
     /// Lease up to `limit` eligible jobs in one statement.
-    pub(super) async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>, StoreError> {
+    /// Each row is decoded on its own (`row::claimed_from_rows`): a row the
+    /// daemon cannot read comes back as `Claimed::Unreadable` instead of
+    /// failing a batch whose leases are already committed.
+    pub(super) async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
         if req.limit == 0 {
             return Ok(Vec::new());
         }
@@ -51,28 +96,22 @@ where
             .fetch_all(self.pool)
             .await
             .map_err(StoreError::ClaimJobs)?;
-        jobs_from_rows(&rows, StoreError::ClaimJobs)
+        Ok(claimed_from_rows(&rows))
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn insert_event(
         &self,
         tx: &mut Transaction<'static, DB>,
-        job_id: &str,
-        from: Option<JobStatus>,
-        to: JobStatus,
-        worker_id: &str,
-        detail: &str,
-        now: Millis,
+        e: &Event<'_>,
         op: OpErr,
     ) -> Result<(), StoreError> {
         sqlx::query(self.d.insert_event)
-            .bind(job_id)
-            .bind(from.map(|s| s.as_str()))
-            .bind(to.as_str())
-            .bind(worker_id)
-            .bind(detail)
-            .bind(now)
+            .bind(e.job_id)
+            .bind(e.from)
+            .bind(e.to.as_str())
+            .bind(e.worker_id)
+            .bind(e.detail)
+            .bind(e.now)
             .execute(&mut **tx)
             .await
             .map_err(op)?;
@@ -135,26 +174,80 @@ where
         Ok(())
     }
 
-    pub(super) async fn complete(&self, lease: &Lease, c: &Completion) -> Result<(), StoreError> {
+    /// See [`crate::Store::complete`] for the order of the steps.
+    pub(super) async fn complete(
+        &self,
+        lease: &Lease,
+        c: &Completion,
+        publish: &mut (dyn Publish + Send),
+    ) -> Result<(), StoreError> {
         let op: OpErr = StoreError::Complete;
         let mut tx = self.begin_write(op).await?;
+        if let Some(lock) = self.d.lock_completion
+            && let Err(e) = sqlx::query(lock)
+                .bind(lease.job_id.as_str())
+                .execute(&mut *tx)
+                .await
+        {
+            return Err(self.abandon(tx, op(e)).await);
+        }
         let thumb = c.thumbnail.as_ref().map(|t| t.path.as_str());
-        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(self.d.complete_job)
-            .bind(lease.job_id.as_str())
-            .bind(lease.owner.as_str())
-            .bind(lease.token)
-            .bind(c.from.as_str())
-            .bind(c.now)
-            .bind(c.video.path.as_str())
-            .bind(c.video.sha256.as_str())
-            .bind(bytes_i64(c.video.bytes))
-            .bind(thumb)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(op)?;
-        let Some((scene_id, version_id)) = row else {
-            return Err(lease_lost(lease));
+        let row: Result<Option<(Option<String>, Option<String>)>, _> =
+            sqlx::query_as(self.d.complete_job)
+                .bind(lease.job_id.as_str())
+                .bind(lease.owner.as_str())
+                .bind(lease.token)
+                .bind(c.from.as_str())
+                .bind(c.now)
+                .bind(c.video.path.as_str())
+                .bind(c.video.sha256.as_str())
+                .bind(bytes_i64(c.video.bytes))
+                .bind(thumb)
+                .fetch_optional(&mut *tx)
+                .await;
+        let (scene_id, version_id) = match row {
+            Ok(Some(ids)) => ids,
+            Ok(None) => return Err(self.abandon(tx, lease_lost(lease)).await),
+            Err(e) => return Err(self.abandon(tx, op(e)).await),
         };
+        if let Err(e) = publish.publish() {
+            return Err(self.abandon(tx, StoreError::PublishOutputs(e)).await);
+        }
+        let published = Published {
+            files: publish,
+            settled: false,
+        };
+        let written = self
+            .complete_version_scene_event(&mut tx, lease, c, scene_id, version_id)
+            .await;
+        if let Err(e) = written {
+            published.revert();
+            return Err(self.abandon(tx, e).await);
+        }
+        match tx.commit().await {
+            Ok(()) => {
+                published.committed();
+                Ok(())
+            }
+            Err(e) => {
+                published.revert();
+                Err(op(e))
+            }
+        }
+    }
+
+    /// The rest of a completion, once the job's row is ours and its files
+    /// are in place.
+    async fn complete_version_scene_event(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        lease: &Lease,
+        c: &Completion,
+        scene_id: Option<String>,
+        version_id: Option<String>,
+    ) -> Result<(), StoreError> {
+        let op: OpErr = StoreError::Complete;
+        let thumb = c.thumbnail.as_ref().map(|t| t.path.as_str());
         if let Some(version_id) = version_id.as_deref() {
             sqlx::query(self.d.complete_version)
                 .bind(version_id)
@@ -163,7 +256,7 @@ where
                 .bind(c.video.sha256.as_str())
                 .bind(bytes_i64(c.video.bytes))
                 .bind(c.now)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(op)?;
             if let Some(scene_id) = scene_id.as_deref() {
@@ -174,23 +267,67 @@ where
                     .bind(scene_id)
                     .bind(version_id)
                     .bind(c.now)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(op)?;
             }
         }
         let detail = completion_detail(c);
-        self.insert_event(
-            &mut tx,
-            &lease.job_id,
-            Some(c.from),
-            JobStatus::Completed,
-            &lease.owner,
-            &detail,
-            c.now,
-            op,
-        )
-        .await?;
+        let event = Event {
+            job_id: &lease.job_id,
+            from: Some(c.from.as_str()),
+            to: JobStatus::Completed,
+            worker_id: &lease.owner,
+            detail: &detail,
+            now: c.now,
+        };
+        self.insert_event(tx, &event, op).await
+    }
+
+    /// See [`crate::Store::set_aside`]. The status is read first, under the
+    /// same fence, for the event's `from_status`: the row may hold anything
+    /// there, so it is whatever text was stored (or NULL).
+    pub(super) async fn set_aside(&self, lease: &Lease, s: &SetAside) -> Result<(), StoreError> {
+        let op: OpErr = StoreError::SetAside;
+        let mut tx = self.begin_write(op).await?;
+        let row = sqlx::query(self.d.set_aside_status)
+            .bind(lease.job_id.as_str())
+            .bind(lease.owner.as_str())
+            .bind(lease.token)
+            .fetch_optional(&mut *tx)
+            .await;
+        let from = match row {
+            Ok(Some(row)) => raw_status(&row),
+            Ok(None) => return Err(self.abandon(tx, lease_lost(lease)).await),
+            Err(e) => return Err(self.abandon(tx, op(e)).await),
+        };
+        let reason = rejected_reason(s);
+        let done = sqlx::query(self.d.set_aside)
+            .bind(lease.job_id.as_str())
+            .bind(lease.owner.as_str())
+            .bind(lease.token)
+            .bind(s.now)
+            .bind(reason.as_str())
+            .execute(&mut *tx)
+            .await;
+        match done {
+            Ok(done) if done.rows_affected() > 0 => {}
+            // Fenced, but final: not ours to park.
+            Ok(_) => return Err(self.abandon(tx, lease_lost(lease)).await),
+            Err(e) => return Err(self.abandon(tx, op(e)).await),
+        }
+        let detail = rejected_detail(s);
+        let event = Event {
+            job_id: &lease.job_id,
+            from: from.as_deref(),
+            to: JobStatus::NeedsOperator,
+            worker_id: &lease.owner,
+            detail: &detail,
+            now: s.now,
+        };
+        if let Err(e) = self.insert_event(&mut tx, &event, op).await {
+            return Err(self.abandon(tx, e).await);
+        }
         tx.commit().await.map_err(op)?;
         Ok(())
     }
@@ -227,17 +364,16 @@ where
             )
             .await?;
         }
-        self.insert_event(
-            &mut tx,
-            &lease.job_id,
-            Some(s.from),
-            s.to,
-            &lease.owner,
-            &detail_text(&s.detail),
-            s.now,
-            op,
-        )
-        .await?;
+        let detail = detail_text(&s.detail);
+        let event = Event {
+            job_id: &lease.job_id,
+            from: Some(s.from.as_str()),
+            to: s.to,
+            worker_id: &lease.owner,
+            detail: &detail,
+            now: s.now,
+        };
+        self.insert_event(&mut tx, &event, op).await?;
         tx.commit().await.map_err(op)?;
         Ok(())
     }
@@ -272,17 +408,15 @@ where
                 "last_error": r.last_error,
             })
             .to_string();
-            self.insert_event(
-                &mut tx,
-                &lease.job_id,
-                Some(r.from),
-                r.to,
-                &lease.owner,
-                &detail,
-                r.now,
-                op,
-            )
-            .await?;
+            let event = Event {
+                job_id: &lease.job_id,
+                from: Some(r.from.as_str()),
+                to: r.to,
+                worker_id: &lease.owner,
+                detail: &detail,
+                now: r.now,
+            };
+            self.insert_event(&mut tx, &event, op).await?;
         }
         tx.commit().await.map_err(op)?;
         Ok(())

@@ -52,10 +52,16 @@ macro_rules! stranded {
 /// A write statement takes the database write lock before it reads, so two
 /// claimers on one file are serialized by SQLite itself and can never lease
 /// the same row.
+///
+/// The new token is written as an INTEGER whatever the column held (the
+/// typing is dynamic: `2.5 + 1` would stay REAL), so every claimed row can
+/// be fenced. The returned columns are raw values, never converted, so no
+/// row's contents can fail the statement; `row.rs` decodes each row on its
+/// own.
 pub(crate) const CLAIM: &str = concat!(
     "UPDATE ai_jobs
      SET lease_taken_from = lease_owner, lease_owner = ?6, lease_expires_at = ?7,
-         fencing_token = fencing_token + 1
+         fencing_token = COALESCE(CAST(fencing_token AS INTEGER), 0) + 1
      WHERE id IN (SELECT id FROM ai_jobs INDEXED BY ai_jobs_claimable WHERE ",
     eligible!(),
     " ORDER BY updated_at, id LIMIT ?8)
@@ -77,6 +83,8 @@ pub(super) const SQLITE: Dialect = Dialect {
          WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3",
     release: "UPDATE ai_jobs SET lease_owner = NULL, lease_expires_at = NULL
          WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3",
+    // `BEGIN IMMEDIATE` already serializes every writer of the file.
+    lock_completion: None,
     complete_job: "UPDATE ai_jobs SET status = 'completed', completed_at = ?5, updated_at = ?5,
              video_path = ?6, video_sha256 = ?7, video_bytes = ?8, thumbnail_path = ?9,
              last_error = NULL, lease_owner = NULL, lease_expires_at = NULL
@@ -108,6 +116,12 @@ pub(super) const SQLITE: Dialect = Dialect {
              last_error = ?9, lease_owner = NULL, lease_expires_at = NULL,
              updated_at = CASE WHEN ?10 THEN ?11 ELSE updated_at END
          WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3 AND status = ?4",
+    set_aside_status: "SELECT status FROM ai_jobs
+         WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3",
+    set_aside: "UPDATE ai_jobs SET status = 'needs_operator', last_error = ?5, updated_at = ?4,
+             lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3
+           AND status NOT IN ('completed', 'failed', 'canceled')",
     insert_event: "INSERT INTO ai_job_events
              (ai_job_id, from_status, to_status, worker_id, detail, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -135,11 +135,12 @@ pub async fn claim_agrees_with_eligibility_check(url: &str) {
         }
         assert!(!want.is_empty());
         let worker = format!("w{round}");
-        let claimed = ctx
-            .store
-            .claim(&claim_req(&worker, now, 100_000, r))
-            .await
-            .unwrap();
+        let claimed = jobs(
+            ctx.store
+                .claim(&claim_req(&worker, now, 100_000, r))
+                .await
+                .unwrap(),
+        );
         let got: BTreeSet<String> = claimed.iter().map(|j| j.id.clone()).collect();
         assert_eq!(got.len(), claimed.len());
         assert_eq!(got, want, "submit_enabled={}", r.submit_enabled);
@@ -185,7 +186,7 @@ pub async fn claim_only_job_and_force(url: &str) {
         "too young, not due"
     );
     req.force = true;
-    let got = ctx.store.claim(&req).await.unwrap();
+    let got = jobs(ctx.store.claim(&req).await.unwrap());
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].id, "young");
     // Force never overrides final states or live leases.
@@ -195,10 +196,7 @@ pub async fn claim_only_job_and_force(url: &str) {
     }
     req.only_job = None;
     assert_eq!(
-        ctx.store
-            .claim(&req)
-            .await
-            .unwrap()
+        jobs(ctx.store.claim(&req).await.unwrap())
             .iter()
             .map(|j| j.id.as_str())
             .collect::<Vec<_>>(),
@@ -239,7 +237,7 @@ pub async fn concurrent_claimers_never_share_a_job(url: &str) {
                 // Long enough to outlive the round, short enough to have
                 // expired by the next one.
                 req.lease_ttl = Duration::from_secs(60);
-                let jobs = store.claim(&req).await.unwrap();
+                let jobs = jobs(store.claim(&req).await.unwrap());
                 // Snooze each job while the others are still claiming: the
                 // released row is not due again within this round.
                 for job in &jobs {

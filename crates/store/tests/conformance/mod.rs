@@ -5,21 +5,25 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clawcut_core::{Eligibility, EligibilityRules, Job, Lease, Millis};
-use clawcut_store::{Backend, ClaimRequest, Store, StoreError};
+use clawcut_store::{Backend, ClaimRequest, Claimed, Publish, Store, StoreError, UnreadableRow};
 use clawcut_test_support::db::{AppDb, NewJob};
 
 mod claim;
+mod publish;
 mod report;
 mod schema;
+mod set_aside;
 mod write;
 
 pub use claim::*;
+pub use publish::*;
 pub use report::*;
 pub use schema::*;
+pub use set_aside::*;
 pub use write::*;
 
 /// Every case, for the backend files to instantiate.
@@ -50,6 +54,13 @@ macro_rules! for_each_case {
             status_report_numbers,
             list_jobs_stranded_and_needs_operator,
             corrupt_row_is_an_error_not_a_panic,
+            claim_returns_unreadable_rows_beside_healthy_jobs,
+            set_aside_with_a_stale_lease_changes_nothing,
+            set_aside_never_changes_a_final_row,
+            complete_with_a_stale_lease_never_publishes,
+            complete_publish_error_rolls_back,
+            complete_failure_after_publish_reverts,
+            complete_serializes_publishing_per_scene_version,
         );
     };
 }
@@ -109,6 +120,39 @@ pub fn claim_req<'a>(
     }
 }
 
+/// The jobs of a claim, for cases that insert only healthy rows: an
+/// unreadable row there is a failure.
+pub fn jobs(claimed: Vec<Claimed>) -> Vec<Job> {
+    claimed
+        .into_iter()
+        .map(|c| match c {
+            Claimed::Job(j) => j,
+            Claimed::Unreadable(u) => panic!("unexpected unreadable row: {u:?}"),
+        })
+        .collect()
+}
+
+/// The rows of a claim split into healthy jobs and unreadable rows, in the
+/// order returned, asserting the healthy ones all come first.
+pub fn split(claimed: Vec<Claimed>) -> (Vec<Job>, Vec<UnreadableRow>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for c in claimed {
+        match c {
+            Claimed::Job(j) => {
+                assert!(
+                    bad.is_empty(),
+                    "healthy job {} after an unreadable row",
+                    j.id
+                );
+                good.push(j);
+            }
+            Claimed::Unreadable(u) => bad.push(u),
+        }
+    }
+    (good, bad)
+}
+
 pub async fn claim_ids(
     ctx: &Ctx,
     worker: &str,
@@ -116,12 +160,12 @@ pub async fn claim_ids(
     limit: u32,
     r: &EligibilityRules,
 ) -> Vec<String> {
-    let jobs = ctx
+    let claimed = ctx
         .store
         .claim(&claim_req(worker, now, limit, r))
         .await
         .expect("claim");
-    jobs.into_iter().map(|j| j.id).collect()
+    jobs(claimed).into_iter().map(|j| j.id).collect()
 }
 
 /// Claim exactly job `id` (forced) and return its lease.
@@ -130,9 +174,9 @@ pub async fn lease_of(ctx: &Ctx, id: &str, worker: &str, now: Millis) -> (Job, L
     let mut req = claim_req(worker, now, 1, &r);
     req.only_job = Some(id);
     req.force = true;
-    let mut jobs = ctx.store.claim(&req).await.expect("claim one");
-    assert_eq!(jobs.len(), 1, "job {id} should be claimable");
-    let job = jobs.remove(0);
+    let mut claimed = jobs(ctx.store.claim(&req).await.expect("claim one"));
+    assert_eq!(claimed.len(), 1, "job {id} should be claimable");
+    let job = claimed.remove(0);
     let lease = job.lease().expect("claimed job has a lease");
     (job, lease)
 }
@@ -237,3 +281,106 @@ pub fn assert_lease_lost(res: Result<(), StoreError>, what: &str) {
         other => panic!("{what}: expected LeaseLost, got {other:?}"),
     }
 }
+
+/// What a test [`Publish`] was asked to do, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Publish,
+    Revert,
+    Committed,
+}
+
+/// A [`Publish`] that records its calls and can be told to fail.
+#[derive(Debug, Default)]
+pub struct Files {
+    pub calls: Vec<Call>,
+    pub fail: bool,
+}
+
+impl Files {
+    pub fn new() -> Files {
+        Files::default()
+    }
+
+    pub fn failing() -> Files {
+        Files {
+            fail: true,
+            ..Files::default()
+        }
+    }
+}
+
+impl Publish for Files {
+    fn publish(&mut self) -> std::io::Result<()> {
+        self.calls.push(Call::Publish);
+        if self.fail {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "no space left on device",
+            ));
+        }
+        Ok(())
+    }
+
+    fn revert(&mut self) {
+        self.calls.push(Call::Revert);
+    }
+
+    fn committed(&mut self) {
+        self.calls.push(Call::Committed);
+    }
+}
+
+/// The columns a set-aside rewrites, read with raw SQL: `AppDb::job`
+/// insists on well-typed rows, and a set-aside row may keep garbage in
+/// `created_at` or `request`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    pub status: String,
+    pub last_error: Option<String>,
+    pub updated_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub fencing_token: i64,
+}
+
+pub async fn parked(ctx: &Ctx, id: &str) -> Parked {
+    type Cols = (
+        String,
+        Option<String>,
+        i64,
+        Option<String>,
+        Option<i64>,
+        i64,
+    );
+    let row: Cols = match &ctx.db {
+        AppDb::Sqlite(pool) => sqlx::query_as(
+            "SELECT status, last_error, updated_at, lease_owner, lease_expires_at, fencing_token
+             FROM ai_jobs WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap(),
+        AppDb::Pg(pool) => sqlx::query_as(
+            "SELECT status, last_error, (extract(epoch from updated_at) * 1000)::int8,
+                 lease_owner, (extract(epoch from lease_expires_at) * 1000)::int8, fencing_token
+             FROM ai_jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap(),
+    };
+    Parked {
+        status: row.0,
+        last_error: row.1,
+        updated_at: row.2,
+        lease_owner: row.3,
+        lease_expires_at: row.4,
+        fencing_token: row.5,
+    }
+}
+
+/// A shared log for tests that watch several [`Publish`] calls at once.
+pub type Log<T> = Arc<Mutex<Vec<T>>>;

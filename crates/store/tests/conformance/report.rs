@@ -75,11 +75,12 @@ pub async fn status_report_numbers(url: &str) {
     let on = ctx.store.status_report(NOW, &rules(true)).await.unwrap();
     assert_eq!(on.eligible, 4);
     // `eligible` is exactly what a claim takes.
-    let claimed = ctx
-        .store
-        .claim(&claim_req("w", NOW, 1000, &rules(true)))
-        .await
-        .unwrap();
+    let claimed = jobs(
+        ctx.store
+            .claim(&claim_req("w", NOW, 1000, &rules(true)))
+            .await
+            .unwrap(),
+    );
     assert_eq!(claimed.len() as u64, on.eligible);
     let after = ctx.store.status_report(NOW, &rules(true)).await.unwrap();
     assert_eq!(after.eligible, 0);

@@ -157,14 +157,20 @@ pub async fn migrate_adopts_existing_app_tables(url: &str) {
     let store = clawcut_store::connect(url).await.unwrap();
     assert_eq!(store.migrate().await.unwrap(), vec![1]);
     let r = rules(false);
-    let got = store
-        .claim(&claim_req("w", NOW + DAY, 5, &r))
-        .await
-        .unwrap();
+    let got = jobs(
+        store
+            .claim(&claim_req("w", NOW + DAY, 5, &r))
+            .await
+            .unwrap(),
+    );
     assert_eq!(got.len(), 1);
     let lease = got[0].lease().unwrap();
     store
-        .complete(&lease, &completion(JobStatus::Processing, NOW + DAY, "old"))
+        .complete(
+            &lease,
+            &completion(JobStatus::Processing, NOW + DAY, "old"),
+            &mut Files::new(),
+        )
         .await
         .unwrap();
     let v = db.version("v").await.unwrap().unwrap();

@@ -53,7 +53,7 @@ pub async fn stale_fencing_token_changes_nothing(url: &str) {
     let ctx = setup(url).await;
     seed(&ctx, "j", "pending", Some("p")).await;
     let r = rules(false);
-    let a = ctx.store.claim(&claim_req("A", NOW, 1, &r)).await.unwrap();
+    let a = jobs(ctx.store.claim(&claim_req("A", NOW, 1, &r)).await.unwrap());
     let lease_a = a[0].lease().unwrap();
     assert_eq!(lease_a.token, 1);
     // A stalls past its lease; B takes the job over.
@@ -61,11 +61,12 @@ pub async fn stale_fencing_token_changes_nothing(url: &str) {
         claim_ids(&ctx, "B", NOW + 30_000, 1, &r).await.is_empty(),
         "lease still live"
     );
-    let b = ctx
-        .store
-        .claim(&claim_req("B", NOW + 2 * MIN, 1, &r))
-        .await
-        .unwrap();
+    let b = jobs(
+        ctx.store
+            .claim(&claim_req("B", NOW + 2 * MIN, 1, &r))
+            .await
+            .unwrap(),
+    );
     let lease_b = b[0].lease().unwrap();
     assert_eq!(lease_b.token, 2);
     assert_eq!(a[0].lease_taken_from, None, "a first claim replaces nobody");
@@ -80,11 +81,17 @@ pub async fn stale_fencing_token_changes_nothing(url: &str) {
 
     let now = NOW + 3 * MIN;
     let st = &ctx.store;
+    let mut files = Files::new();
     assert_lease_lost(
-        st.complete(&lease_a, &completion(JobStatus::Pending, now, "j"))
-            .await,
+        st.complete(
+            &lease_a,
+            &completion(JobStatus::Pending, now, "j"),
+            &mut files,
+        )
+        .await,
         "complete",
     );
+    assert_eq!(files.calls, [], "a stale lease never publishes");
     assert_lease_lost(
         st.settle(
             &lease_a,
@@ -119,9 +126,15 @@ pub async fn stale_fencing_token_changes_nothing(url: &str) {
     assert!(ctx.db.events("j").await.unwrap().is_empty());
 
     // The current holder still can.
-    st.complete(&lease_b, &completion(JobStatus::Pending, now, "j"))
-        .await
-        .unwrap();
+    let mut files = Files::new();
+    st.complete(
+        &lease_b,
+        &completion(JobStatus::Pending, now, "j"),
+        &mut files,
+    )
+    .await
+    .unwrap();
+    assert_eq!(files.calls, [Call::Publish, Call::Committed]);
     assert_eq!(ctx.db.job("j").await.unwrap().unwrap().status, "completed");
 }
 
@@ -160,7 +173,13 @@ pub async fn complete_writes_job_version_scene_and_one_event(url: &str) {
     seed(&ctx, "j", "processing", Some("p")).await;
     let (_, lease) = lease_of(&ctx, "j", "worker-1", NOW).await;
     let c = completion(JobStatus::Processing, NOW + 5, "j");
-    ctx.store.complete(&lease, &c).await.unwrap();
+    let mut files = Files::new();
+    ctx.store.complete(&lease, &c, &mut files).await.unwrap();
+    assert_eq!(
+        files.calls,
+        [Call::Publish, Call::Committed],
+        "published once, inside the transaction, then told it committed"
+    );
 
     let row = ctx.db.job("j").await.unwrap().unwrap();
     assert_eq!(row.status, "completed");
@@ -199,7 +218,12 @@ pub async fn complete_writes_job_version_scene_and_one_event(url: &str) {
     assert_eq!(detail["video"]["sha256"], c.video.sha256);
 
     // Completing twice (a retry after a lost reply) changes nothing.
-    assert_lease_lost(ctx.store.complete(&lease, &c).await, "second complete");
+    let mut again = Files::new();
+    assert_lease_lost(
+        ctx.store.complete(&lease, &c, &mut again).await,
+        "second complete",
+    );
+    assert_eq!(again.calls, [], "a second completion never publishes");
     assert_eq!(ctx.db.events("j").await.unwrap().len(), 1);
     // A finished job is never claimed again.
     assert!(
@@ -228,12 +252,20 @@ pub async fn complete_newer_version_keeps_scene_pointer(url: &str) {
     // The newer take finishes first; the older one must not steal the pointer.
     let (_, l) = lease_of(&ctx, "j_new", "w", NOW).await;
     ctx.store
-        .complete(&l, &completion(JobStatus::Processing, NOW + 1, "n"))
+        .complete(
+            &l,
+            &completion(JobStatus::Processing, NOW + 1, "n"),
+            &mut Files::new(),
+        )
         .await
         .unwrap();
     let (_, l) = lease_of(&ctx, "j_old", "w", NOW).await;
     ctx.store
-        .complete(&l, &completion(JobStatus::Processing, NOW + 2, "o"))
+        .complete(
+            &l,
+            &completion(JobStatus::Processing, NOW + 2, "o"),
+            &mut Files::new(),
+        )
         .await
         .unwrap();
     let s = db.scene("s").await.unwrap().unwrap();
@@ -281,7 +313,11 @@ pub async fn complete_newer_version_keeps_scene_pointer(url: &str) {
     for (job, current, now) in steps {
         let (_, l) = lease_of(&ctx, job, "w", now).await;
         ctx.store
-            .complete(&l, &completion(JobStatus::Processing, now, job))
+            .complete(
+                &l,
+                &completion(JobStatus::Processing, now, job),
+                &mut Files::new(),
+            )
             .await
             .unwrap();
         let s = db.scene("t").await.unwrap().unwrap();
@@ -302,7 +338,11 @@ pub async fn complete_newer_version_keeps_scene_pointer(url: &str) {
     db.insert_job(&j).await.unwrap();
     let (_, l) = lease_of(&ctx, "ju", "w", NOW).await;
     ctx.store
-        .complete(&l, &completion(JobStatus::Processing, NOW, "ju"))
+        .complete(
+            &l,
+            &completion(JobStatus::Processing, NOW, "ju"),
+            &mut Files::new(),
+        )
         .await
         .unwrap();
     let s = db.scene("u").await.unwrap().unwrap();
@@ -318,7 +358,7 @@ pub async fn complete_without_scene(url: &str) {
     let (_, l) = lease_of(&ctx, "bare", "w", NOW).await;
     let mut c = completion(JobStatus::Pending, NOW, "bare");
     c.thumbnail = None;
-    ctx.store.complete(&l, &c).await.unwrap();
+    ctx.store.complete(&l, &c, &mut Files::new()).await.unwrap();
     let row = ctx.db.job("bare").await.unwrap().unwrap();
     assert_eq!(row.status, "completed");
     assert_eq!(row.thumbnail_path, None);
@@ -343,11 +383,12 @@ pub async fn settle_records_the_last_attempt(url: &str) {
     seed(&ctx, "y", "pending", Some("p")).await;
     let (_, lease) = lease_of(&ctx, "y", "w", NOW).await;
     ctx.store.release(&lease).await.unwrap();
-    let again = ctx
-        .store
-        .claim(&claim_req("w2", NOW + 1, 5, &rules(false)))
-        .await
-        .unwrap();
+    let again = jobs(
+        ctx.store
+            .claim(&claim_req("w2", NOW + 1, 5, &rules(false)))
+            .await
+            .unwrap(),
+    );
     let y = again.iter().find(|j| j.id == "y").unwrap();
     assert_eq!(y.lease_taken_from, None);
 }
@@ -406,13 +447,14 @@ pub async fn settle_submission_steps(url: &str) {
     seed(&ctx, "s1", "queued", None).await;
     seed(&ctx, "s2", "queued", None).await;
     let on = rules(true);
-    let jobs = ctx
-        .store
-        .claim(&claim_req("w", NOW, 10, &on))
-        .await
-        .unwrap();
-    assert_eq!(jobs.len(), 2);
-    for job in jobs {
+    let claimed = jobs(
+        ctx.store
+            .claim(&claim_req("w", NOW, 10, &on))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(claimed.len(), 2);
+    for job in claimed {
         let lease = job.lease().unwrap();
         let mut intent = settle(JobStatus::Queued, JobStatus::Submitting, NOW + 1, None);
         intent.idempotency_key = Some(format!("key-{}", job.id));
