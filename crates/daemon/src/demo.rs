@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clawcut_test_support::db::{AppDb, NewJob};
-use clawcut_test_support::fake_openai::{FakeOpenAi, Script, Step};
+use clawcut_simulator::db::{AppDb, NewJob};
+use clawcut_simulator::fake_openai::{FakeOpenAi, Script, Step};
 use tokio::sync::watch;
 
 use crate::app;

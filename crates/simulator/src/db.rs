@@ -1,6 +1,8 @@
-//! Databases for tests and for `demo`: a temp SQLite file, and [`AppDb`],
-//! which writes rows exactly as the ClawCut app does (only the app's
-//! columns) and reads back what the daemon did, on either backend.
+//! The app's side of the database: [`AppDb`] writes rows exactly as the
+//! ClawCut app does (only the app's columns) and reads back what the daemon
+//! did, on either backend. `demo` seeds its jobs and reads their outcome
+//! with it; tests do the same. (Temp SQLite files and the throwaway
+//! PostgreSQL live in `clawcut-test-support`.)
 //!
 //! Timestamps go in and come out as epoch milliseconds on both backends, so
 //! one test body runs against SQLite and PostgreSQL alike.
@@ -10,18 +12,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, ColumnIndex, Decode, Row, Type};
-
-/// A fresh directory and the URL of a (not yet created) SQLite database in
-/// it. Keep the `TempDir` alive as long as the database is used.
-pub fn temp_sqlite() -> (tempfile::TempDir, String) {
-    let dir = tempfile::Builder::new()
-        .prefix("clawcut-sqlite-")
-        .tempdir()
-        .expect("create a temp dir for SQLite");
-    let path = dir.path().join("clawcut.db");
-    let url = format!("sqlite://{}", path.display());
-    (dir, url)
-}
 
 /// A job as the app inserts it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -482,6 +482,7 @@ impl Core {
             seed: format!("{id}/{name}"),
             len,
             chunk_delay: None,
+            chunk_bytes: None,
             chunked: false,
             content_type,
         }

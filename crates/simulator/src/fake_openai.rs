@@ -78,12 +78,22 @@ pub struct Script {
     pub steps: Vec<Step>,
     pub video_bytes: usize,
     pub thumbnail_bytes: usize,
-    /// Answer content requests with this status instead (404: content gone).
+    /// Answer content requests (both variants) with this status and
+    /// OpenAI's error JSON instead (404: content gone).
     pub content_status: Option<u16>,
+    /// Answer `?variant=thumbnail` with this status and OpenAI's error JSON
+    /// (403: refused, 500: failing) while the video itself is served
+    /// normally. Wins over `content_status` for the thumbnail.
+    pub thumbnail_status: Option<u16>,
     /// `expires_at` in the video JSON (unix seconds), `null` when `None`.
     pub expires_at: Option<i64>,
-    /// Sleep between 16 KiB chunks of content (slow downloads).
+    /// Sleep between chunks of content (slow downloads); the first chunk
+    /// is sent at once. Only content is slowed: polls answer at once, and
+    /// no lock is held while sleeping, so other jobs are served meanwhile.
     pub chunk_delay: Option<Duration>,
+    /// The size of those chunks; `None` is 16 KiB. With `chunk_delay`, a
+    /// trickle: `Some(1)` and 3 s is one byte every 3 seconds.
+    pub chunk_bytes: Option<usize>,
     /// Send content without `Content-Length` (chunked transfer).
     pub chunked: bool,
     /// Answer content requests with `302 Location: <this>`; `{id}` and
@@ -98,8 +108,10 @@ impl Default for Script {
             video_bytes: 64 * 1024,
             thumbnail_bytes: 2 * 1024,
             content_status: None,
+            thumbnail_status: None,
             expires_at: None,
             chunk_delay: None,
+            chunk_bytes: None,
             chunked: false,
             redirect_content_to: None,
         }
@@ -177,6 +189,19 @@ impl Script {
         self
     }
 
+    /// Content in chunks of `n` bytes (at least 1) instead of 16 KiB; see
+    /// [`Script::chunk_bytes`].
+    pub fn with_chunk_bytes(mut self, n: usize) -> Self {
+        self.chunk_bytes = Some(n);
+        self
+    }
+
+    /// Send `n` bytes every `delay`: [`Script::with_chunk_bytes`] and
+    /// [`Script::with_chunk_delay`] together.
+    pub fn trickle(self, n: usize, delay: Duration) -> Self {
+        self.with_chunk_bytes(n).with_chunk_delay(delay)
+    }
+
     pub fn with_expires_at(mut self, unix_secs: i64) -> Self {
         self.expires_at = Some(unix_secs);
         self
@@ -184,6 +209,11 @@ impl Script {
 
     pub fn with_content_status(mut self, status: u16) -> Self {
         self.content_status = Some(status);
+        self
+    }
+
+    pub fn with_thumbnail_status(mut self, status: u16) -> Self {
+        self.thumbnail_status = Some(status);
         self
     }
 
@@ -529,6 +559,17 @@ async fn content(
             return openai_error(400, &format!("Invalid variant '{other}'."), None);
         }
     };
+    if variant == "thumbnail"
+        && let Some(status) = script.thumbnail_status
+    {
+        let message = match status {
+            403 => "You are not allowed to access the thumbnail of this video.",
+            404 => "The thumbnail for this video is not available.",
+            500..=599 => "The server had an error while processing your request.",
+            _ => "Request failed",
+        };
+        return openai_error(status, message, None);
+    }
     if let Some(status) = script.content_status {
         return openai_error(
             status,
@@ -553,6 +594,7 @@ async fn content(
         seed,
         len,
         chunk_delay: script.chunk_delay,
+        chunk_bytes: script.chunk_bytes,
         chunked: script.chunked,
         content_type,
     }
@@ -563,8 +605,11 @@ async fn fallback(State(state): State<Arc<FakeState>>) -> Response {
     state.total_requests.fetch_add(1, Ordering::SeqCst);
     openai_error(404, "Invalid URL.", None)
 }
+
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]
@@ -575,5 +620,160 @@ mod tests {
         assert_eq!(s.step(2), Step::Completed);
         assert_eq!(s.step(9), Step::Completed);
         assert_eq!(Script::steps(vec![]).step(0), Step::Completed);
+    }
+
+    const KEY: &str = "sk-test";
+
+    /// The fake and one HTTP client for it (building a client, with its TLS
+    /// roots, is slow in debug builds: one per test, not one per request).
+    struct Api {
+        fake: FakeOpenAi,
+        http: reqwest::Client,
+    }
+
+    impl Api {
+        async fn start() -> Arc<Api> {
+            Arc::new(Api {
+                fake: FakeOpenAi::start(KEY).await,
+                http: reqwest::Client::new(),
+            })
+        }
+
+        async fn get(&self, path: &str) -> reqwest::Response {
+            self.http
+                .get(format!("{}{path}", self.fake.base_url()))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .expect("request the fake")
+        }
+
+        /// Polls `id` once, expecting `completed` (after which its content
+        /// is served).
+        async fn complete(&self, id: &str) {
+            let poll = self.get(&format!("/v1/videos/{id}")).await;
+            assert_eq!(poll.status(), 200);
+            let video: Value = poll.json().await.expect("video JSON");
+            assert_eq!(video["status"], "completed");
+        }
+
+        async fn download(&self, id: &str, variant: &str) -> (u16, Vec<u8>) {
+            let resp = self
+                .get(&format!("/v1/videos/{id}/content?variant={variant}"))
+                .await;
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await.expect("content").to_vec())
+        }
+    }
+
+    #[tokio::test]
+    async fn thumbnail_status_refuses_only_the_thumbnail() {
+        let api = Api::start().await;
+        for (id, status, kind) in [
+            ("video_refused", 403, "invalid_request_error"),
+            ("video_failing", 500, "server_error"),
+        ] {
+            api.fake
+                .script(id, Script::default().with_thumbnail_status(status));
+            api.complete(id).await;
+
+            assert_eq!(api.download(id, "video").await, (200, api.fake.content(id)));
+
+            let (got, body) = api.download(id, "thumbnail").await;
+            assert_eq!(got, status);
+            let err: Value = serde_json::from_slice(&body).expect("OpenAI's error JSON");
+            assert_eq!(err["error"]["type"], kind, "{err}");
+            assert!(
+                err["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+
+            assert_eq!(api.fake.downloads(id, "video"), 1);
+            assert_eq!(api.fake.downloads(id, "thumbnail"), 0);
+        }
+
+        // Without it, the thumbnail is served as before.
+        api.fake.script("video_plain", Script::default());
+        api.complete("video_plain").await;
+        assert_eq!(
+            api.download("video_plain", "thumbnail").await,
+            (200, api.fake.thumbnail("video_plain"))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trickling_download_holds_up_nobody() {
+        let delay = Duration::from_secs(1);
+        let api = Api::start().await;
+        api.fake
+            .set_default_script(Script::default().with_video_bytes(100 * 1024));
+        api.fake.script(
+            "video_slow",
+            Script::default().with_video_bytes(4).trickle(1, delay),
+        );
+        api.complete("video_slow").await;
+
+        let started = Instant::now();
+        let mut slow = api.get("/v1/videos/video_slow/content").await;
+        assert_eq!(slow.status(), 200);
+        let first = slow.chunk().await.expect("first byte").expect("a chunk");
+        assert_eq!(first.len(), 1, "the first chunk comes at once, alone");
+        let trickle = tokio::spawn(async move {
+            let mut chunks = vec![first];
+            while let Some(c) = slow.chunk().await.expect("the rest of the trickle") {
+                chunks.push(c);
+            }
+            chunks
+        });
+
+        // Meanwhile 40 other jobs are polled and downloaded in full, and the
+        // trickling video itself is polled again: none waits for the trickle.
+        let others = (0..40).map(|i| {
+            let api = Arc::clone(&api);
+            async move {
+                let id = format!("video_other_{i}");
+                api.complete(&id).await;
+                assert_eq!(
+                    api.download(&id, "video").await,
+                    (200, api.fake.content(&id))
+                );
+            }
+        });
+        futures_util::future::join_all(others).await;
+        api.complete("video_slow").await;
+        // (Were a lock held across the trickle's sleeps, they would have
+        // finished after it: it takes at least three seconds.)
+        assert!(
+            !trickle.is_finished(),
+            "the others took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(api.fake.polls("video_slow"), 2);
+
+        let chunks = trickle.await.expect("trickle task");
+        let took = started.elapsed();
+        assert!(took >= 3 * delay, "3 delays between 4 bytes, took {took:?}");
+        assert!(chunks.iter().all(|c| c.len() == 1), "{chunks:?}");
+        assert_eq!(chunks.concat(), api.fake.content("video_slow"));
+    }
+
+    #[tokio::test]
+    async fn content_comes_in_16_kib_chunks_by_default() {
+        let delay = Duration::from_millis(150);
+        let api = Api::start().await;
+        api.fake.script(
+            "video_1",
+            Script::default()
+                .with_video_bytes(40 * 1024)
+                .with_chunk_delay(delay),
+        );
+        api.complete("video_1").await;
+        let started = Instant::now();
+        let got = api.download("video_1", "video").await;
+        // 16 + 16 + 8 KiB: two delays, not 40 Ki of them.
+        let took = started.elapsed();
+        assert!(took >= 2 * delay && took < 10 * delay, "took {took:?}");
+        assert_eq!(got, (200, api.fake.content("video_1")));
     }
 }

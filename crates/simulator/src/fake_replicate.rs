@@ -541,6 +541,7 @@ async fn file(State(cell): State<Shared>, Path((id, name)): Path<(String, String
         seed: format!("{id}/{name}"),
         len: script.file_bytes,
         chunk_delay: script.chunk_delay,
+        chunk_bytes: None,
         chunked: false,
         content_type,
     }

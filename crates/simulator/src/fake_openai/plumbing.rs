@@ -168,19 +168,25 @@ impl Drop for InFlightGuard {
 pub(crate) struct ContentBody {
     pub seed: String,
     pub len: usize,
+    /// Sleep before every chunk but the first.
     pub chunk_delay: Option<Duration>,
+    /// Chunk size; `None` is [`CHUNK`]. At least 1.
+    pub chunk_bytes: Option<usize>,
     pub chunked: bool,
     pub content_type: &'static str,
 }
 
+/// The default chunk size of streamed content.
 const CHUNK: usize = 16 * 1024;
 
 impl ContentBody {
     /// The response; `guard` lives until the body is fully sent or dropped,
-    /// so in-flight counts cover the transfer, not just the handler.
+    /// so in-flight counts cover the transfer, not just the handler. The
+    /// stream's state holds no lock: a sleeping transfer blocks nobody.
     pub fn into_response(self, guard: InFlightGuard, shutdown: watch::Receiver<bool>) -> Response {
         let seed = seed_of(&self.seed);
         let (len, delay) = (self.len, self.chunk_delay);
+        let chunk = self.chunk_bytes.unwrap_or(CHUNK).max(1);
         let stream = futures_util::stream::unfold(
             (0usize, guard, shutdown),
             move |(offset, guard, shutdown)| async move {
@@ -196,7 +202,7 @@ impl ContentBody {
                         (len, guard, shutdown),
                     ));
                 }
-                let n = CHUNK.min(len - offset);
+                let n = chunk.min(len - offset);
                 let mut buf = vec![0; n];
                 fill_fake_bytes(seed, offset, &mut buf);
                 Some((
