@@ -6,6 +6,7 @@ mod crash;
 mod http;
 mod reconcile;
 mod replicas;
+mod scheduler;
 mod submit;
 mod support;
 mod systemd;

@@ -1,19 +1,23 @@
 //! Turning a loaded [`Config`] into running parts: logging, the store, the
-//! providers and the [`Worker`]. Shared by every command.
+//! providers and the [`Worker`]. Shared by every command; imports no
+//! command, no daemon part and no HTTP handler.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clawcut_core::WebhookAuth;
-use clawcut_providers::{DownloadPolicy, Downloader, ProviderConfig, ProviderKind, build_provider};
+use clawcut_providers::{
+    DownloadLimits, DownloadPolicy, Downloader, ProviderConfig, ProviderKind, build_provider,
+};
 use clawcut_store::Store;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat, ProviderKindName};
 use crate::exit::{self, ExitCode, Fatal, fatal};
 use crate::metrics::Metrics;
-use crate::worker::{ProviderHandle, Settings, Worker};
+use crate::runtime::clock::Clock;
+use crate::worker::{ProviderHandle, Settings, Worker, WorkerParts};
 
 /// Logs go to stderr (journald keeps them under systemd); stdout is for
 /// command output.
@@ -34,9 +38,9 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
     };
 }
 
-/// A download that receives nothing for this long is abandoned (and retried
-/// on the backoff schedule).
-pub const DOWNLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Connecting to an output's host takes at most this long (the transfer
+/// itself is bounded by `media.download_deadline` and the stall limit).
+pub const DOWNLOAD_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `<hostname>:<pid>:<random suffix>`.
 pub fn worker_id() -> String {
@@ -184,14 +188,29 @@ pub fn build_providers_with(
 }
 
 pub fn settings(cfg: &Config) -> Settings {
+    let m = &cfg.media;
+    // The longest a healthy step goes without progress: a provider request
+    // up to its timeout, or a download window up to the stall limit.
+    let slowest_request = cfg
+        .providers
+        .values()
+        .map(|p| p.timeout.0)
+        .max()
+        .unwrap_or_default();
     Settings {
         batch_size: cfg.reconcile.batch_size,
         concurrency: cfg.reconcile.concurrency,
         lease_ttl: cfg.reconcile.lease_ttl.0,
         rules: cfg.eligibility(),
         backoff: cfg.backoff_policy(),
-        media_dir: cfg.media.dir.clone(),
-        max_bytes: cfg.media.max_bytes.0,
+        media_dir: m.dir.clone(),
+        limits: DownloadLimits {
+            max_bytes: m.max_bytes.0,
+            deadline: m.download_deadline.0,
+            stall_window: m.stall_timeout.0,
+            stall_min_bytes: m.stall_min_bytes.0,
+        },
+        progress_window: m.stall_timeout.0.max(slowest_request) * 2,
     }
 }
 
@@ -200,8 +219,9 @@ pub fn build_worker(
     path: &std::path::Path,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 ) -> Result<Worker, Fatal> {
-    worker_with(cfg, store, metrics, build_providers(cfg, path)?)
+    worker_with(cfg, store, metrics, build_providers(cfg, path)?, clock)
 }
 
 pub fn worker_with(
@@ -209,18 +229,20 @@ pub fn worker_with(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     providers: HashMap<String, ProviderHandle>,
+    clock: Clock,
 ) -> Result<Worker, Fatal> {
-    let downloader = Downloader::new(DOWNLOAD_IDLE_TIMEOUT)
+    let downloader = Downloader::new(DOWNLOAD_CONNECT_TIMEOUT)
         .context("build the download client")
         .exit_with(exit::SOFTWARE)?;
-    Ok(Worker::new(
-        worker_id(),
+    Ok(Worker::new(WorkerParts {
+        id: worker_id(),
         store,
         providers,
         downloader,
-        settings(cfg),
+        settings: settings(cfg),
         metrics,
-    ))
+        clock,
+    }))
 }
 
 /// A database URL without its password, for messages.
@@ -232,4 +254,24 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// A non-loopback listener needs an admin token: the admin API must never
+/// be reachable from the network without one.
+pub fn require_loopback_or_token(listen: &str, has_token: bool) -> Result<(), Fatal> {
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        fatal(
+            exit::CONFIG,
+            format!("http.listen {listen:?} is not an address"),
+        )
+    })?;
+    if !addr.ip().is_loopback() && !has_token {
+        return Err(fatal(
+            exit::CONFIG,
+            format!(
+                "refusing to listen on non-loopback {listen} without an admin token: set the variable named by http.admin_token_env, or listen on 127.0.0.1"
+            ),
+        ));
+    }
+    Ok(())
 }

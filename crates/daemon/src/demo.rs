@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clawcut_simulator::db::{AppDb, NewJob};
 use clawcut_simulator::fake_openai::{FakeOpenAi, Script, Step};
-use tokio::sync::watch;
 
 use crate::app;
 use crate::cli::DemoArgs;
 use crate::config::{Config, Dur, ProviderKindName, ProviderSection};
+use crate::daemon::drive;
 use crate::exit::{self, ExitCode, Fatal, fatal};
 use crate::metrics::Metrics;
-use crate::run::{Shared, drive};
-use crate::worker::{Phase, now_ms};
+use crate::runtime::clock::Clock;
+use crate::runtime::lifecycle::{Lifecycle, Phase};
+use crate::runtime::state::{State, StateParts};
 
 const KEY_VAR: &str = "DEMO_OPENAI_API_KEY";
 const KEY: &str = "sk-demo-not-a-real-key";
@@ -239,18 +240,20 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
         store.clone(),
         Arc::new(Metrics::new()),
         providers,
+        Clock::system(),
     )?);
-    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-    let shared = Arc::new(Shared::new(
+    let lifecycle = Lifecycle::new();
+    let state = State::new(StateParts {
         worker,
-        cfg.clone(),
-        PathBuf::from("(demo)"),
-        phase_rx,
-        None,
-    ));
+        config: cfg.clone(),
+        config_path: PathBuf::from("(demo)"),
+        clock: Clock::system(),
+        lifecycle: lifecycle.clone(),
+        admin_token: None,
+    });
     let driver = tokio::spawn({
-        let shared = shared.clone();
-        async move { drive(&shared, true).await }
+        let state = state.clone();
+        async move { drive(&state, true).await }
     });
     let started = Instant::now();
     let app_db = AppDb::connect(&cfg.database.url)
@@ -280,7 +283,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
             break;
         }
         if started.elapsed() > args.timeout {
-            let _ = phase_tx.send(Phase::Abort);
+            lifecycle.advance(Phase::Aborting);
             return Err(fatal(
                 exit::SOFTWARE,
                 format!(
@@ -291,8 +294,9 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
             ));
         }
     }
-    let _ = phase_tx.send(Phase::Draining);
+    lifecycle.advance(Phase::Draining);
     let _ = driver.await;
+    lifecycle.advance(Phase::Stopped);
     let took = started.elapsed();
 
     println!(
@@ -368,7 +372,7 @@ async fn seed(url: &str, fake: &FakeOpenAi, seeds: &[Seed]) -> Result<(), Fatal>
         .await
         .context("open the demo database")
         .exit_with(exit::SOFTWARE)?;
-    let now = now_ms();
+    let now = Clock::system().now_ms();
     for (i, s) in seeds.iter().enumerate() {
         let created = now - s.created_ago.as_millis() as i64;
         let provider_job_id = format!("video_demo_{:02}", i + 1);

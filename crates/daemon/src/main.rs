@@ -1,18 +1,29 @@
 //! `clawcut-worker`: the binary. Thin by design: parse the command line, load
 //! the config, hand over to a command module, turn its failure into a
-//! sysexits code. The work itself lives in `worker` (one pass) and `run`
-//! (the daemon loop).
+//! sysexits code.
+//!
+//! Reading order, top-down: `daemon` (the `run` command: the scheduler and
+//! its slots, signals, reload), `worker` (one claimed row's step: poll,
+//! outputs, submit, triage), `http` (probes, admin API, webhooks),
+//! `commands` (the one-shot commands), `runtime` (what they share: clock,
+//! lifecycle, health, wake, systemd, state), `app` (turning a config into
+//! parts), `report` (outcomes), `config`, `metrics`, `demo`.
+//!
+//! Module dependencies point one way: `main` → `daemon`/`commands`/`demo`
+//! → `http` → `runtime` → `worker` → `report`/`metrics`; `app` builds
+//! parts for all of them and imports none of them but `worker`.
 
 mod app;
 mod cli;
 mod commands;
 mod config;
+mod daemon;
 mod demo;
 mod exit;
 mod http;
-mod liveness;
 mod metrics;
-mod run;
+mod report;
+mod runtime;
 mod worker;
 
 use clap::Parser;
@@ -56,7 +67,7 @@ async fn dispatch(cli: Cli) -> Result<(), Fatal> {
     let load = || Config::load(&cli.config).map_err(|e| exit::fatal(exit::CONFIG, e));
     match &cli.command {
         Command::Demo(args) => demo::run(args).await,
-        Command::Run => run::run(&cli.config, load()?).await,
+        Command::Run => daemon::run(&cli.config, load()?).await,
         Command::Migrate => commands::migrate(&load()?).await,
         Command::CheckConfig => commands::check_config(&cli.config, &load()?),
         Command::Status { json } => commands::status(&load()?, *json).await,

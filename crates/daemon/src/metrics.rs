@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::report::JobOutcome;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
@@ -36,6 +38,9 @@ pub struct Metrics {
     pub needs_operator_jobs: Gauge,
     pub download_bytes: Counter,
     pub pass_duration: Histogram,
+    pub claim_duration: Histogram,
+    pub slots_busy: Gauge,
+    pub slots_total: Gauge,
 }
 
 impl Metrics {
@@ -43,6 +48,13 @@ impl Metrics {
         let mut registry = Registry::with_prefix("clawcut_worker");
         let passes = Counter::default();
         let jobs = Family::<OutcomeLabel, Counter>::default();
+        // Every outcome is exported from the start, at zero, so a dashboard
+        // sees the series before the first job of each kind.
+        for o in JobOutcome::ALL {
+            let _ = jobs.get_or_create(&OutcomeLabel {
+                outcome: o.as_str().to_owned(),
+            });
+        }
         let provider_requests = Family::<ProviderLabels, Counter>::default();
         let reschedules = Family::<ReasonLabel, Counter>::default();
         let lease_takeovers = Counter::default();
@@ -52,7 +64,15 @@ impl Metrics {
         let needs_operator_jobs = Gauge::default();
         let download_bytes = Counter::default();
         let pass_duration = Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0]);
-        registry.register("passes", "Reconcile passes finished", passes.clone());
+        let claim_duration =
+            Histogram::new([0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
+        let slots_busy = Gauge::default();
+        let slots_total = Gauge::default();
+        registry.register(
+            "passes",
+            "Claim rounds of the scheduler, and one-shot passes (reconcile, POST /v1/reconcile)",
+            passes.clone(),
+        );
         registry.register("jobs", "Jobs worked, by outcome", jobs.clone());
         registry.register(
             "provider_requests",
@@ -92,8 +112,23 @@ impl Metrics {
         );
         registry.register(
             "pass_duration_seconds",
-            "Duration of reconcile passes",
+            "Duration of one-shot passes (reconcile, POST /v1/reconcile)",
             pass_duration.clone(),
+        );
+        registry.register(
+            "claim_duration_seconds",
+            "Duration of the scheduler's claim statements",
+            claim_duration.clone(),
+        );
+        registry.register(
+            "slots_busy",
+            "Scheduler slots working a job now",
+            slots_busy.clone(),
+        );
+        registry.register(
+            "slots",
+            "Scheduler slots (reconcile.concurrency)",
+            slots_total.clone(),
         );
         Metrics {
             registry,
@@ -108,13 +143,16 @@ impl Metrics {
             needs_operator_jobs,
             download_bytes,
             pass_duration,
+            claim_duration,
+            slots_busy,
+            slots_total,
         }
     }
 
-    pub fn job(&self, outcome: &str) {
+    pub fn job(&self, outcome: JobOutcome) {
         self.jobs
             .get_or_create(&OutcomeLabel {
-                outcome: outcome.to_owned(),
+                outcome: outcome.as_str().to_owned(),
             })
             .inc();
     }

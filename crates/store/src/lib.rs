@@ -143,6 +143,9 @@ pub struct Completion {
     pub now: Millis,
     pub video: StoredOutput,
     pub thumbnail: Option<StoredOutput>,
+    /// Why the job completes without a thumbnail the provider offered
+    /// (refused, missing, failing): recorded in the audit event.
+    pub thumbnail_problem: Option<String>,
 }
 
 /// A status change that ends or parks a job (`failed`, `canceled`,

@@ -288,6 +288,7 @@ pub(crate) fn completion_detail(c: &crate::Completion) -> String {
     serde_json::json!({
         "video": {"path": c.video.path, "sha256": c.video.sha256, "bytes": c.video.bytes},
         "thumbnail": thumb,
+        "thumbnail_problem": c.thumbnail_problem,
     })
     .to_string()
 }

@@ -8,38 +8,42 @@
 use std::time::Duration;
 
 use clawcut_core::{
-    Event, Job, JobStatus, Lease, Lookup, Outcome, ProviderError, SubmitFailure, SubmitRecovery,
+    Event, Job, JobStatus, Lookup, Outcome, ProviderError, SubmitFailure, SubmitRecovery,
     SubmitRequest,
 };
-use clawcut_store::{Settle, StoreError};
+use clawcut_store::Settle;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{Done, ProviderHandle, Settings, Worker, decide, now_ms, round_secs};
+use super::decide::{Done, WorkError, decide, human};
+use super::poll::Next;
+use super::{Ctx, ProviderHandle, Worker};
+use crate::report::JobOutcome;
+
+/// A status change of submission, written with [`Worker::write_settle`].
+struct Step {
+    to: JobStatus,
+    provider_job_id: Option<String>,
+    idempotency_key: Option<String>,
+    keep_lease: bool,
+    detail: serde_json::Value,
+}
 
 impl Worker {
     /// A `queued` job without a provider id: submit it.
-    pub(super) async fn submit(
-        &self,
-        job: &Job,
-        lease: &Lease,
-        s: &Settings,
-    ) -> Result<Done, StoreError> {
-        let Some(handle) = self.providers.get(&job.provider) else {
-            let msg = format!("no provider named {:?} in the config", job.provider);
-            return self.retry(job, lease, s, false, msg, None).await;
-        };
+    pub(super) async fn submit(&self, cx: &Ctx<'_>) -> Result<Done, WorkError> {
+        let (job, handle) = (cx.job, cx.handle);
         let key = format!("cw-{}-{:016x}", job.id, rand::random::<u64>());
         let to = decide(job.status, Event::SubmitIntent)?.status();
         self.write_settle(
-            job,
-            lease,
-            to,
-            None,
-            None,
-            Some(key.clone()),
-            true,
-            json!({ "event": "submit_intent", "idempotency_key": key }),
+            cx,
+            Step {
+                to,
+                provider_job_id: None,
+                idempotency_key: Some(key.clone()),
+                keep_lease: true,
+                detail: json!({ "event": "submit_intent", "idempotency_key": key }),
+            },
         )
         .await?;
         // From here a crash leaves `submitting` with this key: recovery's job.
@@ -48,37 +52,32 @@ impl Worker {
             idempotency_key: Some(key),
             ..job.clone()
         };
+        let cx = &Ctx { job: &job, ..*cx };
         let req = self.submit_request(&job, handle);
         // Adapters refuse an unusable request (not JSON, no prompt) before
         // sending anything: that comes back as a rejection, not a mystery.
-        match handle.provider.submit(&req).await {
+        let answer = handle.provider.submit(&req).await;
+        cx.progress.mark();
+        match answer {
             Ok(pid) => {
                 self.metrics.provider_request(&job.provider, "ok");
-                self.submitted(&job, lease, &pid, "submitted").await
+                self.submitted(cx, &pid, "submitted").await
             }
             Err(e) => {
                 self.metrics.provider_request(&job.provider, e.kind.label());
-                self.submit_failed(&job, lease, s, handle, &req, e).await
+                self.submit_failed(cx, &req, e).await
             }
         }
     }
 
     /// A job found in `submitting`: a worker died between the intent and
     /// the provider's id.
-    pub(super) async fn recover_submission(
-        &self,
-        job: &Job,
-        lease: &Lease,
-        s: &Settings,
-    ) -> Result<Done, StoreError> {
-        let Some(handle) = self.providers.get(&job.provider) else {
-            let msg = format!("no provider named {:?} in the config", job.provider);
-            return self.retry(job, lease, s, false, msg, None).await;
-        };
+    pub(super) async fn recover_submission(&self, cx: &Ctx<'_>) -> Result<Done, WorkError> {
+        let (job, handle) = (cx.job, cx.handle);
         match handle.provider.submit_recovery() {
             SubmitRecovery::LookupByReference if job.idempotency_key.is_some() => {
                 let req = self.submit_request(job, handle);
-                self.lookup_and_settle(job, lease, s, handle, &req).await
+                self.lookup_and_settle(cx, &req).await
             }
             SubmitRecovery::LookupByReference | SubmitRecovery::Unknowable => {
                 let reason = format!(
@@ -89,11 +88,10 @@ impl Worker {
                     job.id
                 );
                 self.settle(
-                    job,
-                    lease,
+                    cx,
                     Event::SubmitUnknowable,
                     reason,
-                    "needs_operator",
+                    JobOutcome::NeedsOperator,
                 )
                 .await
             }
@@ -111,47 +109,43 @@ impl Worker {
 
     async fn submit_failed(
         &self,
-        job: &Job,
-        lease: &Lease,
-        s: &Settings,
-        handle: &ProviderHandle,
+        cx: &Ctx<'_>,
         req: &SubmitRequest,
         e: ProviderError,
-    ) -> Result<Done, StoreError> {
+    ) -> Result<Done, WorkError> {
+        let (job, handle) = (cx.job, cx.handle);
         match e.kind.submit_failure() {
             SubmitFailure::NotCreated => {
-                self.not_accepted(job, lease, s, format!("create: {e}"), e.retry_after)
+                self.not_accepted(cx, format!("create: {e}"), e.retry_after)
                     .await
             }
             SubmitFailure::Rejected => {
                 self.settle(
-                    job,
-                    lease,
+                    cx,
                     Event::SubmitRejected,
                     format!("provider rejected the job: {e}"),
-                    "failed",
+                    JobOutcome::Failed,
                 )
                 .await
             }
             SubmitFailure::Unknown => match handle.provider.submit_recovery() {
                 SubmitRecovery::LookupByReference => {
                     warn!(job = %job.id, error = %e, "create answered unclearly; looking the job up by our reference");
-                    self.lookup_and_settle(job, lease, s, handle, req).await
+                    self.lookup_and_settle(cx, req).await
                 }
                 SubmitRecovery::Unknowable => {
                     let reason = format!(
                         "submission outcome unknown: the create call to {:?} ended without a clear answer ({e}); the provider may or may not have the job. Check its dashboard for a job created around {} (epoch ms) with idempotency key {}; then `clawcut-worker resolve {} --resubmit` or `--fail`",
                         job.provider,
-                        now_ms(),
+                        self.now_ms(),
                         req.idempotency_key,
                         job.id
                     );
                     self.settle(
-                        job,
-                        lease,
+                        cx,
                         Event::SubmitUnknowable,
                         reason,
-                        "needs_operator",
+                        JobOutcome::NeedsOperator,
                     )
                     .await
                 }
@@ -161,30 +155,27 @@ impl Worker {
 
     async fn lookup_and_settle(
         &self,
-        job: &Job,
-        lease: &Lease,
-        s: &Settings,
-        handle: &ProviderHandle,
+        cx: &Ctx<'_>,
         req: &SubmitRequest,
-    ) -> Result<Done, StoreError> {
-        match handle.provider.lookup(req).await {
+    ) -> Result<Done, WorkError> {
+        let job = cx.job;
+        let answer = cx.handle.provider.lookup(req).await;
+        cx.progress.mark();
+        match answer {
             Ok(Lookup::Found(pid)) => {
                 info!(job = %job.id, provider_job_id = %pid, "interrupted submission found at the provider");
-                self.submitted(job, lease, &pid, "recovered by lookup")
-                    .await
+                self.submitted(cx, &pid, "recovered by lookup").await
             }
             Ok(Lookup::Absent) => {
                 let msg = format!(
                     "provider has no job with reference {}; it will be submitted again",
                     req.idempotency_key
                 );
-                self.not_accepted(job, lease, s, msg, None).await
+                self.not_accepted(cx, msg, None).await
             }
             Err(e) => {
                 self.retry(
-                    job,
-                    lease,
-                    s,
+                    cx,
                     true,
                     format!("lookup {}: {e}", req.idempotency_key),
                     e.retry_after,
@@ -195,28 +186,22 @@ impl Worker {
     }
 
     /// The provider took the job: save its id (`pending`).
-    async fn submitted(
-        &self,
-        job: &Job,
-        lease: &Lease,
-        pid: &str,
-        how: &str,
-    ) -> Result<Done, StoreError> {
-        let to = decide(job.status, Event::Submitted)?.status();
+    async fn submitted(&self, cx: &Ctx<'_>, pid: &str, how: &str) -> Result<Done, WorkError> {
+        let to = decide(cx.job.status, Event::Submitted)?.status();
         self.write_settle(
-            job,
-            lease,
-            to,
-            None,
-            Some(pid.to_owned()),
-            None,
-            false,
-            json!({ "event": "submitted", "provider_job_id": pid, "how": how }),
+            cx,
+            Step {
+                to,
+                provider_job_id: Some(pid.to_owned()),
+                idempotency_key: None,
+                keep_lease: false,
+                detail: json!({ "event": "submitted", "provider_job_id": pid, "how": how }),
+            },
         )
         .await?;
         Ok(Done {
             to,
-            action: "submitted",
+            outcome: JobOutcome::Submitted,
             detail: format!("{how}: provider job {pid}"),
         })
     }
@@ -225,12 +210,11 @@ impl Worker {
     /// next try on the backoff schedule; failed once the attempts are spent.
     async fn not_accepted(
         &self,
-        job: &Job,
-        lease: &Lease,
-        s: &Settings,
+        cx: &Ctx<'_>,
         msg: String,
         retry_after: Option<Duration>,
-    ) -> Result<Done, StoreError> {
+    ) -> Result<Done, WorkError> {
+        let (job, s) = (cx.job, cx.s);
         let attempts = job.attempts.saturating_add(1);
         let event = Event::SubmitNotAccepted {
             attempts,
@@ -242,59 +226,47 @@ impl Worker {
                     .backoff
                     .delay(attempts, rand::random::<f64>(), retry_after);
                 self.schedule_next(
-                    job,
-                    lease,
-                    JobStatus::Queued,
-                    attempts,
-                    job.polls,
-                    delay,
-                    Some(msg.clone()),
-                    "retry",
+                    cx,
+                    Next {
+                        to: JobStatus::Queued,
+                        attempts,
+                        polls: job.polls,
+                        delay,
+                        last_error: Some(msg.clone()),
+                        reason: "retry",
+                    },
                 )
                 .await?;
                 Ok(Done {
                     to: JobStatus::Queued,
-                    action: "retry",
-                    detail: format!(
-                        "{msg}; next submission in {}",
-                        humantime::format_duration(round_secs(delay))
-                    ),
+                    outcome: JobOutcome::Retry,
+                    detail: format!("{msg}; next submission in {}", human(delay)),
                 })
             }
             Outcome::Move(_) | Outcome::Retry(_) | Outcome::Snooze(_) => {
                 let reason = format!("gave up submitting after {attempts} attempts; last: {msg}");
-                self.settle(job, lease, event, reason, "failed").await
+                self.settle(cx, event, reason, JobOutcome::Failed).await
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn write_settle(
-        &self,
-        job: &Job,
-        lease: &Lease,
-        to: JobStatus,
-        reason: Option<String>,
-        provider_job_id: Option<String>,
-        idempotency_key: Option<String>,
-        keep_lease: bool,
-        detail: serde_json::Value,
-    ) -> Result<(), StoreError> {
+    async fn write_settle(&self, cx: &Ctx<'_>, step: Step) -> Result<(), WorkError> {
         self.store
             .settle(
-                lease,
+                cx.lease,
                 &Settle {
-                    from: job.status,
-                    to,
-                    now: now_ms(),
-                    reason,
-                    provider_job_id,
-                    idempotency_key,
-                    detail,
-                    keep_lease,
+                    from: cx.job.status,
+                    to: step.to,
+                    now: self.now_ms(),
+                    reason: None,
+                    provider_job_id: step.provider_job_id,
+                    idempotency_key: step.idempotency_key,
+                    detail: step.detail,
+                    keep_lease: step.keep_lease,
                     attempts: None,
                 },
             )
-            .await
+            .await?;
+        Ok(())
     }
 }

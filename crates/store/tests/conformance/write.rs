@@ -20,6 +20,7 @@ pub fn completion(from: JobStatus, now: Millis, id: &str) -> Completion {
             sha256: "cd".repeat(32),
             bytes: 56,
         }),
+        thumbnail_problem: None,
     }
 }
 

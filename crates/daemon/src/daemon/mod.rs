@@ -1,0 +1,126 @@
+//! `clawcut-worker run`: the daemon. Builds each part, spawns it with the
+//! lifecycle as its shutdown handle, and awaits every one before exit:
+//!
+//! - the scheduler ([`drive`]): slots refilled continuously;
+//! - the HTTP server (`crate::http`): probes, metrics, admin API, webhooks;
+//! - the signal handler ([`signals`]): SIGTERM/SIGINT drain, SIGHUP reload;
+//! - side tasks on `State::tasks` (admin passes, gauges, temp sweeps).
+//!
+//! systemd hears READY=1 once the schema is checked and the listener bound,
+//! WATCHDOG=1 from the scheduler's turns, STATUS= with the slots, and
+//! STOPPING=1 on shutdown.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sd_notify::NotifyState;
+use tracing::{info, warn};
+
+use crate::app;
+use crate::config::Config;
+use crate::exit::{self, ExitCode, Fatal};
+use crate::http;
+use crate::metrics::Metrics;
+use crate::runtime::clock::Clock;
+use crate::runtime::lifecycle::{Lifecycle, Phase};
+use crate::runtime::state::{State, StateParts};
+use crate::runtime::systemd::notify;
+
+pub mod drive;
+pub mod reload;
+mod signals;
+
+pub use drive::drive;
+
+/// How long the HTTP server and the side tasks get to finish after the
+/// scheduler returned.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
+    app::init_logging(&cfg, "info");
+    let clock = Clock::system();
+    let store = app::connect_store(&cfg).await?;
+    app::check_schema(&*store).await?;
+    std::fs::create_dir_all(&cfg.media.dir)
+        .with_context(|| format!("create media.dir {}", cfg.media.dir.display()))
+        .exit_with(exit::CANTCREAT)?;
+    sweep_temp(&cfg.media.dir).await;
+    let admin_token = std::env::var(&cfg.http.admin_token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
+    let metrics = Arc::new(Metrics::new());
+    let worker = Arc::new(app::build_worker(&cfg, path, store, metrics, clock)?);
+    info!(worker_id = %worker.id, database = %app::redact_url(&cfg.database.url), slots = cfg.reconcile.concurrency, "clawcut-worker starting");
+
+    let lifecycle = Lifecycle::new();
+    let state = State::new(StateParts {
+        worker,
+        config: cfg.clone(),
+        config_path: path.to_owned(),
+        clock,
+        lifecycle: lifecycle.clone(),
+        admin_token,
+    });
+
+    let server = if cfg.http.listen.is_empty() {
+        None
+    } else {
+        let listener = http::bind(&cfg.http.listen, state.admin_token.is_some()).await?;
+        info!(listen = %cfg.http.listen, admin_api = state.admin_token.is_some(), "http listening");
+        Some(tokio::spawn(http::serve(listener, state.clone())))
+    };
+
+    let signals = signals::spawn(state.clone())?;
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status("started; first claim pending"),
+    ]);
+
+    drive(&state, cfg.reconcile.on_startup).await;
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    lifecycle.advance(Phase::Stopped);
+    signals.abort();
+    state.tasks.close();
+    if tokio::time::timeout(CLOSE_GRACE, state.tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            "side tasks (admin passes, gauges) still running after {CLOSE_GRACE:?}; exiting anyway"
+        );
+    }
+    if let Some(server) = server {
+        match tokio::time::timeout(CLOSE_GRACE, server).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "http server task failed"),
+            Err(_) => warn!("http server still closing after {CLOSE_GRACE:?}; exiting anyway"),
+        }
+    }
+    notify(&[NotifyState::Status("stopped")]);
+    info!("clawcut-worker stopped");
+    Ok(())
+}
+
+/// Temp files idle this long belong to a dead process: a live download
+/// writes as bytes arrive (a stalled one is abandoned after
+/// `media.stall_timeout`, at most an hour), and a staged file waits only for
+/// its commit. Removing a live-but-idle one is safe: its publish fails and
+/// that job retries on the backoff schedule.
+const TEMP_MAX_IDLE: Duration = Duration::from_secs(2 * 3600);
+
+/// Remove temporary download files left by a crashed process.
+pub async fn sweep_temp(media: &Path) {
+    let media = media.to_owned();
+    let res = tokio::task::spawn_blocking(move || {
+        clawcut_providers::cleanup_stale_temp_older_than(&media, TEMP_MAX_IDLE)
+    })
+    .await;
+    match res {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => info!(removed = n, "removed stale temporary download files"),
+        Ok(Err(e)) => warn!(error = %e, "could not clean stale temporary files"),
+        Err(e) => warn!(error = %e, "temp sweep task failed"),
+    }
+}

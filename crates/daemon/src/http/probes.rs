@@ -1,0 +1,80 @@
+//! `/healthz`, `/readyz`, `/metrics`: what an orchestrator and Prometheus
+//! ask. Readiness is the database answering plus the scheduler's own
+//! liveness (`runtime::health`): a slow download in one slot is not a dead
+//! loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State as Extract;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::report::error_chain;
+use crate::runtime::health::Liveness;
+use crate::runtime::state::State;
+
+pub(super) async fn healthz() -> Response {
+    (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response()
+}
+
+pub(super) async fn readyz(Extract(s): Extract<Arc<State>>) -> Response {
+    let (ready, body) = readiness(&s).await;
+    // Log changes only: probes come every few seconds.
+    if s.health.readiness_changed(ready) {
+        if ready {
+            info!("readiness: ready");
+        } else {
+            warn!(reason = %body["reason"], "readiness: not ready");
+        }
+    }
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn readiness(s: &State) -> (bool, serde_json::Value) {
+    let unready = |reason: String| (false, json!({ "status": "unready", "reason": reason }));
+    if !s.lifecycle.phases().is_running() {
+        return unready("shutting down".into());
+    }
+    match tokio::time::timeout(Duration::from_secs(2), s.worker.store().ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return unready(format!("database: {}", error_chain(&e))),
+        Err(_) => return unready("database: no answer within 2s".into()),
+    }
+    let snap = s.health.snapshot(s.clock.now_ms());
+    match snap.liveness(s.config().reconcile.interval.0) {
+        Liveness::Dead { reason } => unready(reason),
+        Liveness::Alive {
+            last_tick_age_ms,
+            last_claim_age_ms,
+        } => (
+            true,
+            json!({
+                "status": "ready",
+                "last_tick_age_ms": last_tick_age_ms,
+                "last_claim_age_ms": last_claim_age_ms,
+                "slots_busy": snap.slots_busy,
+                "slots_total": snap.slots_total,
+            }),
+        ),
+    }
+}
+
+pub(super) async fn metrics(Extract(s): Extract<Arc<State>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.worker.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,69 @@
+//! `POST /webhooks/{provider}`: a provider's hint that a job changed.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use clawcut_core::WebhookAuth;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::error;
+use crate::report::error_chain;
+use crate::runtime::state::State;
+
+/// `POST /webhooks/{provider}`: a hint that a job changed. Authenticated by
+/// the provider's signature where it has one, else by `?token=` compared in
+/// constant time. It only makes the job due; the daemon still polls for the
+/// truth, so a forged or replayed webhook costs at most one extra poll.
+pub(super) async fn webhook(
+    Extract(s): Extract<Arc<State>>,
+    Path(provider): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(h) = s.worker.provider(&provider) else {
+        return error(StatusCode::NOT_FOUND, "no such provider");
+    };
+    let Some(secret) = h.webhook_secret.as_deref() else {
+        return error(StatusCode::NOT_FOUND, "webhooks are off for this provider");
+    };
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let now_unix = s.clock.now_ms() / 1000;
+    match h.provider.verify_webhook(&pairs, &body, secret, now_unix) {
+        WebhookAuth::Valid => {}
+        WebhookAuth::Invalid => return error(StatusCode::UNAUTHORIZED, "bad webhook signature"),
+        WebhookAuth::Unsigned => {
+            let given = q.get("token").map(String::as_str).unwrap_or("");
+            if !bool::from(given.as_bytes().ct_eq(secret.as_bytes())) {
+                return error(StatusCode::UNAUTHORIZED, "missing or wrong webhook token");
+            }
+        }
+    }
+    let Some(pid) = h.provider.webhook_job_id(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the webhook body names no job");
+    };
+    match s
+        .worker
+        .store()
+        .make_due(&provider, &pid, s.clock.now_ms())
+        .await
+    {
+        Ok(due) => {
+            // Already due counts too: the loop may be asleep for an interval.
+            s.wake_soon();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "provider_job_id": pid, "made_due": due })),
+            )
+                .into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
+    }
+}

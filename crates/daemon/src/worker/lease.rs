@@ -1,0 +1,107 @@
+//! Keeping a claimed job's lease alive while, and only while, the job makes
+//! progress.
+//!
+//! Each job in a slot runs beside its own [`keep_alive`] future. Every
+//! `lease_ttl / 3` it renews the lease if the job showed [`Progress`]
+//! (a step finished, a provider answered, download bytes arrived) within
+//! `window`. A job wedged somewhere stops renewing, its lease expires and
+//! another replica (or this one's next claim) takes it over: a stuck CDN
+//! cannot hold a job forever. When the store says the lease is lost, the
+//! future resolves and the job's work is dropped: another worker owns it.
+//!
+//! This module never writes anything but the lease expiry.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use clawcut_core::{Lease, Millis};
+use clawcut_store::Store;
+use tracing::{debug, warn};
+
+use crate::metrics::Metrics;
+use crate::report::error_chain;
+use crate::runtime::clock::{Clock, ms};
+
+/// When the job last moved. Cheap to clone and to mark.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    clock: Clock,
+    at: Arc<AtomicI64>,
+}
+
+impl Progress {
+    pub fn new(clock: Clock) -> Progress {
+        Progress {
+            at: Arc::new(AtomicI64::new(clock.now_ms())),
+            clock,
+        }
+    }
+
+    pub fn mark(&self) {
+        self.at.store(self.clock.now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn idle_for(&self) -> Millis {
+        self.clock
+            .now_ms()
+            .saturating_sub(self.at.load(Ordering::Relaxed))
+    }
+}
+
+/// What [`keep_alive`] needs.
+pub struct KeepAlive {
+    pub store: Arc<dyn Store>,
+    pub lease: Lease,
+    pub ttl: Duration,
+    /// Renew only when the job moved within this long.
+    pub window: Duration,
+    pub progress: Progress,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Renews the lease while the job progresses. Resolves only when the lease
+/// is lost to another worker.
+pub async fn keep_alive(k: KeepAlive) {
+    let every = (k.ttl / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let idle = k.progress.idle_for();
+        if idle > ms(k.window) {
+            debug!(job = %k.lease.job_id, idle_ms = idle, "no progress: not renewing the lease");
+            continue;
+        }
+        let now = k.progress.clock.now_ms();
+        match k.store.heartbeat(&k.lease, now, k.ttl).await {
+            Ok(()) => {}
+            Err(e) if e.is_lease_lost() => {
+                k.metrics.leases_lost.inc();
+                warn!(job = %k.lease.job_id, "heartbeat: lease lost to another worker; dropping this attempt");
+                return;
+            }
+            Err(e) => {
+                warn!(job = %k.lease.job_id, error = %error_chain(&e), "heartbeat failed; will retry");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_ages_with_the_clock() {
+        let p = Progress::new(Clock::tokio(0));
+        tokio::time::advance(Duration::from_secs(7)).await;
+        assert_eq!(p.idle_for(), 7_000);
+        p.mark();
+        assert_eq!(p.idle_for(), 0);
+        let q = p.clone();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(q.idle_for(), 1_000, "clones share one mark");
+    }
+}
