@@ -51,8 +51,8 @@ async fn a_slow_download_holds_only_its_own_slot(backend: Backend) {
         return;
     };
     env.edit_config(
-        "[media]\n",
-        "[media]\ndownload_deadline = \"25s\"\nstall_timeout = \"10s\"\nstall_min_bytes = \"1B\"\n",
+        "stall_timeout = \"5s\"\nstall_min_bytes = \"1KiB\"",
+        "download_deadline = \"25s\"\nstall_timeout = \"10s\"\nstall_min_bytes = \"1B\"",
     );
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();

@@ -67,7 +67,12 @@ impl Env {
         let media_section = if extra.contains("[media]") {
             String::new()
         } else {
-            format!("[media]\ndir = \"{}\"\n", media.display())
+            // A short stall limit, so the sweep of a killed run's temp files
+            // (stall limit + 10 s) comes soon after a restart.
+            format!(
+                "[media]\ndir = \"{}\"\nstall_timeout = \"5s\"\nstall_min_bytes = \"1KiB\"\n",
+                media.display()
+            )
         };
         std::fs::write(
             &config,

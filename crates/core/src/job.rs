@@ -78,7 +78,8 @@ fn shown(v: &str) -> String {
 impl Job {
     /// Whether the app's columns make sense, before any work is done on the
     /// row: ids in the SPEC's alphabet, a `scene_id` to file the outputs
-    /// under, and a `request` that is a JSON object. The first problem
+    /// under, and a `request` that is a JSON object (except on a job still
+    /// to be submitted, whose request the adapter judges). The first problem
     /// found wins. (A provider the config does not name is the daemon's
     /// check: core does not know the config.)
     pub fn check_row(&self) -> Result<(), RowProblem> {
@@ -115,10 +116,17 @@ impl Job {
                 format!("{} is not of the form [A-Za-z0-9_-]{{1,64}}", shown(v)),
             );
         }
-        match serde_json::from_str::<serde_json::Value>(&self.request) {
-            Ok(serde_json::Value::Object(_)) => {}
-            Ok(_) => return bad("request", "is JSON but not an object".into()),
-            Err(e) => return bad("request", format!("is not JSON ({e})")),
+        // A job still to be submitted is judged by the adapter instead: a
+        // request no provider can take fails that job for good (an honest
+        // final state). For any other job the request is evidence that the
+        // row is not what the app meant to write.
+        let to_submit = self.status == JobStatus::Queued && self.provider_job_id.is_none();
+        if !to_submit {
+            match serde_json::from_str::<serde_json::Value>(&self.request) {
+                Ok(serde_json::Value::Object(_)) => {}
+                Ok(_) => return bad("request", "is JSON but not an object".into()),
+                Err(e) => return bad("request", format!("is not JSON ({e})")),
+            }
         }
         if let Some(pid) = self.provider_job_id.as_deref()
             && (pid.is_empty() || pid.len() > 1024 || pid.chars().any(char::is_control))
@@ -260,6 +268,22 @@ mod tests {
             assert_eq!(got.column, column, "{got:?}");
             assert!(!got.problem.is_empty());
         }
+    }
+
+    #[test]
+    fn a_job_to_submit_leaves_its_request_to_the_adapter() {
+        let queued = Job {
+            status: JobStatus::Queued,
+            provider_job_id: None,
+            request: "not json".into(),
+            ..job()
+        };
+        assert_eq!(queued.check_row(), Ok(()));
+        let submitting = Job {
+            status: JobStatus::Submitting,
+            ..queued.clone()
+        };
+        assert_eq!(submitting.check_row().unwrap_err().column, "request");
     }
 
     #[test]

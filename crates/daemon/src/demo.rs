@@ -20,7 +20,7 @@ use crate::exit::{self, ExitCode, Fatal, fatal};
 use crate::metrics::Metrics;
 use crate::runtime::clock::Clock;
 use crate::runtime::lifecycle::{Lifecycle, Phase};
-use crate::runtime::state::{State, StateParts};
+use crate::state::{State, StateParts};
 
 const KEY_VAR: &str = "DEMO_OPENAI_API_KEY";
 const KEY: &str = "sk-demo-not-a-real-key";

@@ -5,13 +5,15 @@
 //! Reading order, top-down: `daemon` (the `run` command: the scheduler and
 //! its slots, signals, reload), `worker` (one claimed row's step: poll,
 //! outputs, submit, triage), `http` (probes, admin API, webhooks),
-//! `commands` (the one-shot commands), `runtime` (what they share: clock,
-//! lifecycle, health, wake, systemd, state), `app` (turning a config into
-//! parts), `report` (outcomes), `config`, `metrics`, `demo`.
+//! `commands` (the one-shot commands), `state` (what a running daemon's
+//! parts share), `runtime` (clock, lifecycle, health, wake, systemd), `app`
+//! (turning a config into parts), `report` (outcomes), `config`,
+//! `metrics`, `demo`.
 //!
-//! Module dependencies point one way: `main` → `daemon`/`commands`/`demo`
-//! → `http` → `runtime` → `worker` → `report`/`metrics`; `app` builds
-//! parts for all of them and imports none of them but `worker`.
+//! Module dependencies point one way, without cycles: `main` →
+//! `daemon`/`commands`/`demo` → `http` → `state` → `worker` → `runtime` →
+//! `report`/`metrics`/`config`; `app` builds parts for all of them and
+//! imports only `worker`, `runtime`, `config`, `metrics` and `exit`.
 
 mod app;
 mod cli;
@@ -24,6 +26,7 @@ mod http;
 mod metrics;
 mod report;
 mod runtime;
+mod state;
 mod worker;
 
 use clap::Parser;

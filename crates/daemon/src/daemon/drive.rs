@@ -24,11 +24,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::daemon::sweep_temp;
+use crate::daemon::{sweep_temp, temp_max_idle};
 use crate::report::{JobOutcome, JobReport, error_chain};
 use crate::runtime::clock::deadline_after;
-use crate::runtime::state::State;
 use crate::runtime::systemd::notify;
+use crate::state::State;
 use crate::worker::ClaimScope;
 
 /// Refresh the job-count gauges at most this often: counting reads many
@@ -89,18 +89,22 @@ pub async fn drive(state: &Arc<State>, on_startup: bool) {
                         more_waiting = false;
                     }
                 }
-                next_idle_claim = deadline_after(interval);
             } else {
                 // Full: the next freed slot claims.
                 more_waiting = true;
             }
+            // Whatever this turn did, the idle cadence restarts from here.
+            next_idle_claim = deadline_after(interval);
         }
         let now = Instant::now();
         tick(state, slots.len(), s.concurrency);
         if now >= next_sweep {
             next_sweep = deadline_after(interval);
             let media = s.media_dir.clone();
-            state.tasks.spawn(async move { sweep_temp(&media).await });
+            let idle = temp_max_idle(s.limits.stall_window);
+            state
+                .tasks
+                .spawn(async move { sweep_temp(&media, idle).await });
         }
         if now >= next_gauges && !gauges_running.swap(true, Ordering::AcqRel) {
             next_gauges = deadline_after(GAUGES_EVERY);
@@ -112,8 +116,13 @@ pub async fn drive(state: &Arc<State>, on_startup: bool) {
             });
         }
         // Wake at least often enough to feed the watchdog.
-        let slice = state.watchdog.max_sleep().unwrap_or(interval);
-        let wake_at = next_idle_claim.min(deadline_after(slice));
+        let slice = deadline_after(state.watchdog.max_sleep().unwrap_or(interval));
+        // Draining: no more claims, so the idle cadence no longer matters.
+        let wake_at = if running {
+            next_idle_claim.min(slice)
+        } else {
+            slice
+        };
         tokio::select! {
             Some(joined) = slots.join_next(), if !slots.is_empty() => {
                 finished(state, joined);
@@ -124,7 +133,7 @@ pub async fn drive(state: &Arc<State>, on_startup: bool) {
             }
             () = state.wake.notified(), if running => claim_now = true,
             () = tokio::time::sleep_until(wake_at) => {
-                if Instant::now() >= next_idle_claim {
+                if running && Instant::now() >= next_idle_claim {
                     claim_now = true;
                 }
             }
@@ -161,9 +170,11 @@ fn tick(state: &State, busy: usize, total: usize) {
     let m = &state.worker.metrics;
     m.slots_busy.set(i64::try_from(busy).unwrap_or(i64::MAX));
     m.slots_total.set(i64::try_from(total).unwrap_or(i64::MAX));
-    notify(&[NotifyState::Status(
-        &state.health.snapshot(now).status_line(),
-    )]);
+    if state.health.status_due(now) {
+        notify(&[NotifyState::Status(
+            &state.health.snapshot(now).status_line(),
+        )]);
+    }
 }
 
 async fn update_gauges(state: &State) {

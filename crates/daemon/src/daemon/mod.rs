@@ -25,8 +25,8 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::runtime::clock::Clock;
 use crate::runtime::lifecycle::{Lifecycle, Phase};
-use crate::runtime::state::{State, StateParts};
 use crate::runtime::systemd::notify;
+use crate::state::{State, StateParts};
 
 pub mod drive;
 pub mod reload;
@@ -46,7 +46,7 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     std::fs::create_dir_all(&cfg.media.dir)
         .with_context(|| format!("create media.dir {}", cfg.media.dir.display()))
         .exit_with(exit::CANTCREAT)?;
-    sweep_temp(&cfg.media.dir).await;
+    sweep_temp(&cfg.media.dir, temp_max_idle(cfg.media.stall_timeout.0)).await;
     let admin_token = std::env::var(&cfg.http.admin_token_env)
         .ok()
         .filter(|t| !t.is_empty());
@@ -103,18 +103,24 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// Temp files idle this long belong to a dead process: a live download
-/// writes as bytes arrive (a stalled one is abandoned after
-/// `media.stall_timeout`, at most an hour), and a staged file waits only for
-/// its commit. Removing a live-but-idle one is safe: its publish fails and
-/// that job retries on the backoff schedule.
-const TEMP_MAX_IDLE: Duration = Duration::from_secs(2 * 3600);
+/// How long past the stall limit a temp file must sit untouched before the
+/// sweep takes it for a dead process's. A live download writes whenever
+/// bytes arrive and is abandoned when a whole `media.stall_timeout` window
+/// brings too few; a staged video is touched while its thumbnail downloads
+/// and waits only for its commit after that. Sweeping a live-but-idle file
+/// is safe anyway: its publish fails and the job retries on backoff.
+const TEMP_SLACK: Duration = Duration::from_secs(10);
+
+/// Temp files idle this long belong to a dead process.
+pub fn temp_max_idle(stall_window: Duration) -> Duration {
+    stall_window.saturating_add(TEMP_SLACK)
+}
 
 /// Remove temporary download files left by a crashed process.
-pub async fn sweep_temp(media: &Path) {
+pub async fn sweep_temp(media: &Path, max_idle: Duration) {
     let media = media.to_owned();
     let res = tokio::task::spawn_blocking(move || {
-        clawcut_providers::cleanup_stale_temp_older_than(&media, TEMP_MAX_IDLE)
+        clawcut_providers::cleanup_stale_temp_older_than(&media, max_idle)
     })
     .await;
     match res {

@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 
 use crate::app;
 use crate::config::Config;
-use crate::runtime::state::State;
+use crate::state::State;
 
 pub fn reload(state: &State) {
     let path = &state.config_path;

@@ -13,8 +13,8 @@ use tracing::info;
 use crate::daemon::reload::reload;
 use crate::exit::Fatal;
 use crate::runtime::lifecycle::Phase;
-use crate::runtime::state::State;
 use crate::runtime::systemd::notify;
+use crate::state::State;
 
 pub fn spawn(state: Arc<State>) -> Result<JoinHandle<()>, Fatal> {
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;

@@ -15,7 +15,7 @@ use tracing::info;
 
 use super::{error, refuse_unauthorized};
 use crate::report::{error_chain, job_json};
-use crate::runtime::state::State;
+use crate::state::State;
 use crate::worker::ClaimScope;
 use crate::worker::pass::{PassOptions, run_once};
 

@@ -20,7 +20,7 @@ use tracing::warn;
 use crate::app::require_loopback_or_token;
 use crate::exit::{self, ExitCode, Fatal};
 use crate::runtime::lifecycle::Phase;
-use crate::runtime::state::State;
+use crate::state::State;
 
 mod admin;
 mod probes;

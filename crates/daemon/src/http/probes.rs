@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::report::error_chain;
 use crate::runtime::health::Liveness;
-use crate::runtime::state::State;
+use crate::state::State;
 
 pub(super) async fn healthz() -> Response {
     (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response()

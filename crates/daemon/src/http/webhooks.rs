@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::error;
 use crate::report::error_chain;
-use crate::runtime::state::State;
+use crate::state::State;
 
 /// `POST /webhooks/{provider}`: a hint that a job changed. Authenticated by
 /// the provider's signature where it has one, else by `?token=` compared in

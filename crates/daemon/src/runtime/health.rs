@@ -28,6 +28,8 @@ pub struct LoopHealth {
     /// What `/readyz` answered last (0 never asked, 1 ready, 2 not ready),
     /// so only changes are logged.
     last_readiness: AtomicU8,
+    /// When `STATUS=` was last sent.
+    status_at: AtomicI64,
 }
 
 /// One reading of the loop, at `now`.
@@ -77,6 +79,17 @@ impl LoopHealth {
 
     pub fn claim_failed(&self, error: String) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    /// Whether a `STATUS=` line is due: at most one per second, however
+    /// fast slots turn over.
+    pub fn status_due(&self, now: Millis) -> bool {
+        let last = self.status_at.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 1_000
+            && self
+                .status_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Whether `ready` differs from what was answered last time.

@@ -104,4 +104,95 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(q.idle_for(), 1_000, "clones share one mark");
     }
+
+    /// A real SQLite store. sqlx's pool needs a running clock (paused, its
+    /// acquire timeouts fire at once), so this one runs on real time, scaled
+    /// down: a 600 ms lease renewed every 200 ms, a 300 ms progress window.
+    /// Its assertions do not depend on speed: renewal *happens* while the job
+    /// progresses, and *never* happens once it stopped.
+    #[tokio::test]
+    async fn the_heartbeat_renews_only_while_the_job_progresses() {
+        use clawcut_core::EligibilityRules;
+        use clawcut_store::{ClaimRequest, Claimed};
+        use clawcut_test_support::db::{AppDb, NewJob, temp_sqlite};
+
+        let (_dir, url) = temp_sqlite();
+        let store = clawcut_store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let db = AppDb::connect(&url).await.unwrap();
+        let clock = Clock::system();
+        let t = clock.now_ms() - 600_000;
+        db.insert_job(&NewJob::video("job_hb", "processing", Some("video_hb"), t))
+            .await
+            .unwrap();
+        let ttl = Duration::from_millis(600);
+        let rules = EligibilityRules {
+            min_age: Duration::from_secs(60),
+            max_age: Duration::from_secs(86_400),
+            submit_enabled: false,
+        };
+        let claimed = store
+            .claim(&ClaimRequest {
+                worker_id: "w1",
+                now: clock.now_ms(),
+                lease_ttl: ttl,
+                limit: 1,
+                rules: &rules,
+                only_job: None,
+                force: false,
+            })
+            .await
+            .unwrap();
+        let [Claimed::Job(job)] = claimed.as_slice() else {
+            panic!("{claimed:?}")
+        };
+        let lease = job.lease().unwrap();
+        let expiry = || {
+            let store = store.clone();
+            async move {
+                store
+                    .get_job("job_hb")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .lease_expires_at
+                    .unwrap()
+            }
+        };
+        let first = expiry().await;
+        let progress = Progress::new(clock);
+        let beat = tokio::spawn(keep_alive(KeepAlive {
+            store: store.clone(),
+            lease: lease.clone(),
+            ttl,
+            window: Duration::from_millis(300),
+            progress: progress.clone(),
+            metrics: Arc::new(Metrics::new()),
+        }));
+        // Progress every 100 ms for 1.5 s: renewed on the 200 ms ticks.
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            progress.mark();
+        }
+        let renewed = expiry().await;
+        assert!(
+            renewed >= first + 600,
+            "renewed while progressing: {first} -> {renewed}"
+        );
+        // No progress: past the window, the lease is left to expire.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let last = expiry().await;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(expiry().await, last, "not renewed without progress");
+        assert!(last < clock.now_ms(), "the lease has expired: {last}");
+        // Another worker takes the job: the heartbeat ends on its own.
+        db.exec("UPDATE ai_jobs SET lease_owner = 'w2', fencing_token = fencing_token + 1")
+            .await
+            .unwrap();
+        progress.mark();
+        tokio::time::timeout(Duration::from_secs(30), beat)
+            .await
+            .expect("keep_alive resolves once the lease is lost")
+            .unwrap();
+    }
 }

@@ -81,6 +81,15 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Bump a file's modification time (at most once a second, from a progress
+/// callback). A failure only means the sweep may take the file early.
+fn touch(path: &Path) {
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
 /// How a video download failed, for what the job does next.
 enum FetchFailure {
     Gone(String),
@@ -113,14 +122,17 @@ impl Worker {
         let version = job.scene_version_id.as_deref().unwrap_or(&job.id);
         let media = &cx.s.media_dir;
         let video_path = final_path(media, "videos", scene, version, &video.extension);
-        let staged_video = match self.stage(cx, video).await {
+        let staged_video = match self.stage_beside(cx, video, None).await {
             Ok(v) => v,
             Err(f) => return self.download_failed(cx, f).await,
         };
         let mut thumb_problem = None;
         let staged_thumb = match thumbnail {
             None => None,
-            Some(t) => match self.stage(cx, t).await {
+            Some(t) => match self
+                .stage_beside(cx, t, Some(staged_video.temp_path()))
+                .await
+            {
                 Ok(s) => Some((
                     s,
                     final_path(media, "thumbnails", scene, version, &t.extension),
@@ -184,9 +196,17 @@ impl Worker {
         }
     }
 
-    async fn stage(&self, cx: &Ctx<'_>, spec: &DownloadSpec) -> Result<Staged, ProvidersError> {
+    /// Stage `spec`; while it progresses, keep `sibling` (the staged video,
+    /// waiting for its thumbnail) fresh so the temp sweep leaves it alone.
+    async fn stage_beside(
+        &self,
+        cx: &Ctx<'_>,
+        spec: &DownloadSpec,
+        sibling: Option<&Path>,
+    ) -> Result<Staged, ProvidersError> {
         let metrics = self.metrics.clone();
         let progress = cx.progress.clone();
+        let sibling = sibling.map(Path::to_owned);
         let mut last = 0u64;
         self.downloader
             .stage(
@@ -198,6 +218,9 @@ impl Worker {
                     metrics.download_bytes.inc_by(total.saturating_sub(last));
                     last = total;
                     progress.mark();
+                    if let Some(p) = &sibling {
+                        touch(p);
+                    }
                 },
             )
             .await

@@ -1,0 +1,214 @@
+//! The scheduler against the loop it replaced: how fast one replica drains
+//! a backlog of stranded jobs, and how much one slow download in the mix
+//! costs everyone else. The baseline is the previous `clawcut-worker`
+//! binary (a pass of `batch_size` jobs at a time, waiting for the whole
+//! pass), run in the same invocation on the same machine, given by
+//! `BASELINE_BIN`:
+//!
+//! ```sh
+//! git worktree add /tmp/cw-baseline ece0e60
+//! cargo build --release --manifest-path /tmp/cw-baseline/Cargo.toml \
+//!     --target-dir /tmp/cw-baseline/target -p clawcut-worker
+//! BASELINE_BIN=/tmp/cw-baseline/target/release/clawcut-worker \
+//!     cargo bench -p clawcut-worker --bench scheduler -- 2000
+//! ```
+//!
+//! Each job is one poll and two downloads (a 64 KiB video streamed in 16 KiB
+//! chunks 2 ms apart, and a thumbnail) from the loopback fake, fsynced and
+//! published, then the completion transaction; SQLite, one replica,
+//! `interval = 2s`, `batch_size = 25`, `concurrency = 8`. The slow job's
+//! video trickles 300 bytes, one every 100 ms (30 s), and is the oldest row,
+//! so both loops claim it first. Measured: seconds until every *other* job
+//! is `completed`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clawcut_test_support::db::{AppDb, NewJob};
+use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clawcut-worker");
+const KEY: &str = "sk-bench";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Keys both binaries understand (the baseline refuses the new ones).
+fn config(dir: &std::path::Path, url: &str, base: &str) -> std::path::PathBuf {
+    let path = dir.join("bench.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[database]\nurl = \"{url}\"\n[reconcile]\ninterval = \"2s\"\nmin_age = \"0s\"\nbatch_size = 25\nconcurrency = 8\nlease_ttl = \"60s\"\n\
+             [media]\ndir = \"{}\"\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n\
+             [providers.openai]\nkind = \"openai\"\nbase_url = \"{base}\"\napi_key_env = \"BENCH_KEY\"\nmax_in_flight = 16\n",
+            dir.join("media").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn seed(db: &AppDb, n: usize, slow: bool) {
+    let t = now_ms() - 600_000;
+    let job = |i: usize, id: String, pid: String, at: i64| {
+        let scene = format!("scene_{i}");
+        let version = format!("ver_{i}");
+        async move {
+            db.insert_scene(&scene, "s").await.unwrap();
+            db.insert_version(&version, &scene, t).await.unwrap();
+            db.insert_job(&NewJob {
+                id,
+                kind: "video".into(),
+                provider: "openai".into(),
+                scene_id: Some(scene),
+                scene_version_id: Some(version),
+                request: "{}".into(),
+                status: "processing".into(),
+                provider_job_id: Some(pid),
+                created_at: t,
+                updated_at: at,
+            })
+            .await
+            .unwrap();
+        }
+    };
+    if slow {
+        job(n, "job_slow".into(), "video_slow".into(), t - 60_000).await;
+    }
+    for i in 0..n {
+        job(i, format!("job_{i}"), format!("video_{i}"), t).await;
+    }
+}
+
+async fn fast_completed(db: &AppDb, n: usize) -> usize {
+    let mut done = 0;
+    for i in 0..n {
+        if db
+            .job(&format!("job_{i}"))
+            .await
+            .unwrap()
+            .is_some_and(|j| j.status == "completed")
+        {
+            done += 1;
+        }
+    }
+    done
+}
+
+async fn completed_count(db: &AppDb) -> i64 {
+    db.count_jobs_by_status()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(s, _)| s == "completed")
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Seconds until the `n` fast jobs are completed, with `bin`.
+async fn drain(bin: &str, name: &str, n: usize, slow: bool) -> f64 {
+    let fake = FakeOpenAi::start(KEY).await;
+    fake.set_default_script(
+        Script::completes_after(0)
+            .with_video_bytes(64 * 1024)
+            .with_chunk_delay(Duration::from_millis(2)),
+    );
+    fake.script(
+        "video_slow",
+        Script::completes_after(0)
+            .with_video_bytes(300)
+            .trickle(1, Duration::from_millis(100)),
+    );
+    let (_db_dir, url) = clawcut_test_support::db::temp_sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, &fake.base_url());
+    let st = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let db = AppDb::connect(&url).await.unwrap();
+    seed(&db, n, slow).await;
+    let started = Instant::now();
+    let mut child: Child = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .env("BENCH_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    loop {
+        // Counting all completions is cheap; only near the end ask whether
+        // the fast ones (not the slow one) are the ones done.
+        let all = completed_count(&db).await;
+        if all >= n as i64 && fast_completed(&db, n).await == n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "{name}: did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "{name:<44} {n} jobs in {secs:>6.2}s = {:>7.1} jobs/s",
+        n as f64 / secs
+    );
+    secs
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(2000);
+    let Ok(baseline) = std::env::var("BASELINE_BIN") else {
+        eprintln!(
+            "BASELINE_BIN is not set: see the module doc for how to build the previous binary"
+        );
+        std::process::exit(2);
+    };
+    let old = drain(&baseline, "baseline (pass loop), drain", n, false).await;
+    let new = drain(BIN, "slots, drain", n, false).await;
+    let old_slow = drain(
+        &baseline,
+        "baseline (pass loop), drain + 1 slow job",
+        n,
+        true,
+    )
+    .await;
+    let new_slow = drain(BIN, "slots, drain + 1 slow job", n, true).await;
+    println!();
+    println!("| case | baseline (pass loop) | slots | ratio (time, slots/baseline) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| drain {n} jobs | {old:.2} s | {new:.2} s | {:.2} |",
+        new / old
+    );
+    println!(
+        "| drain {n} jobs + 1 slow | {old_slow:.2} s | {new_slow:.2} s | {:.2} |",
+        new_slow / old_slow
+    );
+    println!(
+        "| cost of the slow job (time with / without) | {:.2} | {:.2} | |",
+        old_slow / old,
+        new_slow / new
+    );
+}
