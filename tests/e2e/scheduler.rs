@@ -10,6 +10,25 @@ use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 
 use crate::support::*;
 
+/// Each scenario runs as `<scenario>::sqlite` and `<scenario>::postgres`
+/// (the PostgreSQL half takes its turn on the shared cluster).
+macro_rules! on_both_backends {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                super::$scenario(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                let _turn = crate::support::pg_turn().await;
+                super::$scenario(super::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 /// The backends each test runs on: a fresh env for `fake` and `extra`.
 enum Backend {
     Sqlite,
@@ -135,16 +154,7 @@ async fn a_slow_download_holds_only_its_own_slot(backend: Backend) {
     drop(daemon);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_slow_download_holds_only_its_own_slot_sqlite() {
-    a_slow_download_holds_only_its_own_slot(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_slow_download_holds_only_its_own_slot_postgres() {
-    let _turn = pg_turn().await;
-    a_slow_download_holds_only_its_own_slot(Backend::Postgres).await;
-}
+on_both_backends!(a_slow_download_holds_only_its_own_slot);
 
 // ---------------------------------------------------------------------------
 // Poison rows claimed in one batch with healthy rows.
@@ -320,16 +330,7 @@ async fn raw_job(url: &str, id: &str) -> RawJob {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn poison_rows_are_set_aside_and_never_block_their_batch_sqlite() {
-    poison_rows_are_set_aside_and_never_block_their_batch(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn poison_rows_are_set_aside_and_never_block_their_batch_postgres() {
-    let _turn = pg_turn().await;
-    poison_rows_are_set_aside_and_never_block_their_batch(Backend::Postgres).await;
-}
+on_both_backends!(poison_rows_are_set_aside_and_never_block_their_batch);
 
 // ---------------------------------------------------------------------------
 // Thumbnails never cost the user the video.
@@ -394,16 +395,7 @@ async fn a_refused_or_failing_thumbnail_completes_the_video_without_it(backend: 
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_refused_or_failing_thumbnail_completes_the_video_without_it_sqlite() {
-    a_refused_or_failing_thumbnail_completes_the_video_without_it(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_refused_or_failing_thumbnail_completes_the_video_without_it_postgres() {
-    let _turn = pg_turn().await;
-    a_refused_or_failing_thumbnail_completes_the_video_without_it(Backend::Postgres).await;
-}
+on_both_backends!(a_refused_or_failing_thumbnail_completes_the_video_without_it);
 
 // ---------------------------------------------------------------------------
 // A lease lost just before the rename: the new owner's file survives.
@@ -479,13 +471,4 @@ async fn a_worker_that_lost_its_lease_never_overwrites_the_new_owners_file(backe
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_worker_that_lost_its_lease_never_overwrites_the_new_owners_file_sqlite() {
-    a_worker_that_lost_its_lease_never_overwrites_the_new_owners_file(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_worker_that_lost_its_lease_never_overwrites_the_new_owners_file_postgres() {
-    let _turn = pg_turn().await;
-    a_worker_that_lost_its_lease_never_overwrites_the_new_owners_file(Backend::Postgres).await;
-}
+on_both_backends!(a_worker_that_lost_its_lease_never_overwrites_the_new_owners_file);
