@@ -297,6 +297,8 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
     lifecycle.advance(Phase::Draining);
     let _ = driver.await;
     lifecycle.advance(Phase::Stopped);
+    state.worker.detached.close();
+    state.worker.detached.wait().await;
     let took = started.elapsed();
 
     println!(

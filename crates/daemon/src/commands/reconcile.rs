@@ -35,8 +35,10 @@ pub async fn reconcile(path: &Path, cfg: &Config, args: &ReconcileArgs) -> Resul
             only_job: args.job.clone(),
         },
     };
-    let summary = run_once(&worker, &opts, &lifecycle.phases())
-        .await
+    let summary = run_once(&worker, &opts, &lifecycle.phases()).await;
+    worker.detached.close();
+    worker.detached.wait().await;
+    let summary = summary
         .context("reconcile pass")
         .exit_with(exit::UNAVAILABLE)?;
     if args.json {

@@ -83,12 +83,14 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     lifecycle.advance(Phase::Stopped);
     signals.abort();
     state.tasks.close();
-    if tokio::time::timeout(CLOSE_GRACE, state.tasks.wait())
-        .await
-        .is_err()
-    {
+    state.worker.detached.close();
+    let side = async {
+        state.tasks.wait().await;
+        state.worker.detached.wait().await;
+    };
+    if tokio::time::timeout(CLOSE_GRACE, side).await.is_err() {
         warn!(
-            "side tasks (admin passes, gauges) still running after {CLOSE_GRACE:?}; exiting anyway"
+            "side tasks (admin passes, completions, gauges) still running after {CLOSE_GRACE:?}; exiting anyway"
         );
     }
     if let Some(server) = server {

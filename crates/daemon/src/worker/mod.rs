@@ -21,6 +21,7 @@ use clawcut_core::{
 };
 use clawcut_providers::{DownloadLimits, DownloadPolicy, Downloader};
 use clawcut_store::{ClaimRequest, Claimed, Store, StoreError};
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub mod decide;
@@ -71,6 +72,10 @@ pub struct Worker {
     settings: Mutex<Arc<Settings>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// Steps that must not be cut off halfway (a completion's transaction
+    /// with its renames): they run here, and the process awaits them
+    /// before it exits.
+    pub detached: TaskTracker,
 }
 
 /// What [`Worker::new`] needs.
@@ -113,6 +118,7 @@ impl Worker {
             settings: Mutex::new(Arc::new(p.settings)),
             metrics: p.metrics,
             clock: p.clock,
+            detached: TaskTracker::new(),
         }
     }
 

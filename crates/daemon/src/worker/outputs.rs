@@ -177,11 +177,27 @@ impl Worker {
                 .map(|w| format!("; no thumbnail: {w}"))
                 .unwrap_or_default()
         );
-        match self
-            .store
-            .complete(cx.lease, &completion, &mut outputs)
-            .await
-        {
+        // The completion runs to its end in its own task: cut off between
+        // its COMMIT and its bookkeeping (the shutdown grace ran out), it
+        // would put back files a committed row points at. The slot may stop
+        // waiting for it; `Worker::detached` is awaited before exit.
+        let store = self.store.clone();
+        let lease = cx.lease.clone();
+        let completed = self
+            .detached
+            .spawn(async move { store.complete(&lease, &completion, &mut outputs).await })
+            .await;
+        let completed = match completed {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(Done {
+                    to: job.status,
+                    outcome: JobOutcome::Error,
+                    detail: format!("completion task failed: {e}"),
+                });
+            }
+        };
+        match completed {
             Ok(()) => Ok(Done {
                 to: JobStatus::Completed,
                 outcome: JobOutcome::Completed,
