@@ -8,11 +8,14 @@
 //! another replica (or this one's next claim) takes it over: a stuck CDN
 //! cannot hold a job forever. When the store says the lease is lost, the
 //! future resolves and the job's work is dropped: another worker owns it.
+//! One exception: a submission's create (or lookup) call in flight is
+//! [`Progress::pin`]ned, because a takeover in the middle of it would make
+//! its outcome unknowable.
 //!
 //! This module never writes anything but the lease expiry.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clawcut_core::{Lease, Millis};
@@ -28,12 +31,23 @@ use crate::runtime::clock::{Clock, ms};
 pub struct Progress {
     clock: Clock,
     at: Arc<AtomicI64>,
+    pinned: Arc<AtomicUsize>,
+}
+
+/// While alive, the job counts as progressing (see [`Progress::pin`]).
+pub struct Pin(Arc<AtomicUsize>);
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Progress {
     pub fn new(clock: Clock) -> Progress {
         Progress {
             at: Arc::new(AtomicI64::new(clock.now_ms())),
+            pinned: Arc::new(AtomicUsize::new(0)),
             clock,
         }
     }
@@ -42,7 +56,19 @@ impl Progress {
         self.at.store(self.clock.now_ms(), Ordering::Relaxed);
     }
 
+    /// Keep the lease however long the next step waits. For a create call
+    /// in flight: it may queue behind the provider's rate limiter for
+    /// minutes, and a takeover then would turn a submission that is about
+    /// to succeed into one whose outcome nobody can know.
+    pub fn pin(&self) -> Pin {
+        self.pinned.fetch_add(1, Ordering::Relaxed);
+        Pin(self.pinned.clone())
+    }
+
     pub fn idle_for(&self) -> Millis {
+        if self.pinned.load(Ordering::Relaxed) > 0 {
+            return 0;
+        }
         self.clock
             .now_ms()
             .saturating_sub(self.at.load(Ordering::Relaxed))
@@ -103,6 +129,11 @@ mod tests {
         let q = p.clone();
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(q.idle_for(), 1_000, "clones share one mark");
+        let pin = q.pin();
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert_eq!(p.idle_for(), 0, "a pinned step counts as progressing");
+        drop(pin);
+        assert_eq!(p.idle_for(), 601_000);
     }
 
     /// A real SQLite store. sqlx's pool needs a running clock (paused, its

@@ -56,7 +56,10 @@ impl Worker {
         let req = self.submit_request(&job, handle);
         // Adapters refuse an unusable request (not JSON, no prompt) before
         // sending anything: that comes back as a rejection, not a mystery.
-        let answer = handle.provider.submit(&req).await;
+        let answer = {
+            let _pin = cx.progress.pin();
+            handle.provider.submit(&req).await
+        };
         cx.progress.mark();
         match answer {
             Ok(pid) => {
@@ -159,7 +162,10 @@ impl Worker {
         req: &SubmitRequest,
     ) -> Result<Done, WorkError> {
         let job = cx.job;
-        let answer = cx.handle.provider.lookup(req).await;
+        let answer = {
+            let _pin = cx.progress.pin();
+            cx.handle.provider.lookup(req).await
+        };
         cx.progress.mark();
         match answer {
             Ok(Lookup::Found(pid)) => {
