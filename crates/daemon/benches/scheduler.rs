@@ -147,7 +147,14 @@ async fn drain(bin: &str, name: &str, n: usize, slow: bool) -> f64 {
         .arg("run")
         .env("BENCH_KEY", KEY)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var("BENCH_LOG_DIR") {
+            // Keep each daemon's log to see where its time goes.
+            Ok(d) => Stdio::from(
+                std::fs::File::create(format!("{d}/{}.log", name.replace([' ', ','], "_")))
+                    .unwrap(),
+            ),
+            Err(_) => Stdio::null(),
+        })
         .spawn()
         .unwrap();
     loop {
@@ -187,6 +194,10 @@ async fn main() {
     };
     let old = drain(&baseline, "baseline (pass loop), drain", n, false).await;
     let new = drain(BIN, "slots, drain", n, false).await;
+    if std::env::var("BENCH_ONLY_DRAIN").is_ok() {
+        println!("ratio (time, slots/baseline): {:.2}", new / old);
+        return;
+    }
     let old_slow = drain(
         &baseline,
         "baseline (pass loop), drain + 1 slow job",

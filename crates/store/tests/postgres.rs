@@ -20,3 +20,9 @@ macro_rules! pg_cases {
 }
 
 conformance::for_each_case!(pg_cases);
+
+// PostgreSQL only: its completions publish inside the transaction, under an
+// advisory lock per scene version, so the store itself serializes them
+// across replicas. SQLite publishes before its write lock (see
+// `sqlite.rs`), and the daemon orders one version's completions itself.
+pg_cases!(complete_serializes_publishing_per_scene_version);

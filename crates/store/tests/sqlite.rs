@@ -23,6 +23,8 @@ conformance::for_each_case!(sqlite_cases);
 sqlite_cases!(
     claim_skips_a_row_whose_id_cannot_be_read,
     claim_writes_an_integer_token_whatever_the_column_held,
+    complete_publishes_before_taking_the_write_lock,
+    complete_reverts_an_early_publish_when_the_fence_no_longer_matches,
 );
 
 /// SQLite specifics: the file and its directory are created, WAL is on.

@@ -76,6 +76,9 @@ pub struct Worker {
     /// with its renames): they run here, and the process awaits them
     /// before it exits.
     pub detached: TaskTracker,
+    /// One completion at a time per scene version in this process (the
+    /// database serializes them across replicas).
+    versions: outputs::VersionLocks,
 }
 
 /// What [`Worker::new`] needs.
@@ -119,6 +122,7 @@ impl Worker {
             metrics: p.metrics,
             clock: p.clock,
             detached: TaskTracker::new(),
+            versions: outputs::VersionLocks::default(),
         }
     }
 

@@ -15,7 +15,9 @@
 //! never fails a verified video and never makes the video be fetched again.
 //! The job completes without it, and the log and the audit event say why.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clawcut_core::{DownloadSpec, Event, JobStatus};
 use clawcut_providers::{Installed, ProvidersError, Staged};
@@ -25,6 +27,89 @@ use tracing::warn;
 use super::decide::{Done, WorkError, decide};
 use super::{Ctx, Worker};
 use crate::report::{JobOutcome, error_chain};
+
+/// Per-scene-version turns: two completions of one version publish and
+/// commit one after the other. SQLite publishes before its write lock, so
+/// the database alone would not order them; PostgreSQL also orders them
+/// across replicas with an advisory lock, and this costs it nothing.
+///
+/// A turn is an async mutex per version (this process), then an exclusive
+/// lock on one of [`LOCK_FILES`] files under `<media.dir>/.tmp/locks/`
+/// chosen by the version id (other processes on this host sharing the media
+/// directory: `reconcile` run by hand beside the daemon, a second `run` on
+/// one SQLite file). Two versions may share a lock file: they then take
+/// turns too, which costs a few milliseconds, never correctness.
+#[derive(Debug, Default)]
+pub struct VersionLocks {
+    turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// How many lock files a media directory holds, at most.
+pub const LOCK_FILES: u64 = 64;
+
+/// A held turn: released when dropped.
+pub struct Turn {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    /// Unlocked when the file is closed.
+    _file: Option<std::fs::File>,
+}
+
+impl VersionLocks {
+    /// Wait for `version`'s turn. Entries nobody holds are dropped as turns
+    /// are handed out, so the map stays as small as the work in flight. A
+    /// lock file that cannot be opened or locked only loses the ordering
+    /// across processes (logged); it never fails the completion.
+    pub async fn turn(&self, media: &Path, version: &str) -> Turn {
+        let local = {
+            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            turns.retain(|_, t| Arc::strong_count(t) > 1);
+            turns.entry(version.to_owned()).or_default().clone()
+        };
+        let local = local.lock_owned().await;
+        let path = lock_path(media, version);
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await;
+        let file = match file {
+            Ok(Ok(f)) => Some(f),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not take the scene version's lock file; ordering only within this process");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "lock file task failed; ordering only within this process");
+                None
+            }
+        };
+        Turn {
+            _local: local,
+            _file: file,
+        }
+    }
+}
+
+/// `<media>/.tmp/locks/<n>.lock`, `n` a stable hash of the version id (FNV-1a:
+/// the same in every process and release, unlike std's `DefaultHasher`).
+fn lock_path(media: &Path, version: &str) -> PathBuf {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in version.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    media
+        .join(clawcut_providers::TEMP_DIR)
+        .join("locks")
+        .join(format!("{:02}.lock", h % LOCK_FILES))
+}
 
 /// A staged output and the final path it is published to.
 struct Pending {
@@ -183,9 +268,13 @@ impl Worker {
         // waiting for it; `Worker::detached` is awaited before exit.
         let store = self.store.clone();
         let lease = cx.lease.clone();
+        let turn = self.versions.turn(media, version).await;
         let completed = self
             .detached
-            .spawn(async move { store.complete(&lease, &completion, &mut outputs).await })
+            .spawn(async move {
+                let _turn = turn;
+                store.complete(&lease, &completion, &mut outputs).await
+            })
             .await;
         let completed = match completed {
             Ok(r) => r,
@@ -286,6 +375,51 @@ pub fn final_path(media: &Path, sub: &str, scene: &str, version: &str, ext: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two `VersionLocks` stand for two processes sharing a media directory:
+    /// one version's turn is held by one at a time; other versions' turns
+    /// are not held up (unless they share a lock file).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_turn_per_scene_version_across_processes() {
+        let media = tempfile::tempdir().unwrap();
+        let (a, b) = (VersionLocks::default(), VersionLocks::default());
+        let held = a.turn(media.path(), "ver_1").await;
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            b.turn(media.path(), "ver_1"),
+        )
+        .await;
+        assert!(waiting.is_err(), "the other process waits for the turn");
+        // A version on another lock file goes ahead at once.
+        let other = (0..1000)
+            .map(|i| format!("ver_x{i}"))
+            .find(|v| lock_path(media.path(), v) != lock_path(media.path(), "ver_1"))
+            .unwrap();
+        let _other = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            b.turn(media.path(), &other),
+        )
+        .await
+        .expect("another version is not held up");
+        drop(held);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            b.turn(media.path(), "ver_1"),
+        )
+        .await
+        .expect("the turn passes once released");
+    }
+
+    #[test]
+    fn lock_files_are_few_and_stable() {
+        let p = lock_path(Path::new("/m"), "ver_1");
+        assert_eq!(p, lock_path(Path::new("/m"), "ver_1"));
+        assert!(p.starts_with("/m/.tmp/locks"));
+        let distinct: std::collections::HashSet<_> = (0..10_000)
+            .map(|i| lock_path(Path::new("/m"), &format!("v{i}")))
+            .collect();
+        assert_eq!(distinct.len() as u64, LOCK_FILES);
+    }
 
     #[test]
     fn final_paths_follow_the_spec() {

@@ -116,6 +116,9 @@ pub(super) const POSTGRES: Dialect = Dialect {
                  || (SELECT scene_version_id FROM ai_jobs WHERE id = $1::text),
              'clawcut-worker:job:' || $1::text), 0))",
     ),
+    // Row and advisory locks are per job and per version: publishing
+    // inside the transaction holds up no other job.
+    lease_held: None,
     complete_job: "UPDATE ai_jobs SET status = 'completed',
              completed_at = to_timestamp($5::float8 / 1000.0),
              updated_at = to_timestamp($5::float8 / 1000.0),

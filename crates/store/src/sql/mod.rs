@@ -54,6 +54,16 @@ pub struct Dialect {
     /// `complete`; `None` when the write transaction already serializes
     /// every writer (SQLite).
     pub lock_completion: Option<&'static str>,
+    /// 1 id, 2 owner, 3 token, 4 from. Returns a row while the lease is held.
+    /// `Some` makes `complete` publish its files *before* it takes the write
+    /// lock, after this read confirmed the lease, instead of inside the
+    /// transaction: where the write lock is database-wide (SQLite), renames
+    /// and directory fsyncs under it would serialize every other writer
+    /// (claims, completions, reschedules) behind the filesystem. The fenced
+    /// update inside the transaction still decides; if it does not match,
+    /// the files are reverted. `None`: publish inside, under the per-version
+    /// lock (PostgreSQL).
+    pub lease_held: Option<&'static str>,
     /// 1 id, 2 owner, 3 token, 4 from, 5 now, 6 video path, 7 sha256,
     /// 8 bytes, 9 thumbnail path. Returns scene_id, scene_version_id.
     pub complete_job: &'static str,

@@ -182,6 +182,30 @@ where
         publish: &mut (dyn Publish + Send),
     ) -> Result<(), StoreError> {
         let op: OpErr = StoreError::Complete;
+        let mut publish = Some(publish);
+        // Declared before the transaction, so a revert of files published
+        // early runs after the rollback (nothing of ours is locked then).
+        let mut early: Option<Published<'_>> = None;
+        if let Some(check) = self.d.lease_held {
+            let held: Option<(i64,)> = sqlx::query_as(check)
+                .bind(lease.job_id.as_str())
+                .bind(lease.owner.as_str())
+                .bind(lease.token)
+                .bind(c.from.as_str())
+                .fetch_optional(self.pool)
+                .await
+                .map_err(op)?;
+            if held.is_none() {
+                return Err(lease_lost(lease));
+            }
+            if let Some(files) = publish.take() {
+                files.publish().map_err(StoreError::PublishOutputs)?;
+                early = Some(Published {
+                    files,
+                    settled: false,
+                });
+            }
+        }
         let mut tx = self.begin_write(op).await?;
         if let Some(lock) = self.d.lock_completion
             && let Err(e) = sqlx::query(lock)
@@ -210,12 +234,22 @@ where
             Ok(None) => return Err(self.abandon(tx, lease_lost(lease)).await),
             Err(e) => return Err(self.abandon(tx, op(e)).await),
         };
-        if let Err(e) = publish.publish() {
-            return Err(self.abandon(tx, StoreError::PublishOutputs(e)).await);
-        }
-        let published = Published {
-            files: publish,
-            settled: false,
+        let published = match (early, publish) {
+            (Some(p), _) => p,
+            (None, Some(files)) => {
+                if let Err(e) = files.publish() {
+                    return Err(self.abandon(tx, StoreError::PublishOutputs(e)).await);
+                }
+                Published {
+                    files,
+                    settled: false,
+                }
+            }
+            // `early` holds the files whenever `publish` was taken.
+            (None, None) => {
+                let e = std::io::Error::other("the outputs were handed over twice");
+                return Err(self.abandon(tx, StoreError::PublishOutputs(e)).await);
+            }
         };
         let written = self
             .complete_version_scene_event(&mut tx, lease, c, scene_id, version_id)

@@ -85,6 +85,16 @@ pub(super) const SQLITE: Dialect = Dialect {
          WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3",
     // `BEGIN IMMEDIATE` already serializes every writer of the file.
     lock_completion: None,
+    // A read: WAL readers never wait for the writer. A takeover needs the
+    // lease to expire, and the job's heartbeat has just renewed it, so
+    // nobody else can claim the row between this check and the commit; an
+    // out-of-band write (the app, an operator) is caught by the fenced
+    // update and the files are reverted. Two completions of one scene
+    // version in one process are serialized by the daemon (SQLite serves
+    // one replica).
+    lease_held: Some(
+        "SELECT 1 FROM ai_jobs WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3 AND status = ?4",
+    ),
     complete_job: "UPDATE ai_jobs SET status = 'completed', completed_at = ?5, updated_at = ?5,
              video_path = ?6, video_sha256 = ?7, video_bytes = ?8, thumbnail_path = ?9,
              last_error = NULL, lease_owner = NULL, lease_expires_at = NULL

@@ -60,7 +60,6 @@ macro_rules! for_each_case {
             complete_with_a_stale_lease_never_publishes,
             complete_publish_error_rolls_back,
             complete_failure_after_publish_reverts,
-            complete_serializes_publishing_per_scene_version,
         );
     };
 }

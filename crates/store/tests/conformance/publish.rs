@@ -313,3 +313,99 @@ pub async fn complete_serializes_publishing_per_scene_version(url: &str) {
         assert_eq!(ev[0].to_status, "completed");
     }
 }
+
+/// Runs `sql` on a connection of its own that never waits for a lock, on
+/// a thread of its own (`publish` is synchronous): whether it went through.
+fn write_now(url: &str, sql: &'static str) -> bool {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use sqlx::ConnectOptions;
+            use std::str::FromStr;
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .busy_timeout(Duration::ZERO)
+                .connect()
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.is_ok()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// Publishes while checking what another writer of the file can do.
+struct Probe {
+    url: String,
+    sql: &'static str,
+    went_through: Option<bool>,
+    calls: Vec<Call>,
+}
+
+impl Publish for Probe {
+    fn publish(&mut self) -> std::io::Result<()> {
+        self.calls.push(Call::Publish);
+        self.went_through = Some(write_now(&self.url, self.sql));
+        Ok(())
+    }
+
+    fn revert(&mut self) {
+        self.calls.push(Call::Revert);
+    }
+
+    fn committed(&mut self) {
+        self.calls.push(Call::Committed);
+    }
+}
+
+/// SQLite: renames and directory fsyncs happen before the database-wide
+/// write lock is taken, so another writer (a claim, another completion) is
+/// never held up behind the filesystem. The lease was checked first.
+pub async fn complete_publishes_before_taking_the_write_lock(url: &str) {
+    let ctx = setup(url).await;
+    seed(&ctx, "j", "processing", Some("p")).await;
+    let (_, lease) = lease_of(&ctx, "j", "w", NOW).await;
+    let c = completion(JobStatus::Processing, NOW + 5, "j");
+    let mut probe = Probe {
+        url: url.to_owned(),
+        sql: "BEGIN IMMEDIATE; UPDATE scenes SET title = title; COMMIT;",
+        went_through: None,
+        calls: Vec::new(),
+    };
+    ctx.store.complete(&lease, &c, &mut probe).await.unwrap();
+    assert_eq!(probe.calls, [Call::Publish, Call::Committed]);
+    assert_eq!(
+        probe.went_through,
+        Some(true),
+        "another writer got the write lock while the files were published"
+    );
+}
+
+/// SQLite: when the row changes under the lease between the check and the
+/// fenced update (the app or an operator wrote it), the early publish is
+/// reverted and nothing is written.
+pub async fn complete_reverts_an_early_publish_when_the_fence_no_longer_matches(url: &str) {
+    let ctx = setup(url).await;
+    seed(&ctx, "j", "processing", Some("p")).await;
+    let (_, lease) = lease_of(&ctx, "j", "w", NOW).await;
+    let c = completion(JobStatus::Processing, NOW + 5, "j");
+    let mut probe = Probe {
+        url: url.to_owned(),
+        sql: "UPDATE ai_jobs SET fencing_token = fencing_token + 1, lease_owner = 'other' WHERE id = 'j'",
+        went_through: None,
+        calls: Vec::new(),
+    };
+    match ctx.store.complete(&lease, &c, &mut probe).await {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    assert_eq!(probe.went_through, Some(true));
+    assert_eq!(probe.calls, [Call::Publish, Call::Revert]);
+    assert!(ctx.db.events("j").await.unwrap().is_empty(), "no event");
+    assert_eq!(ctx.db.job("j").await.unwrap().unwrap().status, "processing");
+}
