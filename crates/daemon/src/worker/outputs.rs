@@ -3,13 +3,15 @@
 //!
 //! The video and the thumbnail are streamed to temp files under
 //! `<media.dir>/.tmp/` (verified, fsynced) while nothing is at a final
-//! path. Then `Store::complete` opens its transaction, checks the lease
-//! with the fenced update, and only then calls [`Outputs::publish`], which
-//! renames the staged files to their final paths. So a file reaches its
-//! final path only while the lease is held, a worker that lost its lease
-//! never overwrites the new owner's file, and two jobs for one scene
-//! version never interleave (the store serializes their completions): the
-//! committed checksum and size always describe the file at the path.
+//! path. Then the job waits for its scene version's turn ([`VersionLocks`])
+//! and calls `Store::complete`, which checks the lease and only then calls
+//! [`Outputs::publish`] to rename the staged files to their final paths,
+//! then commits with the fenced update (reverting the renames when it does
+//! not match or the commit fails). So a file reaches its final path only
+//! while the lease is held, a worker that lost its lease never overwrites
+//! the new owner's file, and two jobs for one scene version never
+//! interleave: the committed checksum and size always describe the file at
+//! the path.
 //!
 //! The thumbnail is a courtesy: refused, missing, failing or too large, it
 //! never fails a verified video and never makes the video be fetched again.
