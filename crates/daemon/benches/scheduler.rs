@@ -17,9 +17,10 @@
 //! chunks 2 ms apart, and a thumbnail) from the loopback fake, fsynced and
 //! published, then the completion transaction; SQLite, one replica,
 //! `interval = 2s`, `batch_size = 25`, `concurrency = 8`. The slow job's
-//! video trickles 300 bytes, one every 100 ms (30 s), and is the oldest row,
-//! so both loops claim it first. Measured: seconds until every *other* job
-//! is `completed`.
+//! content (a 300-byte video, then the fake's 2 KiB thumbnail) trickles one
+//! byte every 100 ms, about 235 s in all, and it is the oldest row, so both
+//! loops claim it first. Measured: seconds until every *other* job is
+//! `completed`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
