@@ -36,7 +36,7 @@ use crate::report::{JobOutcome, error_chain};
 /// across replicas with an advisory lock, and this costs it nothing.
 ///
 /// A turn is an async mutex per version (this process), then an exclusive
-/// lock on one of [`LOCK_FILES`] files under `<media.dir>/.tmp/locks/`
+/// lock on one of [`LOCK_FILES`] files under `<media.dir>/.locks/`
 /// chosen by the version id (other processes on this host sharing the media
 /// directory: `reconcile` run by hand beside the daemon, a second `run` on
 /// one SQLite file). Two versions may share a lock file: they then take
@@ -100,16 +100,18 @@ impl VersionLocks {
     }
 }
 
-/// `<media>/.tmp/locks/<n>.lock`, `n` a stable hash of the version id (FNV-1a:
+/// `<media>/.locks/<n>.lock`, `n` a stable hash of the version id (FNV-1a:
 /// the same in every process and release, unlike std's `DefaultHasher`).
+/// Not under `.tmp`: these files are permanent (a lock file must never be
+/// removed while another process may wait on it), and `.tmp` holds only
+/// what a sweep may take.
 fn lock_path(media: &Path, version: &str) -> PathBuf {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in version.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
     }
     media
-        .join(clawcut_providers::TEMP_DIR)
-        .join("locks")
+        .join(".locks")
         .join(format!("{:02}.lock", h % LOCK_FILES))
 }
 
@@ -416,7 +418,7 @@ mod tests {
     fn lock_files_are_few_and_stable() {
         let p = lock_path(Path::new("/m"), "ver_1");
         assert_eq!(p, lock_path(Path::new("/m"), "ver_1"));
-        assert!(p.starts_with("/m/.tmp/locks"));
+        assert!(p.starts_with("/m/.locks"));
         let distinct: std::collections::HashSet<_> = (0..10_000)
             .map(|i| lock_path(Path::new("/m"), &format!("v{i}")))
             .collect();
