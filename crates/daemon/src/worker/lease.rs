@@ -22,7 +22,6 @@ use clawcut_core::{Lease, Millis};
 use clawcut_store::Store;
 use tracing::{debug, warn};
 
-use crate::metrics::Metrics;
 use crate::report::error_chain;
 use crate::runtime::clock::{Clock, ms};
 
@@ -83,7 +82,6 @@ pub struct KeepAlive {
     /// Renew only when the job moved within this long.
     pub window: Duration,
     pub progress: Progress,
-    pub metrics: Arc<Metrics>,
 }
 
 /// Renews the lease while the job progresses. Resolves only when the lease
@@ -103,8 +101,8 @@ pub async fn keep_alive(k: KeepAlive) {
         let now = k.progress.clock.now_ms();
         match k.store.heartbeat(&k.lease, now, k.ttl).await {
             Ok(()) => {}
+            // Counted once, by the slot that drops the attempt.
             Err(e) if e.is_lease_lost() => {
-                k.metrics.leases_lost.inc();
                 warn!(job = %k.lease.job_id, "heartbeat: lease lost to another worker; dropping this attempt");
                 return;
             }
@@ -198,7 +196,6 @@ mod tests {
             ttl,
             window: Duration::from_millis(300),
             progress: progress.clone(),
-            metrics: Arc::new(Metrics::new()),
         }));
         // Progress every 100 ms for 1.5 s: renewed on the 200 ms ticks.
         for _ in 0..15 {

@@ -221,7 +221,6 @@ impl Worker {
             ttl: s.lease_ttl,
             window: s.progress_window,
             progress: progress.clone(),
-            metrics: self.metrics.clone(),
         });
         let ctx = Ctx {
             job: &job,
