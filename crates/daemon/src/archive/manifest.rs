@@ -20,7 +20,7 @@ pub const FILE_NAME: &str = "manifest.json";
 pub struct Manifest {
     pub format: String,
     pub version: u32,
-    /// `YYYYMMDDTHHMMSSZ-xxxx`: sorts by time.
+    /// `YYYYMMDDTHHMMSS.mmmZ-xxxx`: sorts by time.
     pub id: String,
     /// RFC 3339, UTC: when the snapshot was taken.
     pub created_at: String,
@@ -127,10 +127,11 @@ impl Manifest {
     }
 }
 
-/// A backup id for `now`: UTC time to the second, then 4 random hex digits
-/// (two backups in one second still differ). Ids sort by time.
+/// A backup id for `now`: UTC time to the millisecond, then 4 random hex
+/// digits. Ids sort by time: backups of one directory are serialized by its
+/// lock, and each takes longer than a millisecond.
 pub fn new_id(now: std::time::SystemTime) -> String {
-    let t = humantime::format_rfc3339_seconds(now).to_string();
+    let t = humantime::format_rfc3339_millis(now).to_string();
     let compact: String = t.chars().filter(|c| *c != '-' && *c != ':').collect();
     format!("{compact}-{:04x}", rand::random::<u16>())
 }
@@ -312,7 +313,9 @@ mod tests {
         let a = new_id(t);
         let b = new_id(t + std::time::Duration::from_secs(1));
         assert!(a < b, "{a} < {b}");
-        assert!(a.starts_with("20270115T080000Z-"), "{a}");
+        assert!(a.starts_with("20270115T080000.000Z-"), "{a}");
+        let c = new_id(t + std::time::Duration::from_millis(1));
+        assert!(a < c, "{a} < {c}");
         assert!(is_valid_id(&a));
         assert!(!is_valid_id("../x"));
         assert!(!is_valid_id(".tmp"));

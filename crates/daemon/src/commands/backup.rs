@@ -183,7 +183,7 @@ pub async fn backup(cfg: &Config, args: &BackupArgs) -> Result<(), Fatal> {
         ));
     }
     if args.prune {
-        prune(root, args.keep.unwrap_or(1) as usize)?;
+        prune(root, &id, args.keep.unwrap_or(1) as usize)?;
     }
     Ok(())
 }
@@ -272,14 +272,18 @@ fn copy_media(
     Ok((files, missing, stats))
 }
 
-/// Keep the newest `keep` complete backups; remove the older ones, every
+/// Keep the newest `keep` complete backups (always `this` one, just
+/// written); remove the older ones, every
 /// incomplete backup directory (the lock says none is running), and every
 /// object no kept manifest lists. A kept manifest that cannot be read stops
 /// the removal of objects: what it needs is unknown.
-fn prune(root: &Path, keep: usize) -> Result<(), Fatal> {
-    let (complete, incomplete) = manifest::list(root)
+fn prune(root: &Path, this: &str, keep: usize) -> Result<(), Fatal> {
+    let (mut complete, incomplete) = manifest::list(root)
         .with_context(|| format!("list the backups in {}", root.display()))
         .exit_with(exit::CANTCREAT)?;
+    // Newest last; this backup is the newest whatever a clock said.
+    complete.retain(|id| id != this);
+    complete.push(this.to_owned());
     let cut = complete.len().saturating_sub(keep);
     let (old, kept) = complete.split_at(cut);
     let mut needed = HashSet::new();

@@ -333,7 +333,7 @@ async fn check_database_target(
                 return Err(fatal(
                     exit::CANTCREAT,
                     format!(
-                        "refusing to restore into {}: {} exists; a restore only creates a new database",
+                        "refusing to restore into {}: {} exists and is not empty; a restore only creates a new database",
                         path.display(),
                         p.display()
                     ),
