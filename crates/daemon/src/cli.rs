@@ -81,7 +81,7 @@ pub struct ResolveArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// The backup directory (created if missing): objects/, backups/<ID>/.
+    /// The backup directory (created if missing): `objects/`, `backups/<ID>/`.
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// After the backup, remove older backups beyond --keep and the content

@@ -336,7 +336,8 @@ mod tests {
                    \\.\n\nCOPY public.clawcut_worker_schema (version, description, applied_at) FROM stdin;\n1\tinit\t2026\n\\.\n";
         let c = parse_copy_data(sql).unwrap();
         assert_eq!(c.schema_version, 1);
-        let got: Vec<(&str, MediaKind, &str, Option<&str>, Option<i64>)> = c
+        type Seen<'a> = (&'a str, MediaKind, &'a str, Option<&'a str>, Option<i64>);
+        let got: Vec<Seen> = c
             .media
             .iter()
             .map(|m| {
