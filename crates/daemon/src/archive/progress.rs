@@ -14,7 +14,9 @@ const WIDTH: usize = 30;
 pub struct Progress {
     what: &'static str,
     total_files: u64,
-    total_bytes: u64,
+    /// `None`: the bar follows the files (a backup, which reads only the
+    /// files `objects/` lacks, cannot know its bytes ahead).
+    total_bytes: Option<u64>,
     files: u64,
     bytes: u64,
     tty: bool,
@@ -27,7 +29,7 @@ pub fn human(bytes: u64) -> String {
 }
 
 impl Progress {
-    pub fn new(what: &'static str, total_files: u64, total_bytes: u64) -> Progress {
+    pub fn new(what: &'static str, total_files: u64, total_bytes: Option<u64>) -> Progress {
         Progress {
             what,
             total_files,
@@ -67,21 +69,30 @@ impl Progress {
     }
 
     fn line(&self) -> String {
-        format!(
-            "{}: {}/{} files, {} of {}",
-            self.what,
-            self.files,
-            self.total_files,
-            human(self.bytes),
-            human(self.total_bytes)
-        )
+        match self.total_bytes {
+            Some(total) => format!(
+                "{}: {}/{} files, {} of {}",
+                self.what,
+                self.files,
+                self.total_files,
+                human(self.bytes),
+                human(total)
+            ),
+            None => format!(
+                "{}: {}/{} files, {} read",
+                self.what,
+                self.files,
+                self.total_files,
+                human(self.bytes)
+            ),
+        }
     }
 
     fn draw(&mut self) {
         let mut err = std::io::stderr().lock();
         if self.tty {
-            let frac = if self.total_bytes > 0 {
-                self.bytes as f64 / self.total_bytes as f64
+            let frac = if let Some(total) = self.total_bytes.filter(|t| *t > 0) {
+                self.bytes as f64 / total as f64
             } else if self.total_files > 0 {
                 self.files as f64 / self.total_files as f64
             } else {
@@ -102,9 +113,14 @@ impl Progress {
         let _ = err.flush();
     }
 
-    /// Clear the bar (a terminal) so the summary starts on a clean line.
-    pub fn finish(mut self) {
-        if self.tty {
+    /// The last state of the bar, then a new line (on a terminal), so what
+    /// follows starts on a clean line. Dropping does the same.
+    pub fn finish(self) {}
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.tty && self.drawn {
             self.draw();
             let _ = writeln!(std::io::stderr());
         }

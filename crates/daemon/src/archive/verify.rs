@@ -50,7 +50,7 @@ pub async fn verify(root: &Path, m: &Manifest) -> Report {
     let mut r = Report::default();
     let bdir = manifest::backups_dir(root).join(&m.id);
     let total = m.snapshot.bytes + m.files.iter().map(|f| f.bytes).sum::<u64>();
-    let mut progress = Progress::new("verify", m.files.len() as u64 + 1, total);
+    let mut progress = Progress::new("verify", m.files.len() as u64 + 1, Some(total));
 
     // 1. The snapshot.
     let snap_ok = match snapshot_file_name_ok(&m.snapshot.file) {

@@ -91,10 +91,13 @@ pub async fn backup(cfg: &Config, args: &BackupArgs) -> Result<(), Fatal> {
             contents
         }
     };
-    let mut p = Progress::new("snapshot checksum", 1, 0);
+    let size = std::fs::metadata(&snap_path).map_or(0, |m| m.len());
+    let mut p = Progress::new("snapshot checksum", 1, Some(size));
     let (snap_bytes, snap_sha) = objects::hash_file(&snap_path, &mut p)
         .with_context(|| format!("read {}", snap_path.display()))
         .exit_with(exit::CANTCREAT)?;
+    p.file_done();
+    p.finish();
 
     // 2. The media, into objects/.
     let media_dir = &cfg.media.dir;
@@ -195,11 +198,7 @@ fn copy_media(
     media_dir: &Path,
     media: &[MediaRef],
 ) -> Result<(Vec<FileEntry>, Vec<MissingEntry>, Stats), Fatal> {
-    let total: u64 = media
-        .iter()
-        .map(|m| m.bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0))
-        .sum();
-    let mut progress = Progress::new("backup", media.len() as u64, total);
+    let mut progress = Progress::new("backup", media.len() as u64, None);
     let mut files = Vec::new();
     let mut missing = Vec::new();
     let mut stats = Stats::default();

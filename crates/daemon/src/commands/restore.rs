@@ -420,7 +420,7 @@ fn restore_media(root: &Path, media: &Path, m: &Manifest) -> Result<(u64, u64), 
         .with_context(|| format!("create {}", media.display()))
         .exit_with(exit::CANTCREAT)?;
     let total = m.files.iter().map(|f| f.bytes).sum();
-    let mut progress = Progress::new("restore", m.files.len() as u64, total);
+    let mut progress = Progress::new("restore", m.files.len() as u64, Some(total));
     let mut dirs = std::collections::BTreeSet::new();
     let (mut files, mut bytes) = (0, 0);
     for f in &m.files {
@@ -489,8 +489,11 @@ async fn restore_database(
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("create {}", dir.display()))
                 .exit_with(exit::CANTCREAT)?;
-            let mut p = Progress::new("restore database", 1, m.snapshot.bytes);
-            match objects::copy_checked(&snap, path, Some(&m.snapshot.sha256), &mut p) {
+            let mut p = Progress::new("restore database", 1, Some(m.snapshot.bytes));
+            let copied = objects::copy_checked(&snap, path, Some(&m.snapshot.sha256), &mut p);
+            p.file_done();
+            p.finish();
+            match copied {
                 Ok(_) => {}
                 Err(CopyError::Target(e)) => {
                     return Err(e)
