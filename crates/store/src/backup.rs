@@ -253,20 +253,6 @@ pub fn sqlite_file(url: &str) -> Result<PathBuf, StoreError> {
     Ok(opts.get_filename().to_owned())
 }
 
-/// SQLite: set `journal_mode = WAL` (as the daemon runs it) on a restored
-/// snapshot file; `VACUUM INTO` writes it in rollback-journal mode.
-pub async fn sqlite_prepare_restored(path: &Path) -> Result<(), StoreError> {
-    let opts = SqliteConnectOptions::new()
-        .filename(path)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .foreign_keys(false);
-    let conn = SqliteConnection::connect_with(&opts)
-        .await
-        .map_err(StoreError::PrepareRestoreTarget)?;
-    let _ = conn.close().await;
-    Ok(())
-}
-
 /// PostgreSQL: whether `url`'s database can take a restore, without
 /// writing anything: `Ok(false)` when it does not exist yet, `Ok(true)`
 /// when it exists and is empty, [`StoreError::RestoreTargetNotEmpty`] when

@@ -45,7 +45,7 @@ mod sqlite;
 
 pub use backup::{
     ExportedSnapshot, MediaKind, MediaRef, Snapshot, SnapshotContents, pg_check_restore_target,
-    pg_create_database, read_sqlite_snapshot, sqlite_file, sqlite_prepare_restored,
+    pg_create_database, read_sqlite_snapshot, sqlite_file,
 };
 pub use error::StoreError;
 pub use migrate::SchemaStatus;

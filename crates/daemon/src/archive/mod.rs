@@ -36,8 +36,10 @@ pub struct DirLock {
     _file: Option<File>,
 }
 
-/// Exclusive: `backup` (which may prune) is the only writer of `root`.
-/// A second one exits at once rather than wait behind a long copy.
+/// Exclusive: `backup` (which may prune) is the only writer of `root`,
+/// and never prunes under a restore reading it. A second one exits at once
+/// (75) rather than wait behind a long copy: the next night's run, or a
+/// retry, takes the backup.
 pub fn lock_exclusive(root: &Path) -> Result<DirLock, Fatal> {
     let path = root.join("lock");
     let file = File::options()
@@ -52,7 +54,7 @@ pub fn lock_exclusive(root: &Path) -> Result<DirLock, Fatal> {
         Err(std::fs::TryLockError::WouldBlock) => Err(exit::fatal(
             exit::TEMPFAIL,
             format!(
-                "another backup is running in {} (it holds {}); try again when it is done",
+                "another backup, or a restore, is using {} (it holds {}); try again when it is done",
                 root.display(),
                 path.display()
             ),

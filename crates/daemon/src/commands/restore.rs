@@ -8,7 +8,7 @@
 //! in the order that leaves the least behind on a failure: the media files
 //! (each copied through a temp file and checked against its sha256 again;
 //! on failure the new media dir is removed), the database (SQLite: the
-//! snapshot file copied into place and checked; PostgreSQL: the database
+//! snapshot file copied into place and checked, then opened in WAL mode; PostgreSQL: the database
 //! created when missing, and the dump loaded by `pg_restore` in one
 //! transaction), and last the media paths in the new database rewritten
 //! from the old media dir to the new one.
@@ -507,12 +507,11 @@ async fn restore_database(
                     ));
                 }
             }
+            // The copy is in rollback-journal mode (VACUUM INTO writes it
+            // so); the store's connect below switches it to WAL, as the
+            // daemon runs it.
             sync_dir(&dir)
                 .with_context(|| format!("sync {}", dir.display()))
-                .exit_with(exit::CANTCREAT)?;
-            clawcut_store::sqlite_prepare_restored(path)
-                .await
-                .with_context(|| format!("open the restored {}", path.display()))
                 .exit_with(exit::CANTCREAT)?;
         }
         Target::Postgres { exists } => {
