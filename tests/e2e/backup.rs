@@ -801,3 +801,88 @@ fn the_backup_units_verify() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+
+async fn a_damaged_live_file_is_not_backed_up(backend: Backend) {
+    let fake = FakeOpenAi::start(KEY).await;
+    let Some(env) = env_for(backend, "bk_live_damage", &fake.base_url()) else {
+        return;
+    };
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    let ids = seed(&fake, &db, "ld", 3, |_| 0).await;
+    let mut daemon = env.start("run");
+    eventually(Duration::from_secs(30), "every job final", || async {
+        all_final(&db, &ids).await.then_some(())
+    })
+    .await;
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(15));
+    let bdir = env.dir.path().join("backups");
+    let first = backup(&env, &bdir, &[]);
+    // After a good backup, the app damages one clip and loses a thumbnail
+    // of another, and a new version's clip is damaged before any backup.
+    let video = |v: &str| {
+        env.media()
+            .join(format!("videos/scene_ld_{v}/ver_ld_{v}.mp4"))
+    };
+    let mut b = std::fs::read(video("0")).unwrap();
+    b[10] ^= 1;
+    std::fs::write(video("0"), b).unwrap();
+    std::fs::remove_file(env.media().join("thumbnails/scene_ld_1/ver_ld_1.webp")).unwrap();
+    let more = seed(&fake, &db, "le", 1, |_| 0).await;
+    let mut daemon = env.start("run2");
+    eventually(Duration::from_secs(30), "the new job final", || async {
+        all_final(&db, &more).await.then_some(())
+    })
+    .await;
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(15));
+    let new_clip = env.media().join("videos/scene_le_0/ver_le_0.mp4");
+    std::fs::write(&new_clip, b"not the clip").unwrap();
+    let out = env.output(&[
+        "backup",
+        "--to",
+        bdir.to_str().unwrap(),
+        "--prune",
+        "--keep",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(65), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("videos/scene_le_0/ver_le_0.mp4"),
+        "{}",
+        show(&out)
+    );
+    assert!(err.contains("changed since the snapshot"), "{}", show(&out));
+    assert!(err.contains("not pruning"), "{}", show(&out));
+    assert!(
+        err.contains("warning: ") && err.contains("ver_ld_1.webp"),
+        "{}",
+        show(&out)
+    );
+    // The damaged ver_ld_0 clip was already held (by content): not read again.
+    assert!(!err.contains("ver_ld_0"), "{}", show(&out));
+    let id = text(&out.stdout)
+        .strip_prefix("backup ")
+        .and_then(|s| s.split(':').next())
+        .unwrap()
+        .to_owned();
+    let m = manifest(&bdir, &id);
+    let missing = m["missing"].as_array().unwrap();
+    assert_eq!(missing.len(), 2, "{missing:?}");
+    // Nothing was pruned, and the incomplete backup fails verification by name.
+    assert!(
+        bdir.join("backups")
+            .join(&first)
+            .join("manifest.json")
+            .is_file()
+    );
+    let out = verify(&env, &bdir, &id);
+    assert_eq!(out.status.code(), Some(65), "{}", show(&out));
+    assert!(text(&out.stderr).contains("ver_le_0.mp4"), "{}", show(&out));
+    assert_eq!(verify(&env, &bdir, &first).status.code(), Some(0));
+}
+on_both_backends!(a_damaged_live_file_is_not_backed_up);
