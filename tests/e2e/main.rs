@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `clawcut-worker` binary against real SQLite
 //! files (and the throwaway PostgreSQL), with fake providers on 127.0.0.1.
 
+mod backup;
 mod cli;
 mod crash;
 mod http;

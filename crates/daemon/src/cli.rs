@@ -39,6 +39,12 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// An operator's decision on a needs_operator job.
     Resolve(ResolveArgs),
+    /// A consistent snapshot of the database and every media file a ready
+    /// scene version points at, with a checksummed manifest, taken while the
+    /// daemon runs. Incremental: content DIR already holds is not copied again.
+    Backup(BackupArgs),
+    /// Check a backup (--verify), or restore it into a new database and media dir.
+    Restore(RestoreArgs),
     /// A newcomer's first run: a simulated provider on 127.0.0.1, a fresh
     /// SQLite database seeded with stranded jobs, the real loop until they
     /// settle, and a table of what happened. Needs no account and no config.
@@ -71,6 +77,41 @@ pub struct ResolveArgs {
     /// Who decided, for the audit event (default: $USER).
     #[arg(long)]
     pub operator: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The backup directory (created if missing): `objects/`, `backups/<ID>/`.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// After the backup, remove older backups beyond --keep and the content
+    /// no kept backup needs.
+    #[arg(long, requires = "keep")]
+    pub prune: bool,
+    /// With --prune: how many backups to keep, newest first (this one included).
+    #[arg(long, value_name = "N", requires = "prune", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["verify", "database"])))]
+pub struct RestoreArgs {
+    /// The backup directory `backup --to` wrote.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// Which backup (default: the newest complete one).
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// Only check: every checksum, and that every ready scene version's files
+    /// are in the backup. Writes nothing; exit 0 only when all hold.
+    #[arg(long, conflicts_with_all = ["database", "media_dir"])]
+    pub verify: bool,
+    /// Restore into this new (or empty) database: sqlite:///path or postgres://...
+    #[arg(long, value_name = "URL", requires = "media_dir")]
+    pub database: Option<String>,
+    /// Restore the media files into this new (or empty) directory.
+    #[arg(long, value_name = "DIR", requires = "database")]
+    pub media_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

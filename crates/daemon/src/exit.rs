@@ -5,9 +5,11 @@ use std::fmt;
 pub const OK: u8 = 0;
 pub const USAGE: u8 = 64;
 pub const DATAERR: u8 = 65;
+pub const NOINPUT: u8 = 66;
 pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
 pub const CANTCREAT: u8 = 73;
+pub const TEMPFAIL: u8 = 75;
 pub const CONFIG: u8 = 78;
 
 /// A command's failure: what to print and which code to exit with.

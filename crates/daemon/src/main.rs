@@ -5,17 +5,20 @@
 //! Reading order, top-down: `daemon` (the `run` command: the scheduler and
 //! its slots, signals, reload), `worker` (one claimed row's step: poll,
 //! outputs, submit, triage), `http` (probes, admin API, webhooks),
-//! `commands` (the one-shot commands), `state` (what a running daemon's
+//! `commands` (the one-shot commands, `archive` for `backup` and
+//! `restore`), `state` (what a running daemon's
 //! parts share), `runtime` (clock, lifecycle, health, wake, systemd), `app`
 //! (turning a config into parts), `report` (outcomes), `config`,
 //! `metrics`, `demo`.
 //!
 //! Module dependencies point one way, without cycles: `main` →
 //! `daemon`/`commands`/`demo` → `http` → `state` → `worker` → `runtime` →
-//! `report`/`metrics`/`config`; `app` builds parts for all of them and
+//! `report`/`metrics`/`config`; `commands` → `archive` (the backup
+//! directory's format, which imports only `exit`); `app` builds parts for all of them and
 //! imports only `worker`, `runtime`, `config`, `metrics` and `exit`.
 
 mod app;
+mod archive;
 mod cli;
 mod commands;
 mod config;
@@ -76,5 +79,16 @@ async fn dispatch(cli: Cli) -> Result<(), Fatal> {
         Command::Status { json } => commands::status(&load()?, *json).await,
         Command::Reconcile(args) => commands::reconcile(&cli.config, &load()?, args).await,
         Command::Resolve(args) => commands::resolve(&load()?, args).await,
+        Command::Backup(args) => commands::backup(&load()?, args).await,
+        // The config only serves to refuse the live database and media dir,
+        // so a restore on a machine without one still works.
+        Command::Restore(args) => {
+            let live = if cli.config.exists() {
+                Some(load()?)
+            } else {
+                None
+            };
+            commands::restore(live.as_ref(), &cli.config, args).await
+        }
     }
 }

@@ -47,6 +47,22 @@ pub enum StoreError {
     Resolve(#[source] SqlxError),
     #[error("make the job due")]
     MakeDue(#[source] SqlxError),
+    #[error("take a snapshot of the database")]
+    Snapshot(#[source] SqlxError),
+    /// The snapshot file `VACUUM INTO` wrote could not be named or synced.
+    #[error("write the snapshot file")]
+    SnapshotFile(#[source] std::io::Error),
+    #[error("read the snapshot")]
+    ReadSnapshot(#[source] SqlxError),
+    #[error("rewrite the media paths")]
+    RewriteMediaPaths(#[source] SqlxError),
+    #[error("prepare the restore target database")]
+    PrepareRestoreTarget(#[source] SqlxError),
+    /// A restore never loads into a database that holds anything.
+    #[error(
+        "database {database:?} is not empty ({objects} tables, views or sequences); a restore needs a new or empty database"
+    )]
+    RestoreTargetNotEmpty { database: String, objects: i64 },
     /// The fencing token is stale: another worker claimed the job since.
     /// Nothing was written.
     #[error("lease on job {job_id} lost to another worker; nothing written")]
@@ -106,9 +122,15 @@ impl StoreError {
             | StoreError::ListJobs(e)
             | StoreError::StatusReport(e)
             | StoreError::Resolve(e)
-            | StoreError::MakeDue(e) => Some(e),
+            | StoreError::MakeDue(e)
+            | StoreError::Snapshot(e)
+            | StoreError::ReadSnapshot(e)
+            | StoreError::RewriteMediaPaths(e)
+            | StoreError::PrepareRestoreTarget(e) => Some(e),
             StoreError::SchemaTooNew { .. }
             | StoreError::PublishOutputs(_)
+            | StoreError::SnapshotFile(_)
+            | StoreError::RestoreTargetNotEmpty { .. }
             | StoreError::LeaseLost { .. }
             | StoreError::NotResolvable { .. }
             | StoreError::UnsupportedUrl { .. }

@@ -29,11 +29,13 @@
 //! - queries are checked at runtime (`sqlx::query`), never at compile time,
 //!   so building needs no database.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clawcut_core::{EligibilityRules, Job, JobStatus, Lease, Millis};
 
+mod backup;
 mod error;
 mod migrate;
 mod pg;
@@ -41,6 +43,10 @@ mod row;
 mod sql;
 mod sqlite;
 
+pub use backup::{
+    ExportedSnapshot, MediaKind, MediaRef, Snapshot, SnapshotContents, pg_check_restore_target,
+    pg_create_database, read_sqlite_snapshot, sqlite_file,
+};
 pub use error::StoreError;
 pub use migrate::SchemaStatus;
 pub use pg::PgStore;
@@ -323,6 +329,22 @@ pub trait Store: Send + Sync {
         provider_job_id: &str,
         now: Millis,
     ) -> Result<bool, StoreError>;
+
+    /// A consistent snapshot of the whole database for a backup, taken while
+    /// other connections keep writing. SQLite writes it to `sqlite_dest`
+    /// (which must not exist) with `VACUUM INTO`, fsyncs it and reads its
+    /// contents back from that file ([`Snapshot::Written`]). PostgreSQL
+    /// ignores `sqlite_dest`: it opens a `REPEATABLE READ` transaction,
+    /// exports its snapshot and reads the contents in it
+    /// ([`Snapshot::Exported`]), for `pg_dump --snapshot` to dump.
+    async fn begin_snapshot(&self, sqlite_dest: &Path) -> Result<Snapshot, StoreError>;
+
+    /// After a restore: every media path column (`scene_versions` and
+    /// `ai_jobs`, `video_path` and `thumbnail_path`) that starts with
+    /// `from` gets `to` instead, in one transaction. Returns the number of
+    /// values changed. Pass directory prefixes ending in `/`, so that
+    /// `/media` does not match `/media2`.
+    async fn rewrite_media_paths(&self, from: &str, to: &str) -> Result<u64, StoreError>;
 }
 
 /// Open the store `url` names: `sqlite:` or `postgres:`/`postgresql:`.

@@ -1,15 +1,20 @@
 //! The one-shot commands, one module each: `migrate`, `check-config`,
-//! `status`, `reconcile`, `resolve`. Each prints for a person on stdout (or
+//! `status`, `reconcile`, `resolve`, `backup`, `restore` (the last two on
+//! the backup directory format of [`crate::archive`]). Each prints for a person on stdout (or
 //! JSON with `--json`) and returns a sysexits code through [`crate::exit`].
 
+mod backup;
 mod check_config;
 mod migrate;
 mod reconcile;
 mod resolve;
+mod restore;
 mod status;
 
+pub use backup::backup;
 pub use check_config::check_config;
 pub use migrate::migrate;
 pub use reconcile::reconcile;
 pub use resolve::resolve;
+pub use restore::restore;
 pub use status::status;

@@ -1,7 +1,7 @@
 //! `clawcut-worker run`: the daemon. Builds each part, spawns it with the
 //! lifecycle as its shutdown handle, and awaits every one before exit:
 //!
-//! - the scheduler ([`mod@drive`]): slots refilled continuously;
+//! - the scheduler ([`drive`](mod@drive)): slots refilled continuously;
 //! - the HTTP server (`crate::http`): probes, metrics, admin API, webhooks;
 //! - the signal handler ([`signals`]): SIGTERM/SIGINT drain, SIGHUP reload;
 //! - side tasks on `State::tasks` (admin passes, gauges, temp sweeps).

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use crate::sql::{Backed, Dialect};
-use crate::{Backend, SchemaStatus, StoreError, migrate};
+use crate::{Backend, SchemaStatus, Snapshot, StoreError, backup, migrate};
 
 mod sql;
 pub(crate) use sql::CLAIM as CLAIM_SQL;
@@ -57,5 +57,15 @@ impl Backed for PgStore {
 
     async fn read_schema_status(&self) -> Result<SchemaStatus, StoreError> {
         migrate::schema_status_pg(&self.pool).await
+    }
+
+    async fn take_snapshot(&self, _sqlite_dest: &std::path::Path) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::Exported(
+            backup::pg_export_snapshot(&self.pool).await?,
+        ))
+    }
+
+    async fn rewrite_paths(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        backup::pg_rewrite_media_paths(&self.pool, from, to).await
     }
 }

@@ -12,6 +12,7 @@
 //! neither repeats the list of operations.
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use clawcut_core::{EligibilityRules, Job, JobStatus, Lease, Millis};
@@ -22,7 +23,7 @@ use sqlx::{
 use crate::row::OpErr;
 use crate::{
     Backend, ClaimRequest, Claimed, Completion, JobFilter, Publish, Reschedule, Resolution,
-    SchemaStatus, SetAside, Settle, StatusReport, Store, StoreError,
+    SchemaStatus, SetAside, Settle, Snapshot, StatusReport, Store, StoreError,
 };
 
 mod read;
@@ -176,6 +177,18 @@ pub trait Backed: Send + Sync + 'static {
     fn sql_pool(&self) -> &Pool<Self::DB>;
     fn run_migrations(&self) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
     fn read_schema_status(&self) -> impl Future<Output = Result<SchemaStatus, StoreError>> + Send;
+    /// See [`Store::begin_snapshot`]: the one operation whose mechanism
+    /// differs entirely between the backends.
+    fn take_snapshot(
+        &self,
+        sqlite_dest: &Path,
+    ) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
+    /// See [`Store::rewrite_media_paths`].
+    fn rewrite_paths(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     fn sql(&self) -> Sql<'_, Self::DB> {
         Sql {
@@ -289,5 +302,13 @@ where
         now: Millis,
     ) -> Result<bool, StoreError> {
         self.sql().make_due(provider, provider_job_id, now).await
+    }
+
+    async fn begin_snapshot(&self, sqlite_dest: &Path) -> Result<Snapshot, StoreError> {
+        self.take_snapshot(sqlite_dest).await
+    }
+
+    async fn rewrite_media_paths(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        self.rewrite_paths(from, to).await
     }
 }

@@ -17,7 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool};
 
 use crate::sql::{Backed, Dialect};
-use crate::{Backend, SchemaStatus, StoreError, migrate};
+use crate::{Backend, SchemaStatus, Snapshot, StoreError, backup, migrate};
 
 mod sql;
 pub(crate) use sql::CLAIM as CLAIM_SQL;
@@ -94,5 +94,18 @@ impl Backed for SqliteStore {
 
     async fn read_schema_status(&self) -> Result<SchemaStatus, StoreError> {
         migrate::schema_status_sqlite(&self.pool).await
+    }
+
+    async fn take_snapshot(&self, sqlite_dest: &std::path::Path) -> Result<Snapshot, StoreError> {
+        backup::sqlite_snapshot_to(&self.pool, sqlite_dest).await?;
+        // Read from the copy, not the live file: the list of media must
+        // describe the database the backup holds.
+        Ok(Snapshot::Written(
+            backup::read_sqlite_snapshot(sqlite_dest).await?,
+        ))
+    }
+
+    async fn rewrite_paths(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        backup::sqlite_rewrite_media_paths(&self.pool, from, to).await
     }
 }

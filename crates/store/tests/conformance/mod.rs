@@ -12,6 +12,7 @@ use clawcut_core::{Eligibility, EligibilityRules, Job, Lease, Millis};
 use clawcut_store::{Backend, ClaimRequest, Claimed, Publish, Store, StoreError, UnreadableRow};
 use clawcut_test_support::db::{AppDb, NewJob};
 
+mod backup;
 mod claim;
 mod publish;
 mod report;
@@ -19,6 +20,7 @@ mod schema;
 mod set_aside;
 mod write;
 
+pub use backup::*;
 pub use claim::*;
 pub use publish::*;
 pub use report::*;
@@ -60,6 +62,8 @@ macro_rules! for_each_case {
             complete_with_a_stale_lease_never_publishes,
             complete_publish_error_rolls_back,
             complete_failure_after_publish_reverts,
+            snapshot_holds_its_instant,
+            rewrite_media_paths_only_under_the_prefix,
         );
     };
 }
