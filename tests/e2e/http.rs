@@ -253,6 +253,8 @@ async fn admin_routes_are_off_without_a_token_and_public_listen_needs_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_follows_the_database() {
+    // It stops the shared cluster: the other PostgreSQL tests wait their turn.
+    let _turn = pg_turn().await;
     let Some(pg) = clawcut_test_support::pg::require() else {
         return;
     };

@@ -205,6 +205,12 @@ impl Drop for Daemon {
                     self.log.display()
                 );
             }
+            // A log file is not a terminal: no colour codes in it.
+            assert!(
+                !logs.contains('\u{1b}'),
+                "ANSI escape codes in {}",
+                self.log.display()
+            );
         }
     }
 }

@@ -3,6 +3,7 @@
 //! command, no daemon part and no HTTP handler.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -28,12 +29,19 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
         &cfg.log.level
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Colour codes only for a person at a terminal: in a file or the
+    // journal they are noise (`^[[2m…`).
+    let ansi = std::io::stderr().is_terminal();
+    // Under systemd the journal stamps every line itself.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     // A second init (tests, demo) keeps the first subscriber.
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Human if journald => builder.without_time().try_init(),
         LogFormat::Human => builder.try_init(),
     };
 }
