@@ -243,11 +243,11 @@ impl Worker {
             Ok(d) => report(d.to, d.outcome, d.detail),
             Err(e) if e.is_lease_lost() => {
                 self.metrics.leases_lost.inc();
-                warn!(job = %job.id, "lease lost: another worker took the job; dropping this attempt");
+                warn!(job = %job.id, "lease lost: another worker took the job or an operator canceled it; dropping this attempt");
                 report(
                     job.status,
                     JobOutcome::LeaseLost,
-                    "another worker holds the job now".into(),
+                    "lease lost (another worker holds the job, or an operator canceled it)".into(),
                 )
             }
             Err(e) => {
