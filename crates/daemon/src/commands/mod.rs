@@ -4,7 +4,7 @@
 //! JSON with `--json`) and returns a sysexits code through [`crate::exit`].
 
 mod backup;
-pub mod cancel;
+mod cancel;
 mod check_config;
 mod migrate;
 mod reconcile;

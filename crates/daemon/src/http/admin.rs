@@ -15,10 +15,10 @@ use serde_json::json;
 use tracing::info;
 
 use super::{error, refuse_unauthorized};
-use crate::commands::cancel::{CancelError, cancel_job};
 use crate::report::{error_chain, job_json};
 use crate::state::State;
 use crate::worker::ClaimScope;
+use crate::worker::cancel::{CancelError, cancel_job};
 use crate::worker::pass::{PassOptions, run_once};
 
 #[derive(Debug, Default, Deserialize)]

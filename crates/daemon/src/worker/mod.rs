@@ -24,6 +24,7 @@ use clawcut_store::{ClaimRequest, Claimed, Store, StoreError};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub mod cancel;
 pub mod decide;
 pub mod lease;
 pub mod outputs;
