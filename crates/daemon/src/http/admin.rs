@@ -236,21 +236,34 @@ pub(super) async fn cancel(
     };
     let operator = format!("api:{}", req.operator.as_deref().unwrap_or("admin"));
     info!(job = %id, %operator, "admin api: cancel requested");
-    let worker = s.worker.clone();
-    let result = cancel_job(
-        &**worker.store(),
-        |name| worker.provider(name).map(|h| h.provider.clone()),
-        &id,
-        &operator,
-        req.reason.as_deref(),
-        s.clock.now_ms(),
-    )
-    .await;
-    match result {
-        Ok(r) => (StatusCode::OK, Json(r.to_json())).into_response(),
-        Err(e @ CancelError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ CancelError::Final { .. }) => error(StatusCode::CONFLICT, e.to_string()),
-        Err(CancelError::Store(e)) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
+    // Its own task, tracked so shutdown awaits it: a client that hangs up
+    // after the provider accepted the cancel must not leave the local
+    // cancel undone.
+    let now = s.clock.now_ms();
+    let task = s.tasks.spawn({
+        let worker = s.worker.clone();
+        let id = id.clone();
+        async move {
+            cancel_job(
+                &**worker.store(),
+                |name| worker.provider(name).map(|h| h.provider.clone()),
+                &id,
+                &operator,
+                req.reason.as_deref(),
+                now,
+            )
+            .await
+        }
+    });
+    match task.await {
+        Ok(Ok(r)) => (StatusCode::OK, Json(r.to_json())).into_response(),
+        Ok(Err(e @ CancelError::NotFound(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e @ CancelError::Final { .. })) => error(StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(CancelError::Store(e))) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cancel task failed: {e}"),
+        ),
     }
 }
 
