@@ -2,6 +2,7 @@
 //! files (and the throwaway PostgreSQL), with fake providers on 127.0.0.1.
 
 mod backup;
+mod cancel;
 mod cli;
 mod crash;
 mod http;

@@ -226,6 +226,16 @@ pub enum SubmitRecovery {
     Unknowable,
 }
 
+/// What a provider said to a cancel request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelAnswer {
+    /// The provider accepted the request to stop the job (it may still
+    /// finish it; the daemon's own cancel does not depend on it).
+    Requested,
+    /// This adapter has no cancel call: only the local cancel happens.
+    NotSupported,
+}
+
 /// One provider, as configured under `[providers.<name>]`.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
@@ -255,6 +265,13 @@ pub trait Provider: Send + Sync {
                 self.name()
             ),
         ))
+    }
+
+    /// Ask the provider to stop the job `provider_job_id` (an operator's
+    /// `cancel`). Adapters opt in: by default there is no such call.
+    async fn cancel(&self, provider_job_id: &str) -> Result<CancelAnswer, ProviderError> {
+        let _ = provider_job_id;
+        Ok(CancelAnswer::NotSupported)
     }
 
     /// From a webhook body this provider sent, the provider job id it is

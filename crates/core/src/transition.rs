@@ -42,6 +42,8 @@ pub enum Event {
     OperatorResubmit,
     /// An operator decided the job has failed.
     OperatorFail,
+    /// An operator stopped a job that is not final (`cancel`).
+    OperatorCancel,
     /// The row makes no sense to the daemon (a column it cannot decode, an
     /// id outside the SPEC's alphabet, a request that is not JSON, a provider
     /// the config does not name): set aside for an operator, never worked.
@@ -65,6 +67,7 @@ impl Event {
             Event::SubmitUnknowable => "submit_unknowable",
             Event::OperatorResubmit => "operator_resubmit",
             Event::OperatorFail => "operator_fail",
+            Event::OperatorCancel => "operator_cancel",
             Event::RowRejected => "row_rejected",
         }
     }
@@ -183,6 +186,16 @@ pub fn transition(from: JobStatus, event: Event) -> Result<Outcome, TransitionEr
             Queued | Submitting | Pending | Processing => Ok(Outcome::Move(NeedsOperator)),
             Completed | Failed | Canceled | NeedsOperator => illegal,
         },
+        // An operator may stop any job that is not final, including one in
+        // `submitting` (the provider may have it: the caller asks the
+        // provider to cancel first where it can) and one a worker holds (the
+        // store bumps the fencing token, so that worker's writes are refused).
+        Event::OperatorCancel => match from {
+            Queued | Submitting | Pending | Processing | NeedsOperator => {
+                Ok(Outcome::Move(Canceled))
+            }
+            Completed | Failed | Canceled => illegal,
+        },
     }
 }
 
@@ -205,6 +218,7 @@ mod tests {
             Event::SubmitUnknowable,
             Event::OperatorResubmit,
             Event::OperatorFail,
+            Event::OperatorCancel,
             Event::RowRejected,
         ];
         for (a, m) in [(1, 3), (2, 3), (3, 3), (4, 3)] {
@@ -268,6 +282,9 @@ mod tests {
             Event::OperatorFail if from == NeedsOperator => Some(Outcome::Move(Failed)),
             Event::RowRejected if polling || from == Submitting => {
                 Some(Outcome::Move(NeedsOperator))
+            }
+            Event::OperatorCancel if polling || from == Submitting || from == NeedsOperator => {
+                Some(Outcome::Move(Canceled))
             }
             _ => None,
         }

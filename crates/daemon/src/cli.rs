@@ -39,6 +39,9 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// An operator's decision on a needs_operator job.
     Resolve(ResolveArgs),
+    /// An operator stops a job: the provider's own cancel call where it has
+    /// one, then `canceled` with an audit event naming the operator.
+    Cancel(CancelArgs),
     /// A consistent snapshot of the database and every media file a ready
     /// scene version points at, with a checksummed manifest, taken while the
     /// daemon runs. Incremental: content DIR already holds is not copied again.
@@ -77,6 +80,21 @@ pub struct ResolveArgs {
     /// Who decided, for the audit event (default: $USER).
     #[arg(long)]
     pub operator: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The ai_jobs.id.
+    pub id: String,
+    /// Why, for last_error and the audit event.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who decided, for the audit event (default: $USER).
+    #[arg(long)]
+    pub operator: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -19,10 +19,19 @@
 //! of `provider_job_id` after the `|`. fal signs webhooks with ED25519 keys
 //! from a JWKS endpoint; verifying that is out of scope, so they count as
 //! unsigned (a secret in the URL authenticates them).
+//!
+//! Cancel: `PUT /{app}/requests/{id}/cancel`, the `cancel_url` fal's submit
+//! answer gives, as fal-client's `SyncRequestHandle.cancel` sends it
+//! (fal-ai/fal, `projects/fal_client/src/fal_client/client.py`, read on
+//! 2026-12-01); fal's queue reference ("Cancel a request",
+//! fal.ai/docs/inference-api/queue/cancel, read the same day) says a queued
+//! request is removed and a running one gets a cancellation signal the
+//! model app may honour. Any 2xx means the request was accepted.
 
 use async_trait::async_trait;
 use clawcut_core::{
-    PollOutcome, Provider, ProviderError, ProviderErrorKind, RemoteProgress, SubmitRequest,
+    CancelAnswer, PollOutcome, Provider, ProviderError, ProviderErrorKind, RemoteProgress,
+    SubmitRequest,
 };
 use reqwest::Method;
 use serde::Deserialize;
@@ -54,6 +63,20 @@ fn split_id(id: &str) -> Option<(Vec<&str>, &str)> {
     let segments = model_segments(model)?;
     check_job_id(request).ok()?;
     Some((segments.into_iter().take(2).collect(), request))
+}
+
+/// [`split_id`], or the `NotFound` error a poll or cancel answers.
+fn parse_job_id(id: &str) -> Result<(Vec<&str>, &str), ProviderError> {
+    check_job_id(id)?;
+    split_id(id).ok_or_else(|| {
+        ProviderError::new(
+            ProviderErrorKind::NotFound,
+            format!(
+                "fal job id {:?} is not model_id|request_id",
+                truncate_chars(id, 80)
+            ),
+        )
+    })
 }
 
 /// A model id is `owner/app[/path...]`, every segment non-empty.
@@ -141,17 +164,18 @@ impl Provider for Fal {
         &self.name
     }
 
+    async fn cancel(&self, provider_job_id: &str) -> Result<CancelAnswer, ProviderError> {
+        let (app, request_id) = parse_job_id(provider_job_id)?;
+        let mut path = app;
+        path.extend(["requests", request_id, "cancel"]);
+        self.api
+            .send_ok(Method::PUT, self.api.endpoint(&path), None, &[])
+            .await?;
+        Ok(CancelAnswer::Requested)
+    }
+
     async fn poll(&self, provider_job_id: &str) -> Result<PollOutcome, ProviderError> {
-        check_job_id(provider_job_id)?;
-        let Some((app, request_id)) = split_id(provider_job_id) else {
-            return Err(ProviderError::new(
-                ProviderErrorKind::NotFound,
-                format!(
-                    "fal job id {:?} is not model_id|request_id",
-                    truncate_chars(provider_job_id, 80)
-                ),
-            ));
-        };
+        let (app, request_id) = parse_job_id(provider_job_id)?;
         let mut path = app.clone();
         path.extend(["requests", request_id, "status"]);
         let resp = self.api.get(self.api.endpoint(&path)).await?;

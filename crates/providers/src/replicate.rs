@@ -15,8 +15,8 @@
 
 use async_trait::async_trait;
 use clawcut_core::{
-    DownloadSpec, OutputKind, PollOutcome, Provider, ProviderError, RemoteProgress, SubmitRequest,
-    WebhookAuth,
+    CancelAnswer, DownloadSpec, OutputKind, PollOutcome, Provider, ProviderError, RemoteProgress,
+    SubmitRequest, WebhookAuth,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -92,6 +92,17 @@ impl Provider for Replicate {
         let resp = self.api.post_json(url, &Value::Object(body), &[]).await?;
         let prediction: Value = self.api.parse_json(&resp.body)?;
         created_id(&self.api, prediction.get("id"), "id", &resp.body)
+    }
+
+    async fn cancel(&self, provider_job_id: &str) -> Result<CancelAnswer, ProviderError> {
+        check_job_id(provider_job_id)?;
+        let url = self
+            .api
+            .endpoint(&["v1", "predictions", provider_job_id, "cancel"]);
+        self.api
+            .send_ok(reqwest::Method::POST, url, None, &[])
+            .await?;
+        Ok(CancelAnswer::Requested)
     }
 
     fn webhook_job_id(&self, body: &[u8]) -> Option<String> {

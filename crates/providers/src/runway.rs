@@ -12,9 +12,17 @@
 //! ratio, duration}`; `ratio` is the request's `ratio` or its `size` as
 //! `W:H`. Runway has no idempotency key and no lookup: a crash mid-create is
 //! unknowable. No webhooks.
+//!
+//! Cancel: `DELETE /v1/tasks/{id}` (with `X-Runway-Version`), which Runway
+//! documents as canceling a task that is pending, throttled or running and
+//! deleting any other (runwayml/sdk-python, `src/runwayml/resources/tasks.py`,
+//! `TasksResource.delete`, at commit 02c2ca0, read on 2026-12-01). A 2xx
+//! (204, no body) means the request was accepted.
 
 use async_trait::async_trait;
-use clawcut_core::{PollOutcome, Provider, ProviderError, RemoteProgress, SubmitRequest};
+use clawcut_core::{
+    CancelAnswer, PollOutcome, Provider, ProviderError, RemoteProgress, SubmitRequest,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -52,6 +60,20 @@ impl Runway {
 impl Provider for Runway {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn cancel(&self, provider_job_id: &str) -> Result<CancelAnswer, ProviderError> {
+        check_job_id(provider_job_id)?;
+        let url = self.api.endpoint(&["v1", "tasks", provider_job_id]);
+        self.api
+            .send_ok(
+                reqwest::Method::DELETE,
+                url,
+                None,
+                &[(VERSION_HEADER, API_VERSION)],
+            )
+            .await?;
+        Ok(CancelAnswer::Requested)
     }
 
     async fn poll(&self, provider_job_id: &str) -> Result<PollOutcome, ProviderError> {

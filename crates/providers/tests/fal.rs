@@ -4,7 +4,9 @@ mod common;
 
 use std::sync::Arc;
 
-use clawcut_core::{PollOutcome, Provider, ProviderErrorKind, RemoteProgress, WebhookAuth};
+use clawcut_core::{
+    CancelAnswer, PollOutcome, Provider, ProviderErrorKind, RemoteProgress, WebhookAuth,
+};
 use clawcut_providers::ProviderKind;
 use clawcut_test_support::fake_fal::{FakeFal, Script, Step};
 use common::*;
@@ -159,4 +161,22 @@ async fn webhooks_name_the_bare_request_id_and_are_unsigned() {
     );
     assert_eq!(p.webhook_job_id(br#"{"status": "OK"}"#), None);
     assert_eq!(p.verify_webhook(&[], b"{}", "s", 0), WebhookAuth::Unsigned);
+}
+
+#[tokio::test]
+async fn cancel_puts_to_the_request_cancel_url_once() {
+    let (fake, p, id) = setup(Script::default()).await;
+    assert_eq!(fake.cancels("r1"), 0);
+    assert_eq!(p.cancel(&id).await.unwrap(), CancelAnswer::Requested);
+    assert_eq!(fake.cancels("r1"), 1);
+    assert_eq!(fake.polls("r1"), 0, "a cancel is not a poll");
+    // An unknown request is fal's 404.
+    let e = p.cancel(&FakeFal::job_id(MODEL, "r404")).await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::NotFound);
+    assert_eq!(fake.cancels("r404"), 1);
+    // An id without the model part is refused before any request.
+    let before = fake.total_requests();
+    let e = p.cancel("r1").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::NotFound);
+    assert_eq!(fake.total_requests(), before);
 }

@@ -5,7 +5,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clawcut_core::{OutputKind, PollOutcome, Provider, ProviderErrorKind, RemoteProgress};
+use clawcut_core::{
+    CancelAnswer, OutputKind, PollOutcome, Provider, ProviderErrorKind, RemoteProgress,
+};
 use clawcut_providers::{ProviderKind, build_provider};
 use clawcut_test_support::fake_replicate::{FakeReplicate, Script, Step};
 use common::{KEY, config};
@@ -344,4 +346,35 @@ async fn submit_failures_are_classified() {
     let base = fake.base_url();
     fake.shutdown().await;
     common::check_create_refused(ProviderKind::Replicate, &base, &req, "p1").await;
+}
+
+#[tokio::test]
+async fn cancel_posts_to_the_cancel_endpoint_once() {
+    let (fake, p) = setup(Script::succeeds_after(3)).await;
+    assert_eq!(fake.cancels("p1"), 0);
+    assert_eq!(p.cancel("p1").await.unwrap(), CancelAnswer::Requested);
+    assert_eq!(fake.cancels("p1"), 1);
+    assert_eq!(fake.polls("p1"), 0, "a cancel is not a poll");
+    // An unknown prediction is the provider's 404, classified.
+    let e = p.cancel("nope").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::NotFound);
+    assert_eq!(fake.cancels("nope"), 1);
+    // An id that cannot be a path segment is refused before any request.
+    let before = fake.total_requests();
+    assert!(p.cancel("..").await.is_err());
+    assert_eq!(fake.total_requests(), before);
+}
+
+#[tokio::test]
+async fn cancel_with_a_wrong_key_is_unauthorized() {
+    let fake = FakeReplicate::start("r8_right").await;
+    fake.script("p1", Script::default());
+    let p = build_provider(&config(ProviderKind::Replicate, &fake.base_url())).unwrap();
+    let e = p.cancel("p1").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Unauthorized(401));
+    assert_eq!(
+        fake.cancels("p1"),
+        0,
+        "unauthenticated requests are not counted"
+    );
 }

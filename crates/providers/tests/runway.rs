@@ -4,7 +4,10 @@ mod common;
 
 use std::sync::Arc;
 
-use clawcut_core::{OutputKind, PollOutcome, Provider, RemoteProgress, SubmitRecovery};
+use clawcut_core::{
+    CancelAnswer, OutputKind, PollOutcome, Provider, ProviderErrorKind, RemoteProgress,
+    SubmitRecovery,
+};
 use clawcut_providers::ProviderKind;
 use clawcut_test_support::fake_runway::{FakeRunway, Script, Step};
 use common::*;
@@ -161,4 +164,23 @@ async fn submit_failures_are_classified() {
     let base = fake.base_url();
     fake.shutdown().await;
     check_create_refused(KIND, &base, &req, "t1").await;
+}
+
+#[tokio::test]
+async fn cancel_deletes_the_task_once() {
+    let (fake, p) = setup(Script::default()).await;
+    assert_eq!(fake.cancels("t1"), 0);
+    assert_eq!(p.cancel("t1").await.unwrap(), CancelAnswer::Requested);
+    assert_eq!(fake.cancels("t1"), 1);
+    assert_eq!(fake.polls("t1"), 0, "a cancel is not a poll");
+    // No default script: an unknown task is Runway's 404.
+    let e = p.cancel("t404").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::NotFound);
+    // A wrong key is refused before the fake counts the cancel.
+    let mut cfg = config(KIND, &fake.base_url());
+    cfg.api_key = "wrong-key".into();
+    let wrong = clawcut_providers::build_provider(&cfg).unwrap();
+    let e = wrong.cancel("t1").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Unauthorized(401));
+    assert_eq!(fake.cancels("t1"), 1);
 }

@@ -187,6 +187,12 @@ macro_rules! core_accessors {
                 self.core.downloads(id, name)
             }
 
+            /// Authenticated cancel requests for `id` (for fakes that serve
+            /// the provider's cancel call), whether the id was known or not.
+            pub fn cancels(&self, id: &str) -> usize {
+                self.core.cancels(id)
+            }
+
             /// The most polls in flight at once.
             pub fn max_concurrent_polls(&self) -> usize {
                 self.core.polls_in_flight.max($crate::fake_common::ALL)
@@ -275,6 +281,8 @@ struct Jobs {
     default: Option<Script>,
     polls: HashMap<String, usize>,
     downloads: HashMap<(String, String), usize>,
+    /// Authenticated cancel requests per job id.
+    cancels: HashMap<String, usize>,
     /// Jobs whose outputs are gone (a poll answered `OutputsGone`).
     gone: HashSet<String>,
     /// File key → job id (file URLs must not depend on ids with slashes).
@@ -359,6 +367,17 @@ impl Core {
 
     pub fn polls(&self, id: &str) -> usize {
         lock(&self.jobs).polls.get(id).copied().unwrap_or(0)
+    }
+
+    /// Count a cancel request for `id`; whether the fake knows the job.
+    pub fn cancel(&self, id: &str) -> bool {
+        let mut jobs = lock(&self.jobs);
+        *jobs.cancels.entry(id.to_owned()).or_default() += 1;
+        jobs.scripts.contains_key(id) || jobs.default.is_some()
+    }
+
+    pub fn cancels(&self, id: &str) -> usize {
+        lock(&self.jobs).cancels.get(id).copied().unwrap_or(0)
     }
 
     pub fn downloads(&self, id: &str, name: &str) -> usize {

@@ -1,6 +1,8 @@
 //! A fake fal queue API on 127.0.0.1: `POST /{model_id}` (queue submit),
-//! `GET /{owner}/{app}/requests/{id}/status` and `GET
-//! /{owner}/{app}/requests/{id}` (result), `Authorization: Key <key>`
+//! `GET /{owner}/{app}/requests/{id}/status`, `GET
+//! /{owner}/{app}/requests/{id}` (result) and `PUT
+//! /{owner}/{app}/requests/{id}/cancel` (counted; 202
+//! `CANCELLATION_REQUESTED`, 404 for an unknown request), `Authorization: Key <key>`
 //! checked, fal's JSON and `{"detail": ...}` errors. Result files are served
 //! without auth at `/files/{key}/...`, like fal's CDN.
 //!
@@ -98,6 +100,17 @@ async fn dispatch(
         }
         (&Method::GET, [owner, app, "requests", id]) => {
             result(&core, &format!("{owner}/{app}"), id)
+        }
+        (&Method::PUT, [owner, app, "requests", id, "cancel"]) => {
+            let known = core.cancel(id);
+            if !known
+                || core
+                    .tag_of(id)
+                    .is_some_and(|a| a != format!("{owner}/{app}"))
+            {
+                return error(404, "Request not found");
+            }
+            json_response(202, &json!({"status": "CANCELLATION_REQUESTED"}))
         }
         (&Method::POST, model) if model.len() >= 2 && !model.contains(&"requests") => {
             let model = model.join("/");

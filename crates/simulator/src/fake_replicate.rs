@@ -172,6 +172,7 @@ struct Jobs {
     default: Option<Script>,
     polls: HashMap<String, usize>,
     downloads: HashMap<(String, String), usize>,
+    cancels: HashMap<String, usize>,
     next_id: u64,
 }
 
@@ -206,6 +207,7 @@ impl FakeReplicate {
             .route("/v1/predictions", post(create))
             .route("/v1/models/{owner}/{name}/predictions", post(create))
             .route("/v1/predictions/{id}", get(retrieve))
+            .route("/v1/predictions/{id}/cancel", post(cancel))
             .route("/files/{id}/{name}", get(file))
             .fallback(fallback)
             .with_state(router_cell);
@@ -246,6 +248,16 @@ impl FakeReplicate {
     pub fn polls(&self, prediction_id: &str) -> usize {
         lock(&self.state.jobs)
             .polls
+            .get(prediction_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Authenticated `POST /v1/predictions/{id}/cancel` requests for
+    /// `prediction_id` (answered or not).
+    pub fn cancels(&self, prediction_id: &str) -> usize {
+        lock(&self.state.jobs)
+            .cancels
             .get(prediction_id)
             .copied()
             .unwrap_or(0)
@@ -425,6 +437,44 @@ async fn retrieve(
         )
             .into_response(),
     }
+}
+
+/// `POST /v1/predictions/{id}/cancel`: counted, answered with the
+/// prediction as `canceled` (404 for an id with no script).
+async fn cancel(
+    State(cell): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(state) = state_of(&cell) else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    state.total_requests.fetch_add(1, Ordering::SeqCst);
+    if !bearer_ok(&headers, &state.api_key) {
+        return replicate_error(
+            401,
+            "Unauthenticated",
+            "You did not pass a valid authentication token",
+        );
+    }
+    let script = {
+        let mut jobs = lock(&state.jobs);
+        *jobs.cancels.entry(id.clone()).or_default() += 1;
+        jobs.script(&id)
+    };
+    let Some(script) = script else {
+        return replicate_error(404, "Not found", "Not found.");
+    };
+    axum::Json(prediction_json(
+        &state,
+        &id,
+        "canceled",
+        &script,
+        Value::Null,
+        Value::Null,
+        false,
+    ))
+    .into_response()
 }
 
 async fn create(

@@ -1,4 +1,5 @@
-//! A fake Runway API on 127.0.0.1: `GET /v1/tasks/{id}` and
+//! A fake Runway API on 127.0.0.1: `GET /v1/tasks/{id}`, `DELETE
+//! /v1/tasks/{id}` (cancel; counted, 204, 404 for an unknown task) and
 //! `POST /v1/text_to_video` / `/v1/image_to_video`, bearer key and
 //! `X-Runway-Version` checked, Runway's task JSON and `{"error": ...}`
 //! errors. Outputs are served without auth at `/files/{key}/video.mp4`, like
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
@@ -48,7 +49,7 @@ impl FakeRunway {
     pub async fn try_start(api_key: &str) -> io::Result<FakeRunway> {
         let (server, core) = start_core(api_key, None, |core| {
             Router::new()
-                .route("/v1/tasks/{id}", get(task))
+                .route("/v1/tasks/{id}", get(task).delete(cancel))
                 .route("/v1/text_to_video", post(create))
                 .route("/v1/image_to_video", post(create))
                 .route("/files/{key}/{name}", get(file_route))
@@ -119,6 +120,23 @@ async fn task(
         Step::HttpError { .. } | Step::Malformed | Step::Raw { .. } => {}
     }
     json_response(200, &t)
+}
+
+/// `DELETE /v1/tasks/{id}`: Runway cancels a running task (or deletes a
+/// finished one) and answers 204 without a body.
+async fn cancel(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    core.count_request();
+    if let Some(resp) = refused(&core, &headers) {
+        return resp;
+    }
+    if !core.cancel(&id) {
+        return error(404, "Task not found");
+    }
+    axum::http::StatusCode::NO_CONTENT.into_response()
 }
 
 async fn create(

@@ -45,6 +45,8 @@ pub enum StoreError {
     StatusReport(#[source] SqlxError),
     #[error("resolve the job")]
     Resolve(#[source] SqlxError),
+    #[error("cancel the job")]
+    Cancel(#[source] SqlxError),
     #[error("make the job due")]
     MakeDue(#[source] SqlxError),
     #[error("take a snapshot of the database")]
@@ -73,6 +75,13 @@ pub enum StoreError {
         /// The job's status, `None` when there is no such job.
         status: Option<String>,
     },
+    /// `cancel` of a job that is final (or missing): nothing written.
+    #[error("job {job_id} cannot be canceled: {}", describe_final(.status))]
+    NotCancelable {
+        job_id: String,
+        /// The job's status, `None` when there is no such job.
+        status: Option<String>,
+    },
     #[error("unsupported database url scheme {scheme:?} (expected sqlite: or postgres:)")]
     UnsupportedUrl { scheme: String },
     /// A row the daemon cannot interpret (a column of the wrong type, a NULL
@@ -87,6 +96,13 @@ fn describe_status(status: &Option<String>) -> String {
     match status {
         None => "no such job".to_owned(),
         Some(s) => format!("it is {s}, not needs_operator"),
+    }
+}
+
+fn describe_final(status: &Option<String>) -> String {
+    match status {
+        None => "no such job".to_owned(),
+        Some(s) => format!("it is already {s}"),
     }
 }
 
@@ -122,6 +138,7 @@ impl StoreError {
             | StoreError::ListJobs(e)
             | StoreError::StatusReport(e)
             | StoreError::Resolve(e)
+            | StoreError::Cancel(e)
             | StoreError::MakeDue(e)
             | StoreError::Snapshot(e)
             | StoreError::ReadSnapshot(e)
@@ -133,6 +150,7 @@ impl StoreError {
             | StoreError::RestoreTargetNotEmpty { .. }
             | StoreError::LeaseLost { .. }
             | StoreError::NotResolvable { .. }
+            | StoreError::NotCancelable { .. }
             | StoreError::UnsupportedUrl { .. }
             | StoreError::CorruptRow { .. } => None,
         }

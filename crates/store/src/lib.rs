@@ -200,6 +200,43 @@ pub enum Resolution {
     Fail,
 }
 
+/// What came of asking the provider to cancel, before [`Store::cancel`]:
+/// recorded in the audit event, never a reason to refuse the local cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderCancel {
+    /// The provider accepted the cancel request.
+    Requested,
+    /// The provider's adapter has no cancel call.
+    NotSupported,
+    /// The call failed (the message, never a credential).
+    Failed(String),
+    /// Nothing to ask: no provider job id yet, or no such provider configured.
+    NotAsked,
+}
+
+impl ProviderCancel {
+    /// A stable label for the audit event and the command's output.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProviderCancel::Requested => "requested",
+            ProviderCancel::NotSupported => "not_supported",
+            ProviderCancel::Failed(_) => "failed",
+            ProviderCancel::NotAsked => "not_asked",
+        }
+    }
+}
+
+/// An operator's cancel, as [`Store::cancel`] wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canceled {
+    /// The status the job had.
+    pub from: JobStatus,
+    pub provider: String,
+    pub provider_job_id: Option<String>,
+    /// `ai_jobs.last_error` as written.
+    pub reason: String,
+}
+
 /// Which jobs an operator lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobFilter {
@@ -318,6 +355,25 @@ pub trait Store: Send + Sync {
         operator: &str,
         now: Millis,
     ) -> Result<JobStatus, StoreError>;
+
+    /// An operator stops a job that is not final, in one transaction: the
+    /// job becomes `canceled` (`last_error` = `canceled by <operator>[:
+    /// <reason>]`, `completed_at` and `updated_at` = now, lease released)
+    /// and its fencing token is bumped, so a worker still holding the lease
+    /// (mid-download) gets `LeaseLost` from its next write and never
+    /// completes it; its scene version becomes `failed` with that error
+    /// unless it is `ready`; one `ai_job_events` row (to `canceled`,
+    /// worker_id = `operator`, detail `{"event":"operator_cancel","reason":
+    /// ..,"provider_cancel":..,"provider_cancel_requested":..}`).
+    /// `NotCancelable` when the job is missing or final.
+    async fn cancel(
+        &self,
+        job_id: &str,
+        operator: &str,
+        reason: Option<&str>,
+        provider_cancel: &ProviderCancel,
+        now: Millis,
+    ) -> Result<Canceled, StoreError>;
 
     /// Make the unfinished job `provider` knows as `provider_job_id` due now
     /// (a webhook hint). An id stored as `<prefix>|<id>` (fal's

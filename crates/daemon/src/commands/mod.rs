@@ -1,9 +1,10 @@
 //! The one-shot commands, one module each: `migrate`, `check-config`,
-//! `status`, `reconcile`, `resolve`, `backup`, `restore` (the last two on
+//! `status`, `reconcile`, `resolve`, `cancel`, `backup`, `restore` (the last two on
 //! the backup directory format of [`crate::archive`]). Each prints for a person on stdout (or
 //! JSON with `--json`) and returns a sysexits code through [`crate::exit`].
 
 mod backup;
+mod cancel;
 mod check_config;
 mod migrate;
 mod reconcile;
@@ -12,6 +13,7 @@ mod restore;
 mod status;
 
 pub use backup::backup;
+pub use cancel::cancel;
 pub use check_config::check_config;
 pub use migrate::migrate;
 pub use reconcile::reconcile;

@@ -1,5 +1,6 @@
 //! The admin API under `/v1`: a one-shot reconcile, the operator's view of
-//! stranded and `needs_operator` jobs, and the operator's decision. Every
+//! stranded and `needs_operator` jobs, the operator's decision, and an
+//! operator's cancel. Every
 //! route checks the bearer token before it reads a body.
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use super::{error, refuse_unauthorized};
 use crate::report::{error_chain, job_json};
 use crate::state::State;
 use crate::worker::ClaimScope;
+use crate::worker::cancel::{CancelError, cancel_job};
 use crate::worker::pass::{PassOptions, run_once};
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +199,71 @@ pub(super) async fn resolve(
             error(StatusCode::CONFLICT, error_chain(&e))
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
+    }
+}
+
+/// `{}` or `{"reason": "...", "operator": "..."}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CancelBody {
+    reason: Option<String>,
+    operator: Option<String>,
+}
+
+pub(super) async fn cancel(
+    Extract(s): Extract<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = refuse_unauthorized(&s, &headers) {
+        return r;
+    }
+    let req: CancelBody = if body.is_empty() {
+        CancelBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "body must be {{}} or {{\"reason\": \"...\", \"operator\": \"...\"}}: {e}"
+                    ),
+                );
+            }
+        }
+    };
+    let operator = format!("api:{}", req.operator.as_deref().unwrap_or("admin"));
+    info!(job = %id, %operator, "admin api: cancel requested");
+    // Its own task, tracked so shutdown awaits it: a client that hangs up
+    // after the provider accepted the cancel must not leave the local
+    // cancel undone.
+    let now = s.clock.now_ms();
+    let task = s.tasks.spawn({
+        let worker = s.worker.clone();
+        let id = id.clone();
+        async move {
+            cancel_job(
+                &**worker.store(),
+                |name| worker.provider(name).map(|h| h.provider.clone()),
+                &id,
+                &operator,
+                req.reason.as_deref(),
+                now,
+            )
+            .await
+        }
+    });
+    match task.await {
+        Ok(Ok(r)) => (StatusCode::OK, Json(r.to_json())).into_response(),
+        Ok(Err(e @ CancelError::NotFound(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e @ CancelError::Final { .. })) => error(StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(CancelError::Store(e))) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cancel task failed: {e}"),
+        ),
     }
 }
 

@@ -52,7 +52,8 @@ pub fn router(state: Arc<State>) -> Router {
         app = app
             .route("/v1/reconcile", post(admin::reconcile))
             .route("/v1/jobs", get(admin::list_jobs))
-            .route("/v1/jobs/{id}/resolve", post(admin::resolve));
+            .route("/v1/jobs/{id}/resolve", post(admin::resolve))
+            .route("/v1/jobs/{id}/cancel", post(admin::cancel));
     }
     app.layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
 }

@@ -103,7 +103,7 @@ pub async fn keep_alive(k: KeepAlive) {
             Ok(()) => {}
             // Counted once, by the slot that drops the attempt.
             Err(e) if e.is_lease_lost() => {
-                warn!(job = %k.lease.job_id, "heartbeat: lease lost to another worker; dropping this attempt");
+                warn!(job = %k.lease.job_id, "heartbeat: lease lost (another worker, or an operator's cancel); dropping this attempt");
                 return;
             }
             Err(e) => {

@@ -24,6 +24,7 @@ use clawcut_store::{ClaimRequest, Claimed, Store, StoreError};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub mod cancel;
 pub mod decide;
 pub mod lease;
 pub mod outputs;
@@ -243,11 +244,11 @@ impl Worker {
             Ok(d) => report(d.to, d.outcome, d.detail),
             Err(e) if e.is_lease_lost() => {
                 self.metrics.leases_lost.inc();
-                warn!(job = %job.id, "lease lost: another worker took the job; dropping this attempt");
+                warn!(job = %job.id, "lease lost: another worker took the job or an operator canceled it; dropping this attempt");
                 report(
                     job.status,
                     JobOutcome::LeaseLost,
-                    "another worker holds the job now".into(),
+                    "lease lost (another worker holds the job, or an operator canceled it)".into(),
                 )
             }
             Err(e) => {

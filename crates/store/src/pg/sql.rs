@@ -213,6 +213,14 @@ pub(super) const POSTGRES: Dialect = Dialect {
          WHERE id = $1 AND status = 'needs_operator'
          RETURNING scene_version_id",
     job_status: "SELECT status FROM ai_jobs WHERE id = $1",
+    cancel_read: "SELECT status, provider, provider_job_id, scene_version_id
+         FROM ai_jobs WHERE id = $1 FOR UPDATE",
+    cancel_job: "UPDATE ai_jobs SET status = 'canceled', last_error = $3,
+             completed_at = to_timestamp($2::float8 / 1000.0),
+             updated_at = to_timestamp($2::float8 / 1000.0),
+             lease_owner = NULL, lease_expires_at = NULL,
+             fencing_token = fencing_token + 1
+         WHERE id = $1 AND status = $4",
     // An id stored as `<prefix>|<id>` also matches its bare `<id>`.
     make_due: "UPDATE ai_jobs SET next_attempt_at = to_timestamp($3::float8 / 1000.0)
          WHERE provider = $1

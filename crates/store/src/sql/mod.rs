@@ -109,6 +109,13 @@ pub struct Dialect {
     pub resolve_fail: &'static str,
     /// 1 id. Returns status.
     pub job_status: &'static str,
+    /// 1 id. Returns status, provider, provider_job_id, scene_version_id,
+    /// the row locked for the rest of the transaction where the backend
+    /// locks rows (PostgreSQL).
+    pub cancel_read: &'static str,
+    /// 1 id, 2 now, 3 last_error, 4 from: `canceled`, lease released,
+    /// fencing token bumped; only a row still in `from`.
+    pub cancel_job: &'static str,
     /// 1 provider, 2 provider job id, 3 now.
     pub make_due: &'static str,
 }
@@ -293,6 +300,19 @@ where
         now: Millis,
     ) -> Result<JobStatus, StoreError> {
         self.sql().resolve(job_id, resolution, operator, now).await
+    }
+
+    async fn cancel(
+        &self,
+        job_id: &str,
+        operator: &str,
+        reason: Option<&str>,
+        provider_cancel: &crate::ProviderCancel,
+        now: Millis,
+    ) -> Result<crate::Canceled, StoreError> {
+        self.sql()
+            .cancel(job_id, operator, reason, provider_cancel, now)
+            .await
     }
 
     async fn make_due(

@@ -177,6 +177,14 @@ pub(super) const SQLITE: Dialect = Dialect {
          WHERE id = ?1 AND status = 'needs_operator'
          RETURNING scene_version_id",
     job_status: "SELECT status FROM ai_jobs WHERE id = ?1",
+    // `BEGIN IMMEDIATE` already holds the write lock: the row cannot change
+    // between this read and the update.
+    cancel_read: "SELECT status, provider, provider_job_id, scene_version_id
+         FROM ai_jobs WHERE id = ?1",
+    cancel_job: "UPDATE ai_jobs SET status = 'canceled', last_error = ?3, completed_at = ?2,
+             updated_at = ?2, lease_owner = NULL, lease_expires_at = NULL,
+             fencing_token = COALESCE(CAST(fencing_token AS INTEGER), 0) + 1
+         WHERE id = ?1 AND status = ?4",
     // An id stored as `<prefix>|<id>` also matches its bare `<id>`.
     make_due: "UPDATE ai_jobs SET next_attempt_at = ?3
          WHERE provider = ?1

@@ -13,6 +13,7 @@ use clawcut_store::{Backend, ClaimRequest, Claimed, Publish, Store, StoreError, 
 use clawcut_test_support::db::{AppDb, NewJob};
 
 mod backup;
+mod cancel;
 mod claim;
 mod publish;
 mod report;
@@ -21,6 +22,7 @@ mod set_aside;
 mod write;
 
 pub use backup::*;
+pub use cancel::*;
 pub use claim::*;
 pub use publish::*;
 pub use report::*;
@@ -64,6 +66,10 @@ macro_rules! for_each_case {
             complete_failure_after_publish_reverts,
             snapshot_holds_its_instant,
             rewrite_media_paths_only_under_the_prefix,
+            cancel_each_non_final_status,
+            cancel_refuses_final_and_missing_jobs,
+            cancel_fences_out_the_worker_holding_the_job,
+            cancel_keeps_a_ready_version_and_records_a_failed_provider_call,
         );
     };
 }
