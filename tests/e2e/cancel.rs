@@ -169,6 +169,24 @@ async fn cli_cancel_mid_download_never_completes(backend: Backend) {
         stderr(&missing)
     );
     assert_eq!(db.events("job_c").await.unwrap().len(), events.len());
+    // Other kinds are not the daemon's: refused, untouched.
+    db.insert_job(&clawcut_test_support::db::NewJob {
+        kind: "image".into(),
+        ..clawcut_test_support::db::NewJob::video("job_img", "processing", Some("img_1"), now_ms())
+    })
+    .await
+    .unwrap();
+    let image = env.output(&["cancel", "job_img"]);
+    assert_eq!(image.status.code(), Some(65), "{}", stderr(&image));
+    assert!(
+        stderr(&image).contains("only video jobs"),
+        "{}",
+        stderr(&image)
+    );
+    assert_eq!(
+        db.job("job_img").await.unwrap().unwrap().status,
+        "processing"
+    );
 
     // The daemon keeps running and keeps working other jobs.
     seed_job(

@@ -67,9 +67,10 @@ pub async fn cancel(path: &std::path::Path, cfg: &Config, args: &CancelArgs) -> 
             }
             Ok(())
         }
-        Err(e @ (CancelError::NotFound(_) | CancelError::Final { .. })) => {
-            Err(fatal(exit::DATAERR, e))
-        }
+        Err(
+            e
+            @ (CancelError::NotFound(_) | CancelError::NotOurs { .. } | CancelError::Final { .. }),
+        ) => Err(fatal(exit::DATAERR, e)),
         // As `resolve`: any other store failure is the database's.
         Err(CancelError::Store(e)) => Err(e).context("cancel").exit_with(exit::UNAVAILABLE),
     }

@@ -44,6 +44,10 @@ impl CancelReport {
 pub enum CancelError {
     #[error("job {0} not found")]
     NotFound(String),
+    /// Not a video job: the daemon ignores other kinds (SPEC), so it does
+    /// not cancel them either.
+    #[error("job {job_id} is a {kind:?} job; clawcut-worker handles only video jobs")]
+    NotOurs { job_id: String, kind: String },
     /// Final (or in a status the daemon does not know).
     #[error("job {job_id} cannot be canceled: it is already {status}")]
     Final { job_id: String, status: String },
@@ -122,6 +126,12 @@ where
         }
         Err(e) => return Err(CancelError::Store(e)),
     };
+    if job.kind != "video" {
+        return Err(CancelError::NotOurs {
+            job_id: job_id.to_owned(),
+            kind: job.kind.chars().take(64).collect(),
+        });
+    }
     if job.status.is_final() {
         return Err(CancelError::Final {
             job_id: job_id.to_owned(),

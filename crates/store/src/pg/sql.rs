@@ -214,7 +214,7 @@ pub(super) const POSTGRES: Dialect = Dialect {
          RETURNING scene_version_id",
     job_status: "SELECT status FROM ai_jobs WHERE id = $1",
     cancel_read: "SELECT status, provider, provider_job_id, scene_version_id
-         FROM ai_jobs WHERE id = $1 FOR UPDATE",
+         FROM ai_jobs WHERE id = $1 AND kind = 'video' FOR UPDATE",
     cancel_job: "UPDATE ai_jobs SET status = 'canceled', last_error = $3,
              completed_at = to_timestamp($2::float8 / 1000.0),
              updated_at = to_timestamp($2::float8 / 1000.0),

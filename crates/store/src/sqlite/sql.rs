@@ -180,7 +180,7 @@ pub(super) const SQLITE: Dialect = Dialect {
     // `BEGIN IMMEDIATE` already holds the write lock: the row cannot change
     // between this read and the update.
     cancel_read: "SELECT status, provider, provider_job_id, scene_version_id
-         FROM ai_jobs WHERE id = ?1",
+         FROM ai_jobs WHERE id = ?1 AND kind = 'video'",
     cancel_job: "UPDATE ai_jobs SET status = 'canceled', last_error = ?3, completed_at = ?2,
              updated_at = ?2, lease_owner = NULL, lease_expires_at = NULL,
              fencing_token = COALESCE(CAST(fencing_token AS INTEGER), 0) + 1

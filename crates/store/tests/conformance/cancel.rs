@@ -74,10 +74,15 @@ pub async fn cancel_refuses_final_and_missing_jobs(url: &str) {
     for (id, status) in [("c", "completed"), ("f", "failed"), ("x", "canceled")] {
         seed(&ctx, id, status, Some("p")).await;
     }
+    // Not a video job: the daemon ignores other kinds, so it reads as none.
+    let mut image = NewJob::video("img", "processing", Some("p"), NOW - 30 * MIN);
+    image.kind = "image".into();
+    ctx.db.insert_job(&image).await.unwrap();
     for (id, status) in [
         ("c", Some("completed")),
         ("f", Some("failed")),
         ("x", Some("canceled")),
+        ("img", None),
         ("nope", None),
     ] {
         let before = ctx.db.job(id).await.unwrap();
