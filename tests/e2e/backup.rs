@@ -14,47 +14,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// Each scenario runs as `<scenario>::sqlite` and `<scenario>::postgres`.
-macro_rules! on_both_backends {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() {
-                super::$scenario(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() {
-                let _turn = crate::support::pg_turn().await;
-                super::$scenario(super::Backend::Postgres).await;
-            }
-        }
-    };
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// `None` when PostgreSQL is missing outside CI (a loud skip in `pg`).
-fn env_for(backend: Backend, name: &str, base_url: &str) -> Option<Env> {
-    match backend {
-        Backend::Sqlite => Some(Env::sqlite(base_url, "")),
-        Backend::Postgres => {
-            let pg = clawcut_test_support::pg::require()?;
-            let url = pg.fresh_db(name);
-            Some(Env::with_url(
-                tempfile::tempdir().unwrap(),
-                url,
-                base_url,
-                "",
-            ))
-        }
-    }
-}
-
 /// The URL of a database that does not exist yet, on the same backend.
 fn new_db_url(backend: Backend, dir: &Path, name: &str) -> String {
     match backend {
@@ -277,7 +236,7 @@ async fn check_restored(url: &str, media: &Path, m: &Value) {
 
 async fn backup_while_jobs_complete_then_restore(backend: Backend) {
     let fake = FakeOpenAi::start(KEY).await;
-    let Some(env) = env_for(backend, "bk_live", &fake.base_url()) else {
+    let Some(env) = env_for(backend, "bk_live", &fake.base_url(), "") else {
         return;
     };
     env.migrate();
@@ -380,7 +339,7 @@ fn object_of(dir: &Path, sha: &str) -> PathBuf {
 
 async fn verify_finds_every_kind_of_damage(backend: Backend) {
     let fake = FakeOpenAi::start(KEY).await;
-    let Some(env) = env_for(backend, "bk_damage", &fake.base_url()) else {
+    let Some(env) = env_for(backend, "bk_damage", &fake.base_url(), "") else {
         return;
     };
     env.migrate();
@@ -538,7 +497,7 @@ async fn assert_database_absent(backend: Backend, url: &str) {
 
 async fn incremental_backups_and_pruning(backend: Backend) {
     let fake = FakeOpenAi::start(KEY).await;
-    let Some(env) = env_for(backend, "bk_incr", &fake.base_url()) else {
+    let Some(env) = env_for(backend, "bk_incr", &fake.base_url(), "") else {
         return;
     };
     env.migrate();
@@ -643,7 +602,7 @@ on_both_backends!(incremental_backups_and_pruning);
 
 async fn restores_never_touch_live_data(backend: Backend) {
     let fake = FakeOpenAi::start(KEY).await;
-    let Some(env) = env_for(backend, "bk_live_targets", &fake.base_url()) else {
+    let Some(env) = env_for(backend, "bk_live_targets", &fake.base_url(), "") else {
         return;
     };
     env.migrate();
@@ -806,7 +765,7 @@ fn the_backup_units_verify() {
 
 async fn a_damaged_live_file_is_not_backed_up(backend: Backend) {
     let fake = FakeOpenAi::start(KEY).await;
-    let Some(env) = env_for(backend, "bk_live_damage", &fake.base_url()) else {
+    let Some(env) = env_for(backend, "bk_live_damage", &fake.base_url(), "") else {
         return;
     };
     env.migrate();

@@ -12,47 +12,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// Each scenario runs as `<scenario>::sqlite` and `<scenario>::postgres`
-/// (the PostgreSQL half takes its turn on the shared cluster).
-macro_rules! on_both_backends {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() {
-                super::$scenario(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() {
-                let _turn = crate::support::pg_turn().await;
-                super::$scenario(super::Backend::Postgres).await;
-            }
-        }
-    };
-}
-
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// `None` when PostgreSQL is missing outside CI (a loud skip in `pg`).
-fn env_for(backend: &Backend, name: &str, base_url: &str, extra: &str) -> Option<Env> {
-    match backend {
-        Backend::Sqlite => Some(Env::sqlite(base_url, extra)),
-        Backend::Postgres => {
-            let pg = clawcut_test_support::pg::require()?;
-            let url = pg.fresh_db(name);
-            Some(Env::with_url(
-                tempfile::tempdir().unwrap(),
-                url,
-                base_url,
-                extra,
-            ))
-        }
-    }
-}
-
 fn final_events(events: &[EventRow]) -> Vec<&EventRow> {
     events
         .iter()
@@ -87,7 +46,7 @@ async fn cli_cancel_mid_download_never_completes(backend: Backend) {
             .with_chunk_delay(Duration::from_millis(250)),
     );
     fake.script("video_ok", Script::completes_after(0));
-    let Some(env) = env_for(&backend, "cancel_cli", &fake.base_url(), "") else {
+    let Some(env) = env_for(backend, "cancel_cli", &fake.base_url(), "") else {
         return;
     };
     env.migrate();
@@ -241,7 +200,7 @@ async fn post(
 
 async fn api_cancel_needs_the_token_and_refuses_final_jobs(backend: Backend) {
     let fake = FakeOpenAi::start(KEY).await;
-    let Some(env) = env_for(&backend, "cancel_api", &fake.base_url(), "") else {
+    let Some(env) = env_for(backend, "cancel_api", &fake.base_url(), "") else {
         return;
     };
     let port = free_port();
@@ -382,7 +341,7 @@ async fn replicate_cancel_calls_the_provider_once(backend: Backend) {
         "[providers.rep]\nkind = \"replicate\"\nbase_url = \"{}\"\napi_key_env = \"E2E_OPENAI_KEY\"\ntimeout = \"2s\"\n",
         rep.base_url()
     );
-    let Some(env) = env_for(&backend, "cancel_rep", &openai.base_url(), &extra) else {
+    let Some(env) = env_for(backend, "cancel_rep", &openai.base_url(), &extra) else {
         return;
     };
     env.migrate();

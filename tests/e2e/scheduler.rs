@@ -10,48 +10,6 @@ use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 
 use crate::support::*;
 
-/// Each scenario runs as `<scenario>::sqlite` and `<scenario>::postgres`
-/// (the PostgreSQL half takes its turn on the shared cluster).
-macro_rules! on_both_backends {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() {
-                super::$scenario(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() {
-                let _turn = crate::support::pg_turn().await;
-                super::$scenario(super::Backend::Postgres).await;
-            }
-        }
-    };
-}
-
-/// The backends each test runs on: a fresh env for `fake` and `extra`.
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// `None` when PostgreSQL is missing outside CI (a loud skip in `pg`).
-fn env_for(backend: &Backend, name: &str, base_url: &str, extra: &str) -> Option<Env> {
-    match backend {
-        Backend::Sqlite => Some(Env::sqlite(base_url, extra)),
-        Backend::Postgres => {
-            let pg = clawcut_test_support::pg::require()?;
-            let url = pg.fresh_db(name);
-            Some(Env::with_url(
-                tempfile::tempdir().unwrap(),
-                url,
-                base_url,
-                extra,
-            ))
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Head-of-line: one output trickling for a minute beside 40 due jobs.
 
@@ -66,7 +24,7 @@ async fn a_slow_download_holds_only_its_own_slot(backend: Backend) {
             .trickle(1, Duration::from_secs(3)),
     );
     let extra = "[reconcile]\ninterval = \"2s\"\nmin_age = \"1s\"\nlease_ttl = \"6s\"\nshutdown_grace = \"2s\"\nconcurrency = 4\nbatch_size = 25\n";
-    let Some(env) = env_for(&backend, "hol", &fake.base_url(), extra) else {
+    let Some(env) = env_for(backend, "hol", &fake.base_url(), extra) else {
         return;
     };
     env.edit_config(
@@ -198,7 +156,7 @@ async fn poison_rows_are_set_aside_and_never_block_their_batch(backend: Backend)
     let fake = FakeOpenAi::start(KEY).await;
     fake.set_default_script(Script::completes_after(0));
     let extra = "[reconcile]\ninterval = \"500ms\"\nmin_age = \"1s\"\nlease_ttl = \"30s\"\nshutdown_grace = \"2s\"\nconcurrency = 16\nbatch_size = 25\n";
-    let Some(env) = env_for(&backend, "poison", &fake.base_url(), extra) else {
+    let Some(env) = env_for(backend, "poison", &fake.base_url(), extra) else {
         return;
     };
     env.migrate();
@@ -292,41 +250,34 @@ struct RawJob {
 
 /// A job read without decoding the columns the test broke.
 async fn raw_job(url: &str, id: &str) -> RawJob {
-    use sqlx::Row;
+    // The same read on each driver; only the pool type and placeholder differ.
+    macro_rules! read {
+        ($pool:ty, $sql:literal) => {{
+            let pool = <$pool>::connect(url).await.unwrap();
+            let (status, last_error, lease_owner, fencing_token) = sqlx::query_as($sql)
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            RawJob {
+                status,
+                last_error,
+                lease_owner,
+                fencing_token,
+            }
+        }};
+    }
     if url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        let r = sqlx::query(
-            "SELECT status, last_error, lease_owner, fencing_token FROM ai_jobs WHERE id = ?1",
+        read!(
+            sqlx::SqlitePool,
+            "SELECT status, last_error, lease_owner, fencing_token FROM ai_jobs WHERE id = ?1"
         )
-        .bind(id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        let out = RawJob {
-            status: r.get(0),
-            last_error: r.get(1),
-            lease_owner: r.get(2),
-            fencing_token: r.get(3),
-        };
-        pool.close().await;
-        out
     } else {
-        let pool = sqlx::PgPool::connect(url).await.unwrap();
-        let r = sqlx::query(
-            "SELECT status, last_error, lease_owner, fencing_token FROM ai_jobs WHERE id = $1",
+        read!(
+            sqlx::PgPool,
+            "SELECT status, last_error, lease_owner, fencing_token FROM ai_jobs WHERE id = $1"
         )
-        .bind(id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        let out = RawJob {
-            status: r.get(0),
-            last_error: r.get(1),
-            lease_owner: r.get(2),
-            fencing_token: r.get(3),
-        };
-        pool.close().await;
-        out
     }
 }
 
@@ -346,7 +297,7 @@ async fn a_refused_or_failing_thumbnail_completes_the_video_without_it(backend: 
         "video_500",
         Script::completes_after(0).with_thumbnail_status(500),
     );
-    let Some(env) = env_for(&backend, "thumb", &fake.base_url(), "") else {
+    let Some(env) = env_for(backend, "thumb", &fake.base_url(), "") else {
         return;
     };
     env.migrate();
@@ -412,7 +363,7 @@ async fn a_worker_that_lost_its_lease_never_overwrites_the_new_owners_file(backe
             .with_chunk_delay(Duration::from_millis(250)),
     );
     let extra = "[reconcile]\ninterval = \"300ms\"\nmin_age = \"1s\"\nlease_ttl = \"30s\"\nshutdown_grace = \"2s\"\nconcurrency = 4\n";
-    let Some(env) = env_for(&backend, "lease_lost", &fake.base_url(), extra) else {
+    let Some(env) = env_for(backend, "lease_lost", &fake.base_url(), extra) else {
         return;
     };
     env.migrate();

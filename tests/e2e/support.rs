@@ -298,3 +298,50 @@ pub async fn pg_turn() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// The backend an e2e scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh env on `backend` for a provider at `base_url` (`extra` as in
+/// [`Env::sqlite`]); `None` when PostgreSQL is missing outside CI (a loud
+/// skip in `pg`).
+pub fn env_for(backend: Backend, name: &str, base_url: &str, extra: &str) -> Option<Env> {
+    match backend {
+        Backend::Sqlite => Some(Env::sqlite(base_url, extra)),
+        Backend::Postgres => {
+            let pg = clawcut_test_support::pg::require()?;
+            let url = pg.fresh_db(name);
+            Some(Env::with_url(
+                tempfile::tempdir().unwrap(),
+                url,
+                base_url,
+                extra,
+            ))
+        }
+    }
+}
+
+/// Each scenario `async fn name(backend: Backend)` runs as `name::sqlite`
+/// and `name::postgres` (the PostgreSQL half takes its turn on the shared
+/// cluster).
+macro_rules! on_both_backends {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                super::$scenario($crate::support::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                let _turn = $crate::support::pg_turn().await;
+                super::$scenario($crate::support::Backend::Postgres).await;
+            }
+        }
+    };
+}
+pub(crate) use on_both_backends;

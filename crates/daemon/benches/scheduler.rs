@@ -25,64 +25,25 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clawcut_test_support::db::{AppDb, NewJob};
+use clawcut_test_support::db::AppDb;
 use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawcut-worker");
-const KEY: &str = "sk-bench";
+mod common;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use common::{KEY, completed_count, config, now_ms, seed_job};
 
-/// Keys both binaries understand (the baseline refuses the new ones).
-fn config(dir: &std::path::Path, url: &str, base: &str) -> std::path::PathBuf {
-    let path = dir.join("bench.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[database]\nurl = \"{url}\"\n[reconcile]\ninterval = \"2s\"\nmin_age = \"0s\"\nbatch_size = 25\nconcurrency = 8\nlease_ttl = \"60s\"\n\
-             [media]\ndir = \"{}\"\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n\
-             [providers.openai]\nkind = \"openai\"\nbase_url = \"{base}\"\napi_key_env = \"BENCH_KEY\"\nmax_in_flight = 16\n",
-            dir.join("media").display()
-        ),
-    )
-    .unwrap();
-    path
-}
+/// Both binaries' settings (the baseline refuses newer keys).
+const RECONCILE: &str =
+    "interval = \"2s\"\nmin_age = \"0s\"\nbatch_size = 25\nconcurrency = 8\nlease_ttl = \"60s\"\n";
 
 async fn seed(db: &AppDb, n: usize, slow: bool) {
     let t = now_ms() - 600_000;
-    let job = |i: usize, id: String, pid: String, at: i64| {
-        let scene = format!("scene_{i}");
-        let version = format!("ver_{i}");
-        async move {
-            db.insert_scene(&scene, "s").await.unwrap();
-            db.insert_version(&version, &scene, t).await.unwrap();
-            db.insert_job(&NewJob {
-                id,
-                kind: "video".into(),
-                provider: "openai".into(),
-                scene_id: Some(scene),
-                scene_version_id: Some(version),
-                request: "{}".into(),
-                status: "processing".into(),
-                provider_job_id: Some(pid),
-                created_at: t,
-                updated_at: at,
-            })
-            .await
-            .unwrap();
-        }
-    };
     if slow {
-        job(n, "job_slow".into(), "video_slow".into(), t - 60_000).await;
+        seed_job(db, n, "job_slow".into(), "video_slow".into(), t - 60_000).await;
     }
     for i in 0..n {
-        job(i, format!("job_{i}"), format!("video_{i}"), t).await;
+        seed_job(db, i, format!("job_{i}"), format!("video_{i}"), t).await;
     }
 }
 
@@ -101,16 +62,6 @@ async fn fast_completed(db: &AppDb, n: usize) -> usize {
     done
 }
 
-async fn completed_count(db: &AppDb) -> i64 {
-    db.count_jobs_by_status()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|(s, _)| s == "completed")
-        .map(|(_, n)| n)
-        .sum()
-}
-
 /// Seconds until the `n` fast jobs are completed, with `bin`.
 async fn drain(bin: &str, name: &str, n: usize, slow: bool) -> f64 {
     let fake = FakeOpenAi::start(KEY).await;
@@ -127,7 +78,7 @@ async fn drain(bin: &str, name: &str, n: usize, slow: bool) -> f64 {
     );
     let (_db_dir, url) = clawcut_test_support::db::temp_sqlite();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &url, &fake.base_url());
+    let cfg = config(dir.path(), &url, &fake.base_url(), RECONCILE);
     let st = Command::new(bin)
         .arg("--config")
         .arg(&cfg)

@@ -8,67 +8,19 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clawcut_test_support::db::{AppDb, NewJob};
+use clawcut_test_support::db::AppDb;
 use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawcut-worker");
-const KEY: &str = "sk-bench";
+mod common;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn config(dir: &std::path::Path, url: &str, base: &str) -> std::path::PathBuf {
-    let path = dir.join("bench.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[database]\nurl = \"{url}\"\n[reconcile]\ninterval = \"100ms\"\nmin_age = \"0s\"\nbatch_size = 50\nconcurrency = 8\nlease_ttl = \"30s\"\n\
-             [media]\ndir = \"{}\"\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n\
-             [providers.openai]\nkind = \"openai\"\nbase_url = \"{base}\"\napi_key_env = \"BENCH_KEY\"\nmax_in_flight = 16\n",
-            dir.join("media").display()
-        ),
-    )
-    .unwrap();
-    path
-}
+use common::{KEY, completed_count, config, now_ms, seed_job};
 
 async fn seed(db: &AppDb, n: usize) {
     let t = now_ms() - 600_000;
     for i in 0..n {
-        let scene = format!("scene_{i}");
-        db.insert_scene(&scene, "s").await.unwrap();
-        db.insert_version(&format!("ver_{i}"), &scene, t)
-            .await
-            .unwrap();
-        db.insert_job(&NewJob {
-            id: format!("job_{i}"),
-            kind: "video".into(),
-            provider: "openai".into(),
-            scene_id: Some(scene),
-            scene_version_id: Some(format!("ver_{i}")),
-            request: "{}".into(),
-            status: "processing".into(),
-            provider_job_id: Some(format!("video_{i}")),
-            created_at: t,
-            updated_at: t,
-        })
-        .await
-        .unwrap();
+        seed_job(db, i, format!("job_{i}"), format!("video_{i}"), t).await;
     }
-}
-
-async fn completed(db: &AppDb) -> i64 {
-    db.count_jobs_by_status()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|(s, _)| s == "completed")
-        .map(|(_, n)| n)
-        .sum()
 }
 
 fn start(config: &std::path::Path) -> Child {
@@ -92,7 +44,12 @@ async fn drain(name: &str, url: &str, n: usize, replicas: usize) -> f64 {
             .with_chunk_delay(Duration::from_millis(2)),
     );
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), url, &fake.base_url());
+    let cfg = config(
+        dir.path(),
+        url,
+        &fake.base_url(),
+        "interval = \"100ms\"\nmin_age = \"0s\"\nbatch_size = 50\nconcurrency = 8\nlease_ttl = \"30s\"\n",
+    );
     let st = Command::new(BIN)
         .arg("--config")
         .arg(&cfg)
@@ -108,7 +65,7 @@ async fn drain(name: &str, url: &str, n: usize, replicas: usize) -> f64 {
     seed(&db, n).await;
     let started = Instant::now();
     let mut children: Vec<Child> = (0..replicas).map(|_| start(&cfg)).collect();
-    while completed(&db).await < n as i64 {
+    while completed_count(&db).await < n as i64 {
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "{name}: did not drain"

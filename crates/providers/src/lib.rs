@@ -42,8 +42,8 @@ mod veo;
 
 pub use config::{ProviderConfig, ProviderKind, build_provider};
 pub use download::{
-    DownloadLimits, DownloadPolicy, Downloaded, Downloader, Installed, Staged, TEMP_DIR,
-    cleanup_stale_temp, cleanup_stale_temp_older_than,
+    DownloadLimits, DownloadPolicy, Downloaded, Downloader, Installed, Staged, cleanup_stale_temp,
+    cleanup_stale_temp_older_than,
 };
 pub use error::ProvidersError;
 pub use rate::RateLimiter;
