@@ -20,8 +20,9 @@ pub use backoff::BackoffPolicy;
 pub use eligibility::{Eligibility, EligibilityRules, Ineligible, WorkKind};
 pub use job::{Job, Lease, Millis, RowProblem, is_spec_id};
 pub use provider::{
-    CancelAnswer, DownloadSpec, Lookup, OutputKind, PollOutcome, Provider, ProviderError,
-    ProviderErrorKind, RemoteProgress, SubmitFailure, SubmitRecovery, SubmitRequest, WebhookAuth,
+    CancelAnswer, DownloadSpec, FaultScope, Lookup, OutputKind, PollOutcome, Provider,
+    ProviderError, ProviderErrorKind, RemoteProgress, SubmitFailure, SubmitRecovery, SubmitRequest,
+    WebhookAuth,
 };
 pub use status::JobStatus;
 pub use transition::{Event, Outcome, TransitionError, transition};

@@ -89,6 +89,11 @@ pub enum ProviderErrorKind {
     NotFound,
     /// 401/403: our credentials, not the job, are wrong.
     Unauthorized(u16),
+    /// The account cannot be served, whatever the job: no credit, quota or
+    /// resource pack used up, an IP allow-list, no access to the model
+    /// (Replicate 402, OpenAI `insufficient_quota`, Kling 1100–1103 and
+    /// 1304). The HTTP status is kept for the log.
+    Account(u16),
     /// Any other 4xx.
     Client(u16),
 }
@@ -108,7 +113,27 @@ impl ProviderErrorKind {
             | ProviderErrorKind::Malformed
             | ProviderErrorKind::NotFound
             | ProviderErrorKind::Client(_) => true,
-            ProviderErrorKind::Unauthorized(_) => false,
+            ProviderErrorKind::Unauthorized(_) | ProviderErrorKind::Account(_) => false,
+        }
+    }
+
+    /// Whether this error is about the provider or the account rather than
+    /// the one job that met it (SPEC, "Provider health").
+    pub fn scope(self) -> FaultScope {
+        match self {
+            ProviderErrorKind::Unauthorized(_) | ProviderErrorKind::Account(_) => {
+                FaultScope::Account
+            }
+            ProviderErrorKind::Connect
+            | ProviderErrorKind::Network
+            | ProviderErrorKind::Timeout
+            | ProviderErrorKind::Server(_) => FaultScope::Outage,
+            // A rate limit paces requests (it sets the next poll); a
+            // malformed body, a 404 or a 4xx belongs to one job.
+            ProviderErrorKind::RateLimited
+            | ProviderErrorKind::Malformed
+            | ProviderErrorKind::NotFound
+            | ProviderErrorKind::Client(_) => FaultScope::Job,
         }
     }
 
@@ -123,9 +148,22 @@ impl ProviderErrorKind {
             ProviderErrorKind::Malformed => "malformed",
             ProviderErrorKind::NotFound => "not_found",
             ProviderErrorKind::Unauthorized(_) => "unauthorized",
+            ProviderErrorKind::Account(_) => "account",
             ProviderErrorKind::Client(_) => "client_error",
         }
     }
+}
+
+/// Who an error is about, for the provider-health decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultScope {
+    /// The account (a refused key, no credit): the provider pauses at once.
+    Account,
+    /// The provider may be down for everyone: consecutive ones across
+    /// different jobs pause it.
+    Outage,
+    /// This job only: nothing is paused.
+    Job,
 }
 
 /// A failed provider call. Every provider error is retried with backoff; the
@@ -169,7 +207,8 @@ impl ProviderErrorKind {
         match self {
             ProviderErrorKind::Connect
             | ProviderErrorKind::RateLimited
-            | ProviderErrorKind::Unauthorized(_) => SubmitFailure::NotCreated,
+            | ProviderErrorKind::Unauthorized(_)
+            | ProviderErrorKind::Account(_) => SubmitFailure::NotCreated,
             ProviderErrorKind::Client(_) | ProviderErrorKind::NotFound => SubmitFailure::Rejected,
             ProviderErrorKind::Network
             | ProviderErrorKind::Timeout
@@ -317,7 +356,13 @@ mod tests {
     #[test]
     fn create_failures_are_classified_conservatively() {
         use ProviderErrorKind::*;
-        for k in [Connect, RateLimited, Unauthorized(401), Unauthorized(403)] {
+        for k in [
+            Connect,
+            RateLimited,
+            Unauthorized(401),
+            Unauthorized(403),
+            Account(402),
+        ] {
             assert_eq!(k.submit_failure(), SubmitFailure::NotCreated, "{k:?}");
         }
         for k in [Client(400), Client(422), NotFound] {
@@ -329,9 +374,29 @@ mod tests {
     }
 
     #[test]
-    fn only_auth_errors_spare_the_attempt_budget() {
+    fn only_account_errors_spare_the_attempt_budget() {
         assert!(!ProviderErrorKind::Unauthorized(401).counts_as_attempt());
+        assert!(!ProviderErrorKind::Account(402).counts_as_attempt());
         assert!(ProviderErrorKind::RateLimited.counts_as_attempt());
         assert!(ProviderErrorKind::Server(503).counts_as_attempt());
+    }
+
+    #[test]
+    fn fault_scopes() {
+        use ProviderErrorKind::*;
+        for k in [
+            Unauthorized(401),
+            Unauthorized(403),
+            Account(402),
+            Account(429),
+        ] {
+            assert_eq!(k.scope(), FaultScope::Account, "{k:?}");
+        }
+        for k in [Connect, Network, Timeout, Server(500), Server(503)] {
+            assert_eq!(k.scope(), FaultScope::Outage, "{k:?}");
+        }
+        for k in [RateLimited, Malformed, NotFound, Client(400), Client(422)] {
+            assert_eq!(k.scope(), FaultScope::Job, "{k:?}");
+        }
     }
 }
