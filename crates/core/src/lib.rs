@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod eligibility;
+pub mod health;
 pub mod job;
 pub mod provider;
 pub mod status;
@@ -18,6 +19,7 @@ pub mod transition;
 
 pub use backoff::BackoffPolicy;
 pub use eligibility::{Eligibility, EligibilityRules, Ineligible, WorkKind};
+pub use health::{HealthPolicy, OutageCount, PauseCause};
 pub use job::{Job, Lease, Millis, RowProblem, is_spec_id};
 pub use provider::{
     CancelAnswer, DownloadSpec, FaultScope, Lookup, OutputKind, PollOutcome, Provider,

@@ -65,6 +65,7 @@ async fn measure(store: &dyn Store) -> Figures {
             rules: &r,
             only_job: None,
             force: false,
+            probe: None,
         };
         let t = Instant::now();
         let jobs = store.claim(&req).await.expect("claim");

@@ -49,6 +49,18 @@ pub enum StoreError {
     Cancel(#[source] SqlxError),
     #[error("make the job due")]
     MakeDue(#[source] SqlxError),
+    #[error("pause the provider")]
+    PauseProvider(#[source] SqlxError),
+    #[error("take the probe of a paused provider")]
+    TakeProbe(#[source] SqlxError),
+    #[error("resume the provider")]
+    ResumeProvider(#[source] SqlxError),
+    #[error("read the provider pauses")]
+    ReadProviderPauses(#[source] SqlxError),
+    /// A `provider_pauses` row this binary cannot read (a newer schema, or
+    /// a hand edit).
+    #[error("provider pause of {provider:?} is unreadable: {detail}")]
+    CorruptPause { provider: String, detail: String },
     #[error("take a snapshot of the database")]
     Snapshot(#[source] SqlxError),
     /// The snapshot file `VACUUM INTO` wrote could not be named or synced.
@@ -140,6 +152,10 @@ impl StoreError {
             | StoreError::Resolve(e)
             | StoreError::Cancel(e)
             | StoreError::MakeDue(e)
+            | StoreError::PauseProvider(e)
+            | StoreError::TakeProbe(e)
+            | StoreError::ResumeProvider(e)
+            | StoreError::ReadProviderPauses(e)
             | StoreError::Snapshot(e)
             | StoreError::ReadSnapshot(e)
             | StoreError::RewriteMediaPaths(e)
@@ -152,7 +168,8 @@ impl StoreError {
             | StoreError::NotResolvable { .. }
             | StoreError::NotCancelable { .. }
             | StoreError::UnsupportedUrl { .. }
-            | StoreError::CorruptRow { .. } => None,
+            | StoreError::CorruptRow { .. }
+            | StoreError::CorruptPause { .. } => None,
         }
     }
 }

@@ -33,7 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clawcut_core::{EligibilityRules, Job, JobStatus, Lease, Millis};
+use clawcut_core::{EligibilityRules, Job, JobStatus, Lease, Millis, PauseCause};
 
 mod backup;
 mod error;
@@ -73,6 +73,75 @@ pub struct ClaimRequest<'a> {
     /// Ignore `min_age` and the due time (an operator asked for it now).
     /// Kind, final states and live leases still exclude.
     pub force: bool,
+    /// Claim only this paused provider's jobs, as its probe. Without it, a
+    /// paused provider's jobs are not claimed (unless `only_job` names one).
+    pub probe: Option<Probe<'a>>,
+}
+
+/// The probe of one paused provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe<'a> {
+    pub provider: &'a str,
+    /// Prefer a job still to be submitted: the fault met a create call,
+    /// which a poll succeeding would not prove fixed.
+    pub prefer_unsubmitted: bool,
+}
+
+/// The provider call that met a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderCall {
+    Poll,
+    /// A create, or a lookup of an interrupted one.
+    Submit,
+}
+
+impl ProviderCall {
+    pub fn label(self) -> &'static str {
+        match self {
+            ProviderCall::Poll => "poll",
+            ProviderCall::Submit => "submit",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<ProviderCall> {
+        [ProviderCall::Poll, ProviderCall::Submit]
+            .into_iter()
+            .find(|c| c.label() == s)
+    }
+}
+
+/// A provider to pause (or whose pause gets a fresher reason).
+#[derive(Debug, Clone)]
+pub struct PauseProvider<'a> {
+    pub provider: &'a str,
+    pub cause: PauseCause,
+    /// Never a credential: the error as the adapter wrote it.
+    pub reason: &'a str,
+    pub call: ProviderCall,
+    pub now: Millis,
+    pub worker_id: &'a str,
+    /// The first probe comes this long after `now`.
+    pub cooldown: Duration,
+}
+
+/// A paused provider, as `provider_pauses` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderPause {
+    pub provider: String,
+    pub cause: PauseCause,
+    pub reason: String,
+    pub call: ProviderCall,
+    pub paused_at: Millis,
+    /// The worker id that paused it.
+    pub paused_by: String,
+    /// When a replica may next take a probe.
+    pub probe_at: Millis,
+    /// The wait that was added when the last probe was taken (or the
+    /// pause began).
+    pub cooldown: Duration,
+    /// Probes taken so far.
+    pub probes: u64,
+    pub updated_at: Millis,
 }
 
 /// A verified output and the final path it is published to.
@@ -393,6 +462,28 @@ pub trait Store: Send + Sync {
     /// ignores `sqlite_dest`: it opens a `REPEATABLE READ` transaction,
     /// exports its snapshot and reads the contents in it
     /// ([`Snapshot::Exported`]), for `pg_dump --snapshot` to dump.
+    /// Pause a provider (SPEC, "Provider health"): its jobs are no longer
+    /// claimed. Returns `true` when it was not paused before; otherwise the
+    /// pause keeps its start and probe time and takes the newer cause and
+    /// reason.
+    async fn pause_provider(&self, p: &PauseProvider<'_>) -> Result<bool, StoreError>;
+
+    /// Take the probe of a paused provider whose `probe_at` has passed: the
+    /// next probe moves to `now + cooldown`. `true` for exactly one caller
+    /// per due probe, across replicas; `false` when not due or not paused.
+    async fn take_probe(
+        &self,
+        provider: &str,
+        now: Millis,
+        cooldown: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Lift a pause; `true` when there was one.
+    async fn resume_provider(&self, provider: &str) -> Result<bool, StoreError>;
+
+    /// Every paused provider, by name.
+    async fn provider_pauses(&self) -> Result<Vec<ProviderPause>, StoreError>;
+
     async fn begin_snapshot(&self, sqlite_dest: &Path) -> Result<Snapshot, StoreError>;
 
     /// After a restore: every media path column (`scene_versions` and

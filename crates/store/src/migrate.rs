@@ -18,17 +18,31 @@ struct Migration {
     sql: &'static str,
 }
 
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    description: "init",
-    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
-}];
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "init",
+        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "provider pauses",
+        sql: include_str!("../../../migrations/sqlite/0002_provider_pauses.sql"),
+    },
+];
 
-const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    description: "init",
-    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
-}];
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "init",
+        sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "provider pauses",
+        sql: include_str!("../../../migrations/postgres/0002_provider_pauses.sql"),
+    },
+];
 
 /// Arbitrary but fixed: every clawcut-worker process migrating the same
 /// PostgreSQL database serializes on it.

@@ -62,6 +62,14 @@ macro_rules! eligible {
     };
 }
 
+/// A paused provider's jobs are not claimed (SPEC, "Provider health"),
+/// unless an operator named the job ($5).
+macro_rules! paused {
+    () => {
+        " AND ($5::text IS NOT NULL OR provider NOT IN (SELECT provider FROM provider_pauses))"
+    };
+}
+
 /// Owed work. $1 now (ms), $2 updated_before (ms).
 macro_rules! stranded {
     () => {
@@ -85,7 +93,23 @@ pub(crate) const CLAIM: &str = concat!(
          fencing_token = fencing_token + 1
      WHERE id IN (SELECT id FROM ai_jobs WHERE ",
     eligible!(),
+    paused!(),
     " ORDER BY updated_at, id LIMIT $8 FOR UPDATE SKIP LOCKED)
+     RETURNING ",
+    job_cols!()
+);
+
+/// A probe of a paused provider: its oldest eligible job, preferring ($10)
+/// one still to be submitted when the fault met a create call.
+pub(crate) const CLAIM_PROBE: &str = concat!(
+    "UPDATE ai_jobs
+     SET lease_taken_from = lease_owner, lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
+         fencing_token = fencing_token + 1
+     WHERE id IN (SELECT id FROM ai_jobs WHERE ",
+    eligible!(),
+    " AND provider = $9
+       ORDER BY CASE WHEN (provider_job_id IS NULL) = $10::bool THEN 0 ELSE 1 END, updated_at, id
+       LIMIT $8 FOR UPDATE SKIP LOCKED)
      RETURNING ",
     job_cols!()
 );
@@ -227,4 +251,27 @@ pub(super) const POSTGRES: Dialect = Dialect {
            AND (provider_job_id = $2 OR right(provider_job_id, length($2) + 1) = '|' || $2)
            AND next_attempt_at > to_timestamp($3::float8 / 1000.0)
            AND status NOT IN ('completed', 'failed', 'canceled')",
+    claim_probe: CLAIM_PROBE,
+    insert_pause: "INSERT INTO provider_pauses
+         (provider, cause, reason, operation, paused_at, paused_by, probe_at, cooldown_ms, updated_at)
+         VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000.0), $6,
+                 to_timestamp($7::float8 / 1000.0), $8, to_timestamp($5::float8 / 1000.0))
+         ON CONFLICT (provider) DO NOTHING",
+    update_pause: "UPDATE provider_pauses
+         SET cause = $2, reason = $3, operation = $4, updated_at = to_timestamp($5::float8 / 1000.0)
+         WHERE provider = $1",
+    take_probe: "UPDATE provider_pauses
+         SET probe_at = to_timestamp($3::float8 / 1000.0), cooldown_ms = $4, probes = probes + 1,
+             updated_at = to_timestamp($2::float8 / 1000.0)
+         WHERE provider = $1 AND probe_at <= to_timestamp($2::float8 / 1000.0)",
+    delete_pause: "DELETE FROM provider_pauses WHERE provider = $1",
+    list_pauses: concat!(
+        "SELECT provider, cause, reason, operation, ",
+        ms!("paused_at"),
+        ", paused_by, ",
+        ms!("probe_at"),
+        ", cooldown_ms, probes, ",
+        ms!("updated_at"),
+        " FROM provider_pauses ORDER BY provider"
+    ),
 };

@@ -22,10 +22,12 @@ use sqlx::{
 
 use crate::row::OpErr;
 use crate::{
-    Backend, ClaimRequest, Claimed, Completion, JobFilter, Publish, Reschedule, Resolution,
-    SchemaStatus, SetAside, Settle, Snapshot, StatusReport, Store, StoreError,
+    Backend, ClaimRequest, Claimed, Completion, JobFilter, PauseProvider, ProviderPause, Publish,
+    Reschedule, Resolution, SchemaStatus, SetAside, Settle, Snapshot, StatusReport, Store,
+    StoreError,
 };
 
+mod pauses;
 mod read;
 mod resolve;
 mod write;
@@ -118,6 +120,23 @@ pub struct Dialect {
     pub cancel_job: &'static str,
     /// 1 provider, 2 provider job id, 3 now.
     pub make_due: &'static str,
+
+    /// The claim's parameters 1 to 8, then 9 provider, 10 prefer jobs still
+    /// to be submitted: one paused provider's jobs, for a probe.
+    pub claim_probe: &'static str,
+    /// 1 provider, 2 cause, 3 reason, 4 operation, 5 now, 6 worker id,
+    /// 7 probe_at, 8 cooldown ms. Does nothing when the provider is paused.
+    pub insert_pause: &'static str,
+    /// 1 provider, 2 cause, 3 reason, 4 operation, 5 now.
+    pub update_pause: &'static str,
+    /// 1 provider, 2 now, 3 next probe_at, 4 cooldown ms: only while the
+    /// probe is due, so one replica takes it.
+    pub take_probe: &'static str,
+    /// 1 provider.
+    pub delete_pause: &'static str,
+    /// Returns provider, cause, reason, operation, paused_at, paused_by,
+    /// probe_at, cooldown_ms, probes, updated_at.
+    pub list_pauses: &'static str,
 }
 
 /// The operations on one pool, with its backend's statements. Their
@@ -322,6 +341,27 @@ where
         now: Millis,
     ) -> Result<bool, StoreError> {
         self.sql().make_due(provider, provider_job_id, now).await
+    }
+
+    async fn pause_provider(&self, p: &PauseProvider<'_>) -> Result<bool, StoreError> {
+        self.sql().pause_provider(p).await
+    }
+
+    async fn take_probe(
+        &self,
+        provider: &str,
+        now: Millis,
+        cooldown: Duration,
+    ) -> Result<bool, StoreError> {
+        self.sql().take_probe(provider, now, cooldown).await
+    }
+
+    async fn resume_provider(&self, provider: &str) -> Result<bool, StoreError> {
+        self.sql().resume_provider(provider).await
+    }
+
+    async fn provider_pauses(&self) -> Result<Vec<ProviderPause>, StoreError> {
+        self.sql().provider_pauses().await
     }
 
     async fn begin_snapshot(&self, sqlite_dest: &Path) -> Result<Snapshot, StoreError> {

@@ -84,15 +84,23 @@ where
         if req.limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(self.d.claim)
-            .bind(req.rules.submit_enabled)
-            .bind(req.force)
-            .bind(req.rules.updated_before(req.now))
-            .bind(req.now)
-            .bind(req.only_job)
-            .bind(req.worker_id)
-            .bind(req.now.saturating_add(ms(req.lease_ttl)))
-            .bind(i64::from(req.limit))
+        let q = sqlx::query(match req.probe {
+            None => self.d.claim,
+            Some(_) => self.d.claim_probe,
+        })
+        .bind(req.rules.submit_enabled)
+        .bind(req.force)
+        .bind(req.rules.updated_before(req.now))
+        .bind(req.now)
+        .bind(req.only_job)
+        .bind(req.worker_id)
+        .bind(req.now.saturating_add(ms(req.lease_ttl)))
+        .bind(i64::from(req.limit));
+        let q = match req.probe {
+            None => q,
+            Some(p) => q.bind(p.provider).bind(p.prefer_unsubmitted),
+        };
+        let rows = q
             .fetch_all(self.pool)
             .await
             .map_err(StoreError::ClaimJobs)?;

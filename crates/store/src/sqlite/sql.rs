@@ -36,6 +36,14 @@ macro_rules! eligible {
     };
 }
 
+/// A paused provider's jobs are not claimed (SPEC, "Provider health"),
+/// unless an operator named the job (?5).
+macro_rules! paused {
+    () => {
+        " AND (?5 IS NOT NULL OR provider NOT IN (SELECT provider FROM provider_pauses))"
+    };
+}
+
 /// Owed work. ?1 now, ?2 updated_before.
 macro_rules! stranded {
     () => {
@@ -64,7 +72,24 @@ pub(crate) const CLAIM: &str = concat!(
          fencing_token = COALESCE(CAST(fencing_token AS INTEGER), 0) + 1
      WHERE id IN (SELECT id FROM ai_jobs INDEXED BY ai_jobs_claimable WHERE ",
     eligible!(),
+    paused!(),
     " ORDER BY updated_at, id LIMIT ?8)
+     RETURNING ",
+    job_cols!()
+);
+
+/// A probe of a paused provider: its oldest eligible job, preferring (?10)
+/// one still to be submitted when the fault met a create call. Rare and
+/// limited to one provider, so the sort over its eligible rows is cheap.
+pub(crate) const CLAIM_PROBE: &str = concat!(
+    "UPDATE ai_jobs
+     SET lease_taken_from = lease_owner, lease_owner = ?6, lease_expires_at = ?7,
+         fencing_token = COALESCE(CAST(fencing_token AS INTEGER), 0) + 1
+     WHERE id IN (SELECT id FROM ai_jobs INDEXED BY ai_jobs_claimable WHERE ",
+    eligible!(),
+    " AND provider = ?9
+       ORDER BY CASE WHEN (provider_job_id IS NULL) = ?10 THEN 0 ELSE 1 END, updated_at, id
+       LIMIT ?8)
      RETURNING ",
     job_cols!()
 );
@@ -192,4 +217,19 @@ pub(super) const SQLITE: Dialect = Dialect {
                 OR substr(provider_job_id, -length(?2) - 1) = '|' || ?2)
            AND next_attempt_at > ?3
            AND status NOT IN ('completed', 'failed', 'canceled')",
+    claim_probe: CLAIM_PROBE,
+    insert_pause: "INSERT INTO provider_pauses
+         (provider, cause, reason, operation, paused_at, paused_by, probe_at, cooldown_ms, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?5)
+         ON CONFLICT (provider) DO NOTHING",
+    update_pause: "UPDATE provider_pauses SET cause = ?2, reason = ?3, operation = ?4, updated_at = ?5
+         WHERE provider = ?1",
+    take_probe: "UPDATE provider_pauses
+         SET probe_at = ?3, cooldown_ms = ?4, probes = probes + 1, updated_at = ?2
+         WHERE provider = ?1 AND probe_at <= ?2",
+    delete_pause: "DELETE FROM provider_pauses WHERE provider = ?1",
+    list_pauses: concat!(
+        "SELECT provider, cause, reason, operation, paused_at, paused_by, probe_at, \
+         cooldown_ms, probes, updated_at FROM provider_pauses ORDER BY provider"
+    ),
 };

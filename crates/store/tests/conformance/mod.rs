@@ -15,6 +15,7 @@ use clawcut_test_support::db::{AppDb, NewJob};
 mod backup;
 mod cancel;
 mod claim;
+mod pauses;
 mod publish;
 mod report;
 mod schema;
@@ -24,6 +25,7 @@ mod write;
 pub use backup::*;
 pub use cancel::*;
 pub use claim::*;
+pub use pauses::*;
 pub use publish::*;
 pub use report::*;
 pub use schema::*;
@@ -70,6 +72,9 @@ macro_rules! for_each_case {
             cancel_refuses_final_and_missing_jobs,
             cancel_fences_out_the_worker_holding_the_job,
             cancel_keeps_a_ready_version_and_records_a_failed_provider_call,
+            pause_excludes_the_provider_from_claims_until_resumed,
+            probe_is_taken_once_per_due_time,
+            probe_claim_takes_one_job_of_its_provider,
         );
     };
 }
@@ -126,6 +131,7 @@ pub fn claim_req<'a>(
         rules,
         only_job: None,
         force: false,
+        probe: None,
     }
 }
 

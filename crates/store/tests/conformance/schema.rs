@@ -11,7 +11,7 @@ pub async fn migrate_is_idempotent_and_app_insert_works(url: &str) {
     let before = store.schema_status().await.unwrap();
     assert_eq!(before.current, 0);
     assert!(!before.is_current());
-    assert_eq!(store.migrate().await.unwrap(), vec![1]);
+    assert_eq!(store.migrate().await.unwrap(), every_version(before.latest));
     assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
     let after = store.schema_status().await.unwrap();
     assert!(after.is_current(), "{after:?}");
@@ -76,9 +76,17 @@ pub async fn migrate_concurrently(url: &str) {
     for h in handles {
         applied.extend(h.await.unwrap());
     }
+    applied.sort_unstable();
+    let latest = clawcut_store::connect(url)
+        .await
+        .unwrap()
+        .schema_status()
+        .await
+        .unwrap()
+        .latest;
     assert_eq!(
         applied,
-        vec![1],
+        every_version(latest),
         "exactly one process applies each migration"
     );
     let store = clawcut_store::connect(url).await.unwrap();
@@ -155,7 +163,8 @@ pub async fn migrate_adopts_existing_app_tables(url: &str) {
     .await
     .unwrap();
     let store = clawcut_store::connect(url).await.unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![1]);
+    let latest = store.schema_status().await.unwrap().latest;
+    assert_eq!(store.migrate().await.unwrap(), every_version(latest));
     let r = rules(false);
     let got = jobs(
         store
@@ -177,4 +186,9 @@ pub async fn migrate_adopts_existing_app_tables(url: &str) {
     assert_eq!(v.status, "ready");
     assert_eq!(v.video_bytes, Some(1234));
     assert_eq!(db.events("old").await.unwrap().len(), 1);
+}
+
+/// Versions 1 to `latest`: what a first `migrate` applies.
+fn every_version(latest: i64) -> Vec<i64> {
+    (1..=latest).collect()
 }
