@@ -5,6 +5,7 @@ mod backup;
 mod cancel;
 mod cli;
 mod crash;
+mod health;
 mod http;
 mod reconcile;
 mod replicas;

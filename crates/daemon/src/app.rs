@@ -219,6 +219,7 @@ pub fn settings(cfg: &Config) -> Settings {
             stall_min_bytes: m.stall_min_bytes.0,
         },
         progress_window: m.stall_timeout.0.max(slowest_request) * 2,
+        health: cfg.provider_health.policy(),
     }
 }
 

@@ -87,6 +87,11 @@ pub mod limits {
     pub const MAX_IN_FLIGHT: RangeInclusive<usize> = RangeInclusive::new(1, 10_000);
     /// `providers.*.requests_per_minute`: when set.
     pub const REQUESTS_PER_MINUTE: RangeInclusive<u32> = RangeInclusive::new(1, 1_000_000);
+    /// `provider_health.outage_after`.
+    pub const OUTAGE_AFTER: RangeInclusive<u32> = RangeInclusive::new(2, 10_000);
+    /// `provider_health.cooldown` and `max_cooldown`.
+    pub const PROBE_COOLDOWN: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_millis(100), DAY);
 }
 
 /// A duration as a human would write it back: the largest unit that
@@ -256,6 +261,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub provider_health: ProviderHealthConfig,
     pub providers: BTreeMap<String, ProviderSection>,
 }
 
@@ -351,6 +357,41 @@ pub struct HttpConfig {
 pub enum LogFormat {
     Human,
     Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderHealthConfig {
+    /// Consecutive outage faults (connect, timeout, 5xx), across at least
+    /// two different jobs, that pause a provider ([`limits::OUTAGE_AFTER`]).
+    pub outage_after: u32,
+    /// Wait before the first probe of a paused provider
+    /// ([`limits::PROBE_COOLDOWN`]).
+    pub cooldown: Dur,
+    /// Each failed probe doubles the wait, up to this (at least
+    /// `cooldown`, at most [`limits::PROBE_COOLDOWN`]'s end).
+    pub max_cooldown: Dur,
+}
+
+impl Default for ProviderHealthConfig {
+    fn default() -> Self {
+        let p = clawcut_core::HealthPolicy::default();
+        ProviderHealthConfig {
+            outage_after: p.outage_after,
+            cooldown: Dur(p.cooldown),
+            max_cooldown: Dur(p.max_cooldown),
+        }
+    }
+}
+
+impl ProviderHealthConfig {
+    pub fn policy(&self) -> clawcut_core::HealthPolicy {
+        clawcut_core::HealthPolicy {
+            outage_after: self.outage_after,
+            cooldown: self.cooldown.0,
+            max_cooldown: self.max_cooldown.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -597,6 +638,32 @@ impl Config {
             m.stall_min_bytes,
             &limits::STALL_MIN_BYTES,
         )?;
+        let h = &self.provider_health;
+        count_in(
+            "provider_health.outage_after",
+            h.outage_after,
+            &limits::OUTAGE_AFTER,
+        )?;
+        duration_in(
+            "provider_health.cooldown",
+            h.cooldown,
+            &limits::PROBE_COOLDOWN,
+        )?;
+        duration_in(
+            "provider_health.max_cooldown",
+            h.max_cooldown,
+            &limits::PROBE_COOLDOWN,
+        )?;
+        if h.max_cooldown.0 < h.cooldown.0 {
+            return Err((
+                "provider_health.max_cooldown".into(),
+                format!(
+                    "must not be shorter than provider_health.cooldown ({}), got {}",
+                    human_duration(h.cooldown.0),
+                    human_duration(h.max_cooldown.0)
+                ),
+            ));
+        }
         if let Some(u) = &self.http.public_url {
             match url::Url::parse(u) {
                 Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {}

@@ -25,6 +25,17 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PauseLabels {
+    pub provider: String,
+    pub cause: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub passes: Counter,
@@ -41,6 +52,9 @@ pub struct Metrics {
     pub claim_duration: Histogram,
     pub slots_busy: Gauge,
     pub slots_total: Gauge,
+    pub provider_up: Family<ProviderLabel, Gauge>,
+    pub provider_paused: Family<PauseLabels, Gauge>,
+    pub provider_pauses: Family<PauseLabels, Counter>,
 }
 
 impl Metrics {
@@ -68,6 +82,9 @@ impl Metrics {
             Histogram::new([0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
         let slots_busy = Gauge::default();
         let slots_total = Gauge::default();
+        let provider_up = Family::<ProviderLabel, Gauge>::default();
+        let provider_paused = Family::<PauseLabels, Gauge>::default();
+        let provider_pauses = Family::<PauseLabels, Counter>::default();
         registry.register(
             "passes",
             "Claim rounds of the scheduler, and one-shot passes (reconcile, POST /v1/reconcile)",
@@ -130,6 +147,21 @@ impl Metrics {
             "Scheduler slots (reconcile.concurrency)",
             slots_total.clone(),
         );
+        registry.register(
+            "provider_up",
+            "1 while the provider's jobs are claimed, 0 while it is paused (provider health)",
+            provider_up.clone(),
+        );
+        registry.register(
+            "provider_paused",
+            "1 for the cause of a provider's pause now (unauthorized, account, outage)",
+            provider_paused.clone(),
+        );
+        registry.register(
+            "provider_pauses",
+            "Pauses this process started, by provider and cause",
+            provider_pauses.clone(),
+        );
         Metrics {
             registry,
             passes,
@@ -146,6 +178,27 @@ impl Metrics {
             claim_duration,
             slots_busy,
             slots_total,
+            provider_up,
+            provider_paused,
+            provider_pauses,
+        }
+    }
+
+    /// A provider's health gauges: up, or paused for `cause`. Every cause
+    /// series of the provider is written, so the old one drops to 0.
+    pub fn provider_health(&self, provider: &str, paused: Option<clawcut_core::PauseCause>) {
+        self.provider_up
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_owned(),
+            })
+            .set(i64::from(paused.is_none()));
+        for c in clawcut_core::PauseCause::ALL {
+            self.provider_paused
+                .get_or_create(&PauseLabels {
+                    provider: provider.to_owned(),
+                    cause: c.label().to_owned(),
+                })
+                .set(i64::from(paused == Some(c)));
         }
     }
 

@@ -131,3 +131,19 @@ mod tests {
         }
     }
 }
+
+/// One paused provider, as `status --json` and `/readyz` show it.
+pub fn pause_json(p: &clawcut_store::ProviderPause, now: Millis) -> serde_json::Value {
+    json!({
+        "provider": p.provider,
+        "cause": p.cause.label(),
+        "reason": p.reason,
+        "call": p.call.label(),
+        "paused_at_ms": p.paused_at,
+        "paused_for_seconds": now.saturating_sub(p.paused_at).max(0) / 1000,
+        "paused_by": p.paused_by,
+        "next_probe_in_ms": p.probe_at.saturating_sub(now).max(0),
+        "probes": p.probes,
+        "advice": p.cause.advice(),
+    })
+}

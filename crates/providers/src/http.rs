@@ -353,6 +353,9 @@ pub(crate) fn error_from_status(
         429 => ProviderErrorKind::RateLimited,
         500..=599 => ProviderErrorKind::Server(status),
         401 | 403 => ProviderErrorKind::Unauthorized(status),
+        // Payment Required: the account has no credit (Replicate documents
+        // it); no job of this account can run until it is topped up.
+        402 => ProviderErrorKind::Account(status),
         404 => ProviderErrorKind::NotFound,
         400..=499 => ProviderErrorKind::Client(status),
         // 1xx/3xx that reached us: not what any provider documents.
@@ -666,6 +669,7 @@ mod tests {
         assert_eq!(kind(503), ProviderErrorKind::Server(503));
         assert_eq!(kind(401), ProviderErrorKind::Unauthorized(401));
         assert_eq!(kind(403), ProviderErrorKind::Unauthorized(403));
+        assert_eq!(kind(402), ProviderErrorKind::Account(402));
         assert_eq!(kind(404), ProviderErrorKind::NotFound);
         assert_eq!(kind(422), ProviderErrorKind::Client(422));
         assert_eq!(kind(302), ProviderErrorKind::Malformed);

@@ -36,6 +36,7 @@ pub(crate) use creates::{Admit, Creates, create_control, detached};
 pub use creates::{CreateRecord, CreateStep};
 
 use crate::fake_openai::fake_bytes;
+pub use crate::fake_openai::plumbing::Outage;
 use crate::fake_openai::plumbing::{ContentBody, InFlight, Server, lock, sleep_or_shutdown};
 
 /// What one poll of a job answers, rendered in each provider's JSON.
@@ -227,9 +228,29 @@ macro_rules! core_accessors {
                 self.server.shutdown().await;
             }
         }
+        $crate::fake_common::outage_accessors!($fake);
     };
 }
 pub(crate) use core_accessors;
+
+/// Provider-wide faults, for every fake (it has a `server: Server` field).
+macro_rules! outage_accessors {
+    ($fake:ty) => {
+        impl $fake {
+            /// Answer every request with this fault until it is cleared
+            /// with `None`: the provider down, a refused key, no credit.
+            pub fn set_outage(&self, outage: Option<$crate::fake_common::Outage>) {
+                self.server.set_outage(outage);
+            }
+
+            /// Requests answered with the outage so far.
+            pub fn outage_hits(&self) -> u64 {
+                self.server.outage_hits()
+            }
+        }
+    };
+}
+pub(crate) use outage_accessors;
 
 /// Binds a fake on 127.0.0.1 and builds its router around a fresh [`Core`]
 /// that knows the server's URL.

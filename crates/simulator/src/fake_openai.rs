@@ -281,6 +281,8 @@ impl Jobs {
 /// Key under which all polls are counted together.
 const ALL: &str = "*";
 
+crate::fake_common::outage_accessors!(FakeOpenAi);
+
 impl FakeOpenAi {
     /// Starts on 127.0.0.1 with a free port.
     ///

@@ -184,6 +184,8 @@ impl Jobs {
 
 const ALL: &str = "*";
 
+crate::fake_common::outage_accessors!(FakeReplicate);
+
 impl FakeReplicate {
     /// Starts on 127.0.0.1 with a free port.
     ///

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::app;
 use crate::config::Config;
 use crate::exit::{self, ExitCode, Fatal};
-use crate::report::job_json;
+use crate::report::{job_json, pause_json};
 use crate::runtime::clock::Clock;
 
 fn age(now: Millis, t: Option<Millis>) -> String {
@@ -18,6 +18,19 @@ fn age(now: Millis, t: Option<Millis>) -> String {
         ))
         .to_string(),
         None => "-".into(),
+    }
+}
+
+fn until_text(now: Millis, at: Millis) -> String {
+    if at <= now {
+        "due now".into()
+    } else {
+        format!(
+            "in {}",
+            humantime::format_duration(std::time::Duration::from_secs(
+                u64::try_from((at - now) / 1000).unwrap_or(0)
+            ))
+        )
     }
 }
 
@@ -36,6 +49,11 @@ pub async fn status(cfg: &Config, as_json: bool) -> Result<(), Fatal> {
         .await
         .context("list needs_operator jobs")
         .exit_with(exit::UNAVAILABLE)?;
+    let pauses = store
+        .provider_pauses()
+        .await
+        .context("read the provider pauses")
+        .exit_with(exit::UNAVAILABLE)?;
     if as_json {
         let out = json!({
             "eligible": r.eligible,
@@ -48,6 +66,7 @@ pub async fn status(cfg: &Config, as_json: bool) -> Result<(), Fatal> {
             "unsubmitted": r.unsubmitted,
             "by_status": r.by_status.iter().map(|(s, n)| (s.as_str().to_owned(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
             "needs_operator_jobs": needs.iter().map(|j| job_json(j, now)).collect::<Vec<_>>(),
+            "paused_providers": pauses.iter().map(|p| pause_json(p, now)).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
@@ -87,6 +106,17 @@ pub async fn status(cfg: &Config, as_json: bool) -> Result<(), Fatal> {
         .map(|(s, n)| format!("{s}={n}"))
         .collect();
     println!("by status: {}", by.join(" "));
+    for p in &pauses {
+        println!(
+            "provider {} PAUSED ({}, {} ago, next probe {}): {}; {}",
+            p.provider,
+            p.cause,
+            age(now, Some(p.paused_at)),
+            until_text(now, p.probe_at),
+            p.reason,
+            p.cause.advice()
+        );
+    }
     for j in &needs {
         println!(
             "needs_operator {} ({} old): {}",

@@ -29,11 +29,16 @@ use crate::report::{JobOutcome, JobReport, error_chain};
 use crate::runtime::clock::deadline_after;
 use crate::runtime::systemd::notify;
 use crate::state::State;
-use crate::worker::ClaimScope;
+use crate::worker::health::until;
+use crate::worker::{ClaimScope, Mode};
 
 /// Refresh the job-count gauges at most this often: counting reads many
 /// rows (BENCHMARKS.md), so it runs beside the loop, never in it.
 const GAUGES_EVERY: Duration = Duration::from_secs(15);
+
+/// Due probes are looked for at most this often, so a board that cannot be
+/// read again (the database away) never makes the loop spin.
+const PROBE_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 pub async fn drive(state: &Arc<State>, on_startup: bool) {
     let mut slots: JoinSet<JobReport> = JoinSet::new();
@@ -46,6 +51,7 @@ pub async fn drive(state: &Arc<State>, on_startup: bool) {
     let mut next_gauges = Instant::now();
     let gauges_running = Arc::new(AtomicBool::new(false));
     let mut logged_drain = false;
+    let mut next_probe_check = Instant::now();
     loop {
         let s = state.worker.settings();
         let interval = state.config().reconcile.interval.0;
@@ -61,6 +67,9 @@ pub async fn drive(state: &Arc<State>, on_startup: bool) {
                 );
                 logged_drain = true;
             }
+        }
+        if running {
+            state.worker.refresh_pauses_if_stale().await;
         }
         if running && claim_now {
             claim_now = false;
@@ -79,7 +88,7 @@ pub async fn drive(state: &Arc<State>, on_startup: bool) {
                         state.health.claimed(state.clock.now_ms(), claimed.len());
                         more_waiting = claimed.len() >= limit as usize;
                         for c in claimed {
-                            spawn_slot(&mut slots, state, c);
+                            spawn_slot(&mut slots, state, c, Mode::default());
                         }
                     }
                     Err(e) => {
@@ -95,6 +104,10 @@ pub async fn drive(state: &Arc<State>, on_startup: bool) {
             }
             // Whatever this turn did, the idle cadence restarts from here.
             next_idle_claim = deadline_after(interval);
+        }
+        if running && Instant::now() >= next_probe_check {
+            next_probe_check = deadline_after(PROBE_CHECK_EVERY);
+            probe_due(state, &mut slots, s.concurrency).await;
         }
         let now = Instant::now();
         tick(state, slots.len(), s.concurrency);
@@ -119,7 +132,11 @@ pub async fn drive(state: &Arc<State>, on_startup: bool) {
         let slice = deadline_after(state.watchdog.max_sleep().unwrap_or(interval));
         // Draining: no more claims, so the idle cadence no longer matters.
         let wake_at = if running {
-            next_idle_claim.min(slice)
+            let probe_at =
+                state.worker.health.board().next_probe_at().map(|at| {
+                    deadline_after(until(at, state.clock.now_ms())).max(next_probe_check)
+                });
+            next_idle_claim.min(slice).min(probe_at.unwrap_or(slice))
         } else {
             slice
         };
@@ -143,10 +160,37 @@ pub async fn drive(state: &Arc<State>, on_startup: bool) {
     tick(state, 0, state.worker.settings().concurrency);
 }
 
-fn spawn_slot(slots: &mut JoinSet<JobReport>, state: &Arc<State>, c: Claimed) {
+fn spawn_slot(slots: &mut JoinSet<JobReport>, state: &Arc<State>, c: Claimed, mode: Mode) {
     let worker = state.worker.clone();
     let phases = state.lifecycle.phases();
-    slots.spawn(async move { worker.work(c, false, phases).await });
+    slots.spawn(async move { worker.work(c, mode, phases).await });
+}
+
+/// Probe each paused provider whose probe is due, one job each, while
+/// slots are free (`worker::health`).
+async fn probe_due(state: &Arc<State>, slots: &mut JoinSet<JobReport>, concurrency: usize) {
+    let now = state.clock.now_ms();
+    let board = state.worker.health.board();
+    for pause in board.pauses.values().filter(|p| p.probe_at <= now) {
+        if slots.len() >= concurrency {
+            break;
+        }
+        match state.worker.probe(pause).await {
+            Ok(Some(c)) => spawn_slot(
+                slots,
+                state,
+                c,
+                Mode {
+                    force: false,
+                    probe: true,
+                },
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                warn!(provider = %pause.provider, error = %error_chain(&e), "could not take the probe of a paused provider")
+            }
+        }
+    }
 }
 
 fn finished(state: &State, joined: Result<JobReport, tokio::task::JoinError>) {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::report::error_chain;
+use crate::report::{error_chain, pause_json};
 use crate::runtime::health::Liveness;
 use crate::state::State;
 
@@ -55,16 +55,33 @@ async fn readiness(s: &State) -> (bool, serde_json::Value) {
         Liveness::Alive {
             last_tick_age_ms,
             last_claim_age_ms,
-        } => (
-            true,
-            json!({
+        } => {
+            // Paused providers leave the daemon ready (SPEC): it is fine,
+            // a provider or an account is not. They show in the reason.
+            let now = s.clock.now_ms();
+            let board = s.worker.health.board();
+            let mut body = json!({
                 "status": "ready",
                 "last_tick_age_ms": last_tick_age_ms,
                 "last_claim_age_ms": last_claim_age_ms,
                 "slots_busy": snap.slots_busy,
                 "slots_total": snap.slots_total,
-            }),
-        ),
+                "paused_providers": board
+                    .pauses
+                    .values()
+                    .map(|p| pause_json(p, now))
+                    .collect::<Vec<_>>(),
+            });
+            if !board.pauses.is_empty() {
+                let reasons: Vec<String> = board
+                    .pauses
+                    .values()
+                    .map(|p| format!("provider {} paused ({}): {}", p.provider, p.cause, p.reason))
+                    .collect();
+                body["reason"] = json!(reasons.join("; "));
+            }
+            (true, body)
+        }
     }
 }
 

@@ -169,6 +169,7 @@ mod tests {
                 rules: &rules,
                 only_job: None,
                 force: false,
+                probe: None,
             })
             .await
             .unwrap();

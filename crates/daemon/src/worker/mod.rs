@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 pub mod cancel;
 pub mod decide;
+pub mod health;
 pub mod lease;
 pub mod outputs;
 pub mod pass;
@@ -52,6 +53,8 @@ pub struct Settings {
     pub limits: DownloadLimits,
     /// A job that shows no progress for this long stops renewing its lease.
     pub progress_window: Duration,
+    /// When a provider's faults pause it (`[provider_health]`).
+    pub health: clawcut_core::HealthPolicy,
 }
 
 /// A configured provider and where its outputs may come from.
@@ -80,6 +83,8 @@ pub struct Worker {
     /// One completion at a time per scene version in this process (the
     /// database serializes them across replicas).
     versions: outputs::VersionLocks,
+    /// Provider pauses: the counts that decide them, and the board.
+    pub health: health::Health,
 }
 
 /// What [`Worker::new`] needs.
@@ -110,6 +115,18 @@ pub(crate) struct Ctx<'a> {
     pub s: &'a Settings,
     pub progress: &'a Progress,
     pub handle: &'a ProviderHandle,
+    /// This step probes a paused provider (or an operator named the job):
+    /// an answer from the provider lifts its pause.
+    pub probe: bool,
+}
+
+/// How a slot works its claimed row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mode {
+    /// The claim skipped `min_age` and the due time (an operator asked).
+    pub force: bool,
+    /// See [`Ctx::probe`].
+    pub probe: bool,
 }
 
 impl Worker {
@@ -124,6 +141,7 @@ impl Worker {
             clock: p.clock,
             detached: TaskTracker::new(),
             versions: outputs::VersionLocks::default(),
+            health: health::Health::default(),
         }
     }
 
@@ -153,6 +171,15 @@ impl Worker {
 
     /// Lease up to `limit` eligible rows in one statement.
     pub async fn claim(&self, limit: u32, scope: &ClaimScope) -> Result<Vec<Claimed>, StoreError> {
+        self.claim_with(limit, scope, None).await
+    }
+
+    async fn claim_with(
+        &self,
+        limit: u32,
+        scope: &ClaimScope,
+        probe: Option<clawcut_store::Probe<'_>>,
+    ) -> Result<Vec<Claimed>, StoreError> {
         let s = self.settings();
         let claimed = self
             .store
@@ -164,6 +191,7 @@ impl Worker {
                 rules: &s.rules,
                 only_job: scope.only_job.as_deref(),
                 force: scope.force,
+                probe,
             })
             .await?;
         for c in &claimed {
@@ -182,7 +210,7 @@ impl Worker {
     /// the lease while the step progresses. Leaves early, giving the lease
     /// back, when the lifecycle reaches `Aborting`; drops the attempt when
     /// the lease is lost.
-    pub async fn work(&self, claimed: Claimed, force: bool, mut phases: Phases) -> JobReport {
+    pub async fn work(&self, claimed: Claimed, mode: Mode, mut phases: Phases) -> JobReport {
         let job = match claimed {
             Claimed::Unreadable(row) => return self.set_aside_unreadable(row).await,
             Claimed::Job(job) => job,
@@ -229,9 +257,10 @@ impl Worker {
             s: &s,
             progress: &progress,
             handle,
+            probe: mode.probe,
         };
         let done = tokio::select! {
-            d = self.step(&ctx, force) => d,
+            d = self.step(&ctx, mode.force) => d,
             () = lost => Err(WorkError::Store(StoreError::LeaseLost { job_id: job.id.clone() })),
             () = phases.reached(Phase::Aborting) => {
                 self.release(&lease).await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clawcut_store::StoreError;
 use futures_util::StreamExt;
 
-use super::{ClaimScope, Worker};
+use super::{ClaimScope, Mode, Worker};
 use crate::report::PassSummary;
 use crate::runtime::lifecycle::Phases;
 
@@ -36,7 +36,15 @@ pub async fn run_once(
         .await?;
     let n = claimed.len();
     let jobs = futures_util::stream::iter(claimed)
-        .map(|c| worker.work(c, opts.scope.force, phases.clone()))
+        .map(|c| {
+            let mode = Mode {
+                force: opts.scope.force,
+                // An operator who names a job of a paused provider is
+                // probing it on purpose.
+                probe: opts.scope.only_job.is_some(),
+            };
+            worker.work(c, mode, phases.clone())
+        })
         .buffer_unordered(s.concurrency.max(1))
         .collect()
         .await;

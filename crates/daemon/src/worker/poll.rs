@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use clawcut_core::{Event, JobStatus, Outcome, PollOutcome, ProviderErrorKind};
-use clawcut_store::{Reschedule, Settle};
-use tracing::{debug, warn};
+use clawcut_core::{Event, JobStatus, Outcome, PollOutcome};
+use clawcut_store::{ProviderCall, Reschedule, Settle};
+use tracing::debug;
 
 use super::decide::{Done, WorkError, decide, human};
 use super::{Ctx, Worker};
@@ -43,6 +43,9 @@ impl Worker {
             Err(e) => e.kind.label(),
         };
         self.metrics.provider_request(&job.provider, status_label);
+        let paused = self
+            .observe(cx, ProviderCall::Poll, answer.as_ref().err())
+            .await;
         match answer {
             Ok(PollOutcome::Running {
                 progress,
@@ -100,10 +103,8 @@ impl Worker {
                 .await
             }
             Err(e) => {
-                let counts = e.kind.counts_as_attempt();
-                if let ProviderErrorKind::Unauthorized(code) = e.kind {
-                    warn!(provider = %job.provider, status = code, "provider refused our credentials; check the API key's environment variable");
-                }
+                // A paused provider's faults are the provider's, not the job's.
+                let counts = e.kind.counts_as_attempt() && !paused;
                 let msg = format!("poll {provider_job_id}: {e}");
                 self.retry(cx, counts, msg, e.retry_after).await
             }

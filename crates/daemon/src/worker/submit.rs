@@ -11,7 +11,7 @@ use clawcut_core::{
     Event, Job, JobStatus, Lookup, Outcome, ProviderError, SubmitFailure, SubmitRecovery,
     SubmitRequest,
 };
-use clawcut_store::Settle;
+use clawcut_store::{ProviderCall, Settle};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -61,6 +61,9 @@ impl Worker {
             handle.provider.submit(&req).await
         };
         cx.progress.mark();
+        let paused = self
+            .observe(cx, ProviderCall::Submit, answer.as_ref().err())
+            .await;
         match answer {
             Ok(pid) => {
                 self.metrics.provider_request(&job.provider, "ok");
@@ -68,7 +71,7 @@ impl Worker {
             }
             Err(e) => {
                 self.metrics.provider_request(&job.provider, e.kind.label());
-                self.submit_failed(cx, &req, e).await
+                self.submit_failed(cx, &req, e, paused).await
             }
         }
     }
@@ -115,11 +118,13 @@ impl Worker {
         cx: &Ctx<'_>,
         req: &SubmitRequest,
         e: ProviderError,
+        paused: bool,
     ) -> Result<Done, WorkError> {
         let (job, handle) = (cx.job, cx.handle);
         match e.kind.submit_failure() {
             SubmitFailure::NotCreated => {
-                self.not_accepted(cx, format!("create: {e}"), e.retry_after)
+                let counts = e.kind.counts_as_attempt() && !paused;
+                self.not_accepted(cx, format!("create: {e}"), e.retry_after, counts)
                     .await
             }
             SubmitFailure::Rejected => {
@@ -167,6 +172,9 @@ impl Worker {
             cx.handle.provider.lookup(req).await
         };
         cx.progress.mark();
+        let paused = self
+            .observe(cx, ProviderCall::Submit, answer.as_ref().err())
+            .await;
         match answer {
             Ok(Lookup::Found(pid)) => {
                 info!(job = %job.id, provider_job_id = %pid, "interrupted submission found at the provider");
@@ -177,12 +185,12 @@ impl Worker {
                     "provider has no job with reference {}; it will be submitted again",
                     req.idempotency_key
                 );
-                self.not_accepted(cx, msg, None).await
+                self.not_accepted(cx, msg, None, true).await
             }
             Err(e) => {
                 self.retry(
                     cx,
-                    true,
+                    e.kind.counts_as_attempt() && !paused,
                     format!("lookup {}: {e}", req.idempotency_key),
                     e.retry_after,
                 )
@@ -219,9 +227,10 @@ impl Worker {
         cx: &Ctx<'_>,
         msg: String,
         retry_after: Option<Duration>,
+        counts: bool,
     ) -> Result<Done, WorkError> {
         let (job, s) = (cx.job, cx.s);
-        let attempts = job.attempts.saturating_add(1);
+        let attempts = job.attempts.saturating_add(u32::from(counts));
         let event = Event::SubmitNotAccepted {
             attempts,
             max_attempts: s.backoff.max_attempts,

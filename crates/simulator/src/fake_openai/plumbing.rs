@@ -63,6 +63,57 @@ pub(crate) struct Server {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    outage: Arc<OutageSwitch>,
+}
+
+/// A provider-wide fault: while set, every request (API calls and output
+/// files alike) gets this answer, whatever the job. What a provider that
+/// is down, or an account that is refused or out of credit, looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    pub status: u16,
+    /// JSON in the provider's documented error shape (or any text).
+    pub body: String,
+}
+
+impl Outage {
+    pub fn new(status: u16, body: impl Into<String>) -> Outage {
+        Outage {
+            status,
+            body: body.into(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct OutageSwitch {
+    now: Mutex<Option<Outage>>,
+    hits: std::sync::atomic::AtomicU64,
+}
+
+async fn outage_layer(
+    axum::extract::State(sw): axum::extract::State<Arc<OutageSwitch>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let now = lock(&sw.now).clone();
+    match now {
+        Some(o) => {
+            sw.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let status =
+                StatusCode::from_u16(o.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (
+                status,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                o.body,
+            )
+                .into_response()
+        }
+        None => next.run(req).await,
+    }
 }
 
 impl Server {
@@ -78,7 +129,11 @@ impl Server {
     ) -> io::Result<Server> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let router = router(addr);
+        let outage = Arc::<OutageSwitch>::default();
+        let router = router(addr).layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&outage),
+            outage_layer,
+        ));
         let mut rx = shutdown.subscribe();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router)
@@ -91,7 +146,18 @@ impl Server {
             addr,
             shutdown,
             task: Some(task),
+            outage,
         })
+    }
+
+    /// Answer every request with `outage` from now on (`None`: serve again).
+    pub fn set_outage(&self, outage: Option<Outage>) {
+        *lock(&self.outage.now) = outage;
+    }
+
+    /// Requests answered with an outage so far.
+    pub fn outage_hits(&self) -> u64 {
+        self.outage.hits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn shutdown(mut self) {
