@@ -369,10 +369,8 @@ async fn account_faults_pause_the_provider_without_spending_attempts() {
         &o.base_url(),
     )
     .await;
-    assert_eq!(
-        o.outage_hits() > 0 && rep.outage_hits() > 0 && kling.outage_hits() > 0,
-        true
-    );
+    // Each fake really answered the daemon with its fault.
+    assert!(o.outage_hits() > 0 && rep.outage_hits() > 0 && kling.outage_hits() > 0);
 }
 
 // ---------------------------------------------------------------------------

@@ -120,18 +120,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outcomes_serialize_as_their_names() {
-        for o in JobOutcome::ALL {
-            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
-        }
-    }
-}
-
 /// One paused provider, as `status --json` and `/readyz` show it.
 pub fn pause_json(p: &clawcut_store::ProviderPause, now: Millis) -> serde_json::Value {
     json!({
@@ -146,4 +134,16 @@ pub fn pause_json(p: &clawcut_store::ProviderPause, now: Millis) -> serde_json::
         "probes": p.probes,
         "advice": p.cause.advice(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_serialize_as_their_names() {
+        for o in JobOutcome::ALL {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+    }
 }

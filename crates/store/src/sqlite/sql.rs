@@ -228,8 +228,6 @@ pub(super) const SQLITE: Dialect = Dialect {
          SET probe_at = ?3, cooldown_ms = ?4, probes = probes + 1, updated_at = ?2
          WHERE provider = ?1 AND probe_at <= ?2",
     delete_pause: "DELETE FROM provider_pauses WHERE provider = ?1",
-    list_pauses: concat!(
-        "SELECT provider, cause, reason, operation, paused_at, paused_by, probe_at, \
-         cooldown_ms, probes, updated_at FROM provider_pauses ORDER BY provider"
-    ),
+    list_pauses: "SELECT provider, cause, reason, operation, paused_at, paused_by, probe_at,
+         cooldown_ms, probes, updated_at FROM provider_pauses ORDER BY provider",
 };
