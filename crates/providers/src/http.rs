@@ -110,6 +110,13 @@ impl ApiClient {
         url
     }
 
+    /// Whether `url` is on the API's own origin (scheme, host and port, as
+    /// the base URL has them): the only place a credential may be sent
+    /// outside an API call.
+    pub(crate) fn is_own_origin(&self, url: &str) -> bool {
+        Url::parse(url).is_ok_and(|u| u.origin() == self.base_url.origin())
+    }
+
     /// The credential header, as (lowercase name, value): for API calls and
     /// for output downloads that need the key.
     pub(crate) fn auth_header(&self) -> (String, String) {
