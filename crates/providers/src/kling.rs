@@ -4,7 +4,8 @@
 //!
 //! Every answer is `{code, message, request_id, data}`; a non-zero `code` is
 //! an error whatever the HTTP status, mapped from Kling's documented codes
-//! (Kling API reference, "Error Code" table, app.klingai.com/global/dev/document-api,
+//! (Kling API reference, "General Information" → "Error Code",
+//! app.klingai.com/global/dev/document-api/apiReference/commonInfo,
 //! checked 2026-12-01):
 //! 1000–1004 authentication (401) → `Unauthorized`; 1100 account exception,
 //! 1101 account in arrears, 1102 resource pack used up or expired (all
@@ -29,8 +30,11 @@
 //! States: `submitted`, `processing`, `succeed` (`task_result.videos[0].url`,
 //! a public CDN URL, kept 30 days), `failed` (`task_status_msg`).
 //!
-//! Create: `POST /v1/videos/text2video` `{model_name, prompt, duration,
-//! aspect_ratio, mode?, negative_prompt?, external_task_id, callback_url?}`,
+//! Create: `POST /v1/videos/text2video` `{model_name?, prompt, duration?,
+//! aspect_ratio?, mode?, negative_prompt?, external_task_id, callback_url?}`
+//! (`prompt` is the one required field, and every request has one;
+//! `model_name` defaults to Kling's oldest model when absent, `duration` is
+//! the string `"5"` or `"10"`),
 //! with the idempotency key as `external_task_id`. That is Kling's own
 //! reference, which the single-task query accepts in place of the task id,
 //! so a crash mid-create is recovered by [`Provider::lookup`]: found → its

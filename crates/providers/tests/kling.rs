@@ -321,3 +321,17 @@ async fn account_codes_are_account_faults_not_job_failures() {
     let e = p.submit(&req).await.unwrap_err();
     assert_eq!(failure(&e), SubmitFailure::NotCreated, "{e:?}");
 }
+
+/// No documented cancel (see the adapter's module doc): nothing is sent and
+/// only the local cancel happens.
+#[tokio::test]
+async fn cancel_sends_nothing() {
+    let (fake, p) = setup(Script::default()).await;
+    let before = fake.total_requests();
+    assert_eq!(
+        p.cancel("866100").await.unwrap(),
+        clawcut_core::CancelAnswer::NotSupported
+    );
+    assert_eq!(fake.total_requests(), before);
+    assert_eq!(fake.cancels("866100"), 0);
+}

@@ -214,3 +214,17 @@ async fn a_request_without_model_is_refused_before_any_create() {
     assert_eq!(fake.creates("a cat"), 0);
     assert_eq!(fake.total_requests(), 0);
 }
+
+/// No documented cancel (see the adapter's module doc): nothing is sent and
+/// only the local cancel happens.
+#[tokio::test]
+async fn cancel_sends_nothing() {
+    let (fake, p) = setup(Script::default()).await;
+    let before = fake.total_requests();
+    assert_eq!(
+        p.cancel("g1").await.unwrap(),
+        clawcut_core::CancelAnswer::NotSupported
+    );
+    assert_eq!(fake.total_requests(), before);
+    assert_eq!(fake.cancels("g1"), 0);
+}

@@ -270,3 +270,17 @@ async fn a_redirected_download_needs_an_allowed_host_and_drops_the_key() {
     let got = fetch(cfg).await.unwrap();
     assert_eq!(std::fs::read(&got.path).unwrap(), fake.content(&name));
 }
+
+/// No documented cancel (see the adapter's module doc): nothing is sent and
+/// only the local cancel happens.
+#[tokio::test]
+async fn cancel_sends_nothing() {
+    let (fake, p, name) = setup(Script::default()).await;
+    let before = fake.total_requests();
+    assert_eq!(
+        p.cancel(&name).await.unwrap(),
+        clawcut_core::CancelAnswer::NotSupported
+    );
+    assert_eq!(fake.total_requests(), before);
+    assert_eq!(fake.cancels(&name), 0);
+}
