@@ -30,9 +30,9 @@
 //!   mapping classifies `Account(429)`. The SDK honours `retry-after-ms`
 //!   before `Retry-After` (`src/openai/_base_client.py`), and so does the
 //!   shared mapping.
-//! - Cancel: none. `DELETE /v1/videos/{id}` (`Videos.delete`) "permanently
-//!   delete[s] a completed or failed video and its stored assets"; it does
-//!   not stop one in progress, so [`Provider::cancel`] is the trait's
+//! - Cancel: none. `DELETE /v1/videos/{id}` (`Videos.delete`) is documented
+//!   as "Permanently delete a completed or failed video and its stored
+//!   assets"; it does not stop one in progress, so [`Provider::cancel`] is the trait's
 //!   default and only the local cancel happens.
 //! - Webhooks: none for videos (openai-python's `types/webhooks` has batch,
 //!   eval, fine-tuning, response and call events only), so
