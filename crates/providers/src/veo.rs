@@ -15,7 +15,10 @@
 //!   `_get_videos_operation`). `done` absent or false → running (Veo does
 //!   not tell queued from running); `done` + `error` → failed; `done` +
 //!   `response.generateVideoResponse.generatedSamples[0].video.uri` →
-//!   succeeded. A response whose samples were all removed by the safety
+//!   succeeded (`google/genai/_operations_converters.py` reads the same
+//!   paths, and `raiMediaFilteredCount`/`raiMediaFilteredReasons`; the
+//!   create parameters' names are those of `models.py`,
+//!   `_GenerateVideosConfig_to_mldev`). A response whose samples were all removed by the safety
 //!   filters (`raiMediaFilteredReasons`) failed with those reasons; an
 //!   operation cancelled (`google.rpc.Code` 1) is canceled. A wrong key
 //!   comes back as 400 `API_KEY_INVALID` and is classified `Unauthorized`.
