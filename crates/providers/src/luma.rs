@@ -7,7 +7,10 @@
 //!   `Authorization: Bearer <key>`.
 //! - Create: `POST /generations/video` (`resources/generations/video.py`,
 //!   `VideoResource.create`, and `GenerationsResource.create`, which posts
-//!   to the same path); `/generations` itself only lists (GET). Body
+//!   to the same path); `/generations` itself only lists (GET). (Luma's
+//!   older "Errors" page, docs.lumalabs.ai/docs/errors, still names
+//!   `/generations` for creates; the SDK generated from the current
+//!   OpenAPI spec is taken as the truth.) Body
 //!   `{model, prompt, aspect_ratio?, duration?, resolution?, callback_url?}`
 //!   (`types/generations/video_create_params.py`): `model` is required
 //!   (`ray-1-6`, `ray-2`, `ray-flash-2`), so a request without one is
@@ -20,9 +23,10 @@
 //!   (`failure_reason`); `assets.video` and `assets.image` (the thumbnail)
 //!   are presigned CDN URLs (`storage.cdn-luma.com`), fetched without the
 //!   key. There is no canceled state and no documented retention.
-//! - Errors: `{"detail": "..."}`; an account without credit is refused at
-//!   create (Luma pre-charges credits, docs.lumalabs.ai/docs/faq); a 402 is
-//!   classified `Account` by the shared mapping, 401/403 `Unauthorized`.
+//! - Errors: `{"detail": "..."}`. Luma pre-charges credits at create
+//!   (docs.lumalabs.ai/docs/faq) but documents no status or message for an
+//!   account without credit; a 402 would be `Account` by the shared
+//!   mapping, 401/403 are `Unauthorized`.
 //! - Cancel: none. The API's only other call on a generation is
 //!   `DELETE /generations/{id}`, documented as "Remove a specific
 //!   generation by its ID" (`GenerationsResource.delete`), not as stopping
