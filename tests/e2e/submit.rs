@@ -357,3 +357,64 @@ async fn kling_recovers_an_interrupted_submission_by_lookup() {
     }
     assert_eq!(fake.create_requests().len(), 2, "no second submission");
 }
+
+/// Issue 9, item 4: a request missing a field its provider requires fails
+/// at once, naming the field, through the daemon's existing "invalid job
+/// request" path (`SubmitFailure::Rejected`), and no create is sent: the
+/// fakes see no request at all. A complete request next to it is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_missing_a_required_field_fail_before_any_create() {
+    use clawcut_test_support::fake_luma::FakeLuma;
+    use clawcut_test_support::fake_runway::FakeRunway;
+    let runway = FakeRunway::start(KEY).await;
+    let luma = FakeLuma::start(KEY).await;
+    let extra = format!(
+        "{SUBMIT}\n[providers.runway]\nkind = \"runway\"\nbase_url = \"{}\"\napi_key_env = \"E2E_OPENAI_KEY\"\ntimeout = \"2s\"\n\n[providers.luma]\nkind = \"luma\"\nbase_url = \"{}\"\napi_key_env = \"E2E_OPENAI_KEY\"\ntimeout = \"2s\"\n",
+        runway.base_url(),
+        luma.base_url()
+    );
+    let env = Env::sqlite("http://127.0.0.1:9", &extra);
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    let t = now_ms() - 600_000;
+    let jobs = [
+        ("job_rw_nomodel", "runway", r#"{"prompt":"a fox"}"#),
+        (
+            "job_rw_noratio",
+            "runway",
+            r#"{"prompt":"a fox","model":"gen4.5","seconds":5}"#,
+        ),
+        ("job_luma_nomodel", "luma", r#"{"prompt":"a fox"}"#),
+    ];
+    for (id, provider, request) in jobs {
+        let scene = format!("scene_{id}");
+        let version = format!("ver_{id}");
+        let _ = db.insert_scene(&scene, "s").await;
+        db.insert_version(&version, &scene, t).await.unwrap();
+        db.insert_job(&NewJob {
+            provider: provider.into(),
+            scene_id: Some(scene),
+            scene_version_id: Some(version),
+            request: request.into(),
+            ..NewJob::video(id, "queued", None, t)
+        })
+        .await
+        .unwrap();
+    }
+    let d = env.start("required-fields");
+    for (id, field) in [
+        ("job_rw_nomodel", "`model`"),
+        ("job_rw_noratio", "`ratio`"),
+        ("job_luma_nomodel", "`model`"),
+    ] {
+        wait_status(&db, id, "failed", Duration::from_secs(30)).await;
+        let err = db.job(id).await.unwrap().unwrap().last_error.unwrap();
+        assert!(
+            err.contains("invalid job request") && err.contains(field),
+            "{id}: {err}"
+        );
+    }
+    assert_eq!(runway.total_requests(), 0, "no runway create was sent");
+    assert_eq!(luma.total_requests(), 0, "no luma create was sent");
+    drop(d);
+}

@@ -113,7 +113,11 @@ pub struct ProviderConfig {
     /// slot, never fail: see `rate` for the burst.
     pub requests_per_minute: Option<u32>,
     /// Hosts outputs may be downloaded from besides `base_url`'s own host.
-    /// `*.example.com` allows any subdomain of `example.com`.
+    /// An exact host name, or `*.example.com` for any subdomain of
+    /// `example.com` at any depth, but not `example.com` itself (as a TLS
+    /// wildcard would not): a provider that serves from the bare host too
+    /// (Replicate's `replicate.delivery`) lists both. A wildcard needs two
+    /// labels after `*.`, so `*.com` is refused.
     pub allowed_download_hosts: Vec<String>,
 }
 
@@ -199,7 +203,34 @@ impl ProviderConfig {
                 &format!("{bad:?} is not a bare host name"),
             ));
         }
+        if let Some(bad) = self
+            .allowed_download_hosts
+            .iter()
+            .find(|h| !host_pattern_ok(h))
+        {
+            return Err(invalid(
+                "allowed_download_hosts",
+                &format!(
+                    "{bad:?}: a wildcard is only a leading \"*.\" followed by at least two labels (\"*.example.com\")"
+                ),
+            ));
+        }
         Ok(())
+    }
+}
+
+/// An exact host, or `*.` and a parent of at least two labels: anything
+/// broader (`*`, `*.com`) or a `*` elsewhere (`cdn*.example.com`, which
+/// would never match) is a mistake worth stopping for.
+fn host_pattern_ok(pattern: &str) -> bool {
+    let pattern = pattern.trim().trim_end_matches('.');
+    match pattern.strip_prefix("*.") {
+        Some(parent) => {
+            !parent.contains('*')
+                && parent.split('.').count() >= 2
+                && parent.split('.').all(|label| !label.is_empty())
+        }
+        None => !pattern.contains('*'),
     }
 }
 
@@ -271,6 +302,37 @@ mod tests {
             ..cfg()
         };
         assert!(build_provider(&c).is_ok());
+    }
+
+    #[test]
+    fn wildcard_hosts_are_leading_and_not_too_broad() {
+        for good in [
+            "replicate.delivery",
+            "*.replicate.delivery",
+            "*.cdn.example.com",
+            "*.fal.media.",
+        ] {
+            let c = ProviderConfig {
+                allowed_download_hosts: vec![good.into()],
+                ..cfg()
+            };
+            assert!(c.validate().is_ok(), "{good}");
+        }
+        for bad in [
+            "*",
+            "*.",
+            "*.com",
+            "cdn*.example.com",
+            "*.*.example.com",
+            "*..x.y",
+        ] {
+            let c = ProviderConfig {
+                allowed_download_hosts: vec![bad.into()],
+                ..cfg()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("allowed_download_hosts"), "{bad}: {e}");
+        }
     }
 
     #[tokio::test]

@@ -67,7 +67,9 @@ pub struct DownloadPolicy {
 
 impl DownloadPolicy {
     /// `hosts` are exact host names (case-insensitive), or `*.example.com` for
-    /// any subdomain of `example.com`.
+    /// any subdomain of `example.com` at any depth. `*.example.com` does not
+    /// match `example.com` itself: list the bare host too where outputs live
+    /// there (the sample config does, for `replicate.delivery`).
     pub fn new<H, S>(hosts: H, schemes: S) -> Self
     where
         H: IntoIterator,

@@ -1,15 +1,35 @@
 //! fal's queue API (`queue.fal.run`), `Authorization: Key <key>`.
 //!
+//! What this adapter relies on (checked 2026-12-01): fal-ai/fal-js at
+//! 381105e (`libs/client/src/queue.ts`, `libs/client/src/utils.ts`), fal's
+//! Inference API reference (fal.ai/docs/api-reference/inference-api), its
+//! queue docs, and "Request Error Types"
+//! (fal.ai/docs/documentation/model-apis/request-errors).
+//!
 //! Provider job id format: `"{model_id}|{request_id}"`, e.g.
-//! `fal-ai/veo3/fast|764cabcf-…`. fal's status and result URLs need the app
-//! (the model id's first two segments, `fal-ai/veo3`) besides the request
-//! id, and the create answer is the only time we learn both, so both are
-//! stored. Poll: `GET /{app}/requests/{id}/status` (`IN_QUEUE`,
-//! `IN_PROGRESS`, `COMPLETED`), then on completion `GET /{app}/requests/{id}`
-//! for the model's output: `video.url` (or `videos[0].url`), thumbnail from
-//! `thumbnail.url` or `image.url`. A completed request whose status or
-//! result carries an `error`/`detail`, or whose result call answers a
-//! 400/422, failed at the model.
+//! `fal-ai/veo3/fast|764cabcf-…`. fal's status, result and cancel URLs need
+//! the app besides the request id, and the create answer is the only time we
+//! learn both, so both are stored. The app is the model id's owner and app
+//! (`fal-ai/veo3` of `fal-ai/veo3/fast`), except under the namespaces
+//! `workflows` and `comfy`, whose ids have three (`workflows/owner/name`):
+//! fal-js `parseEndpointId` and the queue calls that prefix
+//! `{namespace}/` to `{owner}/{alias}`.
+//!
+//! Poll: `GET /{app}/requests/{id}/status` (`IN_QUEUE`, `IN_PROGRESS`,
+//! `COMPLETED`), then on completion `GET /{app}/requests/{id}` for the
+//! model's output: `video.url` (or `videos[0].url`), thumbnail from
+//! `thumbnail.url` or `image.url`. A completed request failed when:
+//! - its status carries an `error`;
+//! - its result carries an `error`/`detail` without a video, or the result
+//!   call answers 400/422 (the model refused its input: fal's model
+//!   validation errors, a `detail` array);
+//! - the result call answers a 5xx that is a fal *request error*: a body
+//!   with `error_type` (or the `X-Fal-Error-Type` header), e.g.
+//!   `request_timeout` (504), `runner_disconnected` (503). fal documents
+//!   these as the final state of the request after its own retries (up to
+//!   10 on a new runner), so polling again cannot change them. A 5xx
+//!   without `error_type` is the gateway, not the request, and stays a
+//!   transient `Server` error (fal-js retries 429/502/503/504 on the result).
 //!
 //! Create: `POST /{model_id}` with the request minus `model` as the model's
 //! input. fal has no idempotency key and no lookup: a crash mid-create is
@@ -20,13 +40,17 @@
 //! from a JWKS endpoint; verifying that is out of scope, so they count as
 //! unsigned (a secret in the URL authenticates them).
 //!
+//! Errors: `{"detail": ...}`. A key refused, or a user locked for an
+//! exhausted balance, is 401/403 (`Unauthorized`, which pauses the
+//! provider like any account fault); a 402 would be `Account`.
+//!
 //! Cancel: `PUT /{app}/requests/{id}/cancel`, the `cancel_url` fal's submit
-//! answer gives, as fal-client's `SyncRequestHandle.cancel` sends it
-//! (fal-ai/fal, `projects/fal_client/src/fal_client/client.py`, read on
-//! 2026-12-01); fal's queue reference ("Cancel a request",
-//! fal.ai/docs/inference-api/queue/cancel, read the same day) says a queued
-//! request is removed and a running one gets a cancellation signal the
-//! model app may honour. Any 2xx means the request was accepted.
+//! answer gives, as fal-js `queue.cancel` and fal-client's
+//! `SyncRequestHandle.cancel` send it (fal-ai/fal,
+//! `projects/fal_client/src/fal_client/client.py`); fal's queue reference
+//! ("Cancel a request", fal.ai/docs/inference-api/queue/cancel) says a
+//! queued request is removed and a running one gets a cancellation signal
+//! the model app may honour. Any 2xx means the request was accepted.
 
 use async_trait::async_trait;
 use clawcut_core::{
@@ -57,12 +81,25 @@ struct Status {
     error: Value,
 }
 
+/// Model id namespaces whose app has three segments (`workflows/owner/name`),
+/// as fal-js `parseEndpointId` has them.
+const NAMESPACES: &[&str] = &["workflows", "comfy"];
+
 /// `(app segments, request id)` from a stored id.
 fn split_id(id: &str) -> Option<(Vec<&str>, &str)> {
     let (model, request) = id.split_once(SEPARATOR)?;
     let segments = model_segments(model)?;
     check_job_id(request).ok()?;
-    Some((segments.into_iter().take(2).collect(), request))
+    let app_len = app_len(&segments);
+    Some((segments.into_iter().take(app_len).collect(), request))
+}
+
+/// How many leading segments of a model id name its app.
+fn app_len(segments: &[&str]) -> usize {
+    match segments.first() {
+        Some(first) if NAMESPACES.contains(first) => 3,
+        _ => 2,
+    }
 }
 
 /// [`split_id`], or the `NotFound` error a poll or cancel answers.
@@ -79,10 +116,11 @@ fn parse_job_id(id: &str) -> Result<(Vec<&str>, &str), ProviderError> {
     })
 }
 
-/// A model id is `owner/app[/path...]`, every segment non-empty.
+/// A model id is `owner/app[/path...]` (`namespace/owner/app[/path...]`
+/// under a namespace), every segment non-empty.
 fn model_segments(model: &str) -> Option<Vec<&str>> {
     let segments: Vec<&str> = model.split('/').collect();
-    let ok = segments.len() >= 2
+    let ok = segments.len() >= app_len(&segments)
         && segments
             .iter()
             .all(|s| !s.is_empty() && *s != "." && *s != ".." && !s.contains(SEPARATOR));
@@ -117,6 +155,17 @@ impl Fal {
                     reason: format!("result no longer available (http {})", raw.status),
                 });
             }
+            500..=599 => {
+                if let Some(error_type) = request_error_type(&raw.headers, &raw.body) {
+                    let detail = serde_json::from_slice::<Value>(&raw.body)
+                        .ok()
+                        .and_then(|v| v.get("detail").cloned())
+                        .unwrap_or(Value::Null);
+                    return Ok(PollOutcome::Failed {
+                        reason: reason(&[&detail, &json!(format!("({error_type})"))]),
+                    });
+                }
+            }
             _ => {}
         }
         let resp = self.api.require_2xx(raw)?;
@@ -150,6 +199,25 @@ impl Fal {
             ))),
         }
     }
+}
+
+/// fal's machine-readable request error category, from the body's
+/// `error_type` or the `X-Fal-Error-Type` header: present only on a
+/// request that fal itself has given up on.
+fn request_error_type(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Option<String> {
+    let clean = |s: &str| {
+        let s = s.trim();
+        (!s.is_empty()).then(|| truncate_chars(s, 60))
+    };
+    let from_body = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error_type").and_then(Value::as_str).and_then(clean));
+    from_body.or_else(|| {
+        headers
+            .get("x-fal-error-type")
+            .and_then(|v| v.to_str().ok())
+            .and_then(clean)
+    })
 }
 
 fn has_error(v: &Value) -> bool {
@@ -239,5 +307,34 @@ mod tests {
         assert!(split_id("fal-ai//x|abc").is_none());
         assert!(split_id("fal-ai/../x|abc").is_none());
         assert!(split_id("fal-ai/x|").is_none());
+        // Namespaced ids keep three segments (fal-js parseEndpointId).
+        let (app, _) = split_id("workflows/acme/my-flow|abc").unwrap();
+        assert_eq!(app, vec!["workflows", "acme", "my-flow"]);
+        let (app, _) = split_id("comfy/acme/graph/v2|abc").unwrap();
+        assert_eq!(app, vec!["comfy", "acme", "graph"]);
+        assert!(split_id("workflows/acme|abc").is_none());
+        // Only the first segment is a namespace.
+        let (app, _) = split_id("acme/workflows/x|abc").unwrap();
+        assert_eq!(app, vec!["acme", "workflows"]);
+    }
+
+    #[test]
+    fn request_errors_are_told_by_error_type_in_the_body_or_the_header() {
+        let mut h = reqwest::header::HeaderMap::new();
+        let body = br#"{"detail":"Request timed out","error_type":"request_timeout"}"#;
+        assert_eq!(
+            request_error_type(&h, body).as_deref(),
+            Some("request_timeout")
+        );
+        assert_eq!(request_error_type(&h, b"<html>bad gateway</html>"), None);
+        assert_eq!(request_error_type(&h, br#"{"error_type":" "}"#), None);
+        h.insert(
+            "x-fal-error-type",
+            reqwest::header::HeaderValue::from_static("runner_disconnected"),
+        );
+        assert_eq!(
+            request_error_type(&h, b"").as_deref(),
+            Some("runner_disconnected")
+        );
     }
 }

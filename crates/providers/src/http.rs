@@ -110,6 +110,13 @@ impl ApiClient {
         url
     }
 
+    /// Whether `url` is on the API's own origin (scheme, host and port, as
+    /// the base URL has them): the only place a credential may be sent
+    /// outside an API call.
+    pub(crate) fn is_own_origin(&self, url: &str) -> bool {
+        Url::parse(url).is_ok_and(|u| u.origin() == self.base_url.origin())
+    }
+
     /// The credential header, as (lowercase name, value): for API calls and
     /// for output downloads that need the key.
     pub(crate) fn auth_header(&self) -> (String, String) {
@@ -350,11 +357,14 @@ pub(crate) fn error_from_status(
     secret: &str,
 ) -> ProviderError {
     let kind = match status {
+        429 if quota_exhausted(body) => ProviderErrorKind::Account(status),
         429 => ProviderErrorKind::RateLimited,
         500..=599 => ProviderErrorKind::Server(status),
         401 | 403 => ProviderErrorKind::Unauthorized(status),
-        // Payment Required: the account has no credit (Replicate documents
-        // it); no job of this account can run until it is topped up.
+        // Payment Required: the account has no credit (Replicate's answer,
+        // SPEC "Provider health"; Luma's Agents API documents it as
+        // "insufficient balance", docs.agents.lumalabs.ai/guides/error-handling,
+        // checked 2026-12-01). No job of this account runs until a top-up.
         402 => ProviderErrorKind::Account(status),
         404 => ProviderErrorKind::NotFound,
         400..=499 => ProviderErrorKind::Client(status),
@@ -378,6 +388,26 @@ pub(crate) fn error_from_status(
         retry_after,
         message,
     }
+}
+
+/// OpenAI's (and compatible vendors') 429 for a used-up quota or an unpaid
+/// bill: `{"error": {"message": "You exceeded your current quota, ...",
+/// "type": "insufficient_quota", "code": "insufficient_quota"}}`
+/// (platform.openai.com/docs/guides/error-codes/api-errors; openai-python
+/// `src/openai/_exceptions.py` makes every 429 a `RateLimitError`, so only
+/// the code tells them apart; checked 2026-12-01). Waiting does not help
+/// it, a top-up does.
+fn quota_exhausted(body: &[u8]) -> bool {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let error = json.get("error");
+    ["code", "type"].iter().any(|k| {
+        error
+            .and_then(|e| e.get(k))
+            .and_then(|v| v.as_str())
+            .is_some_and(|v| v == "insufficient_quota")
+    })
 }
 
 /// The provider's "retry after": `retry-after-ms` when it holds a usable
@@ -669,9 +699,18 @@ mod tests {
         assert_eq!(kind(503), ProviderErrorKind::Server(503));
         assert_eq!(kind(401), ProviderErrorKind::Unauthorized(401));
         assert_eq!(kind(403), ProviderErrorKind::Unauthorized(403));
-        assert_eq!(kind(402), ProviderErrorKind::Account(402));
         assert_eq!(kind(404), ProviderErrorKind::NotFound);
         assert_eq!(kind(422), ProviderErrorKind::Client(422));
+        assert_eq!(kind(402), ProviderErrorKind::Account(402));
+        let quota = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        let e = error_from_status(429, &h, quota, "k");
+        assert_eq!(e.kind, ProviderErrorKind::Account(429));
+        assert_eq!(e.retry_after, None);
+        let busy = br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
+        assert_eq!(
+            error_from_status(429, &h, busy, "k").kind,
+            ProviderErrorKind::RateLimited
+        );
         assert_eq!(kind(302), ProviderErrorKind::Malformed);
     }
 

@@ -3,18 +3,38 @@
 //! (`api_secret`); see [`crate::sign::KlingJwt`].
 //!
 //! Every answer is `{code, message, request_id, data}`; a non-zero `code` is
-//! an error whatever the HTTP status, mapped from Kling's documented codes:
-//! 1000–1004 authentication → `Unauthorized`; 1302/1303 (too fast, over the
-//! concurrency of the resource pack) → `RateLimited`; 1203 (resource does
-//! not exist) → `NotFound`; other 1100s–1300s (account, parameters, content
-//! policy) → `Client`; 5000s → `Server`. An unknown non-zero code on a 2xx
-//! is `Malformed` (a create may have happened).
+//! an error whatever the HTTP status, mapped from Kling's documented codes
+//! (Kling API reference, "General Information" → "Error Code",
+//! app.klingai.com/global/dev/document-api/apiReference/commonInfo,
+//! checked 2026-12-01):
+//! 1000–1004 authentication (401) → `Unauthorized`; 1100 account exception,
+//! 1101 account in arrears, 1102 resource pack used up or expired (all
+//! 429), 1103 no access to the requested API or model (403) and 1304 the
+//! IP allow-list (429) → `Account` (the account cannot be served whatever
+//! the job; the same job succeeds after a top-up, so it must not fail);
+//! 1302/1303 (too fast, over the concurrency of the resource pack) →
+//! `RateLimited`; 1203 (resource does not exist) → `NotFound`; other
+//! 1200s–1300s (parameters, platform and content policy) → `Client`; 5000s
+//! → `Server`. An unknown non-zero code on a 2xx is `Malformed` (a create
+//! may have happened). The HTTP status is kept in the kind when it is in
+//! the documented range.
+//!
+//! Hosts: the API is `api-singapore.klingai.com` (global); videos are on
+//! Kling's CDN (`*.klingai.com`, e.g. `cdn.klingai.com`), not the API host,
+//! so the sample config allows `*.klingai.com`.
+//!
+//! Cancel: Kling's reference documents no way to cancel or delete a task
+//! (checked 2026-12-01), so [`Provider::cancel`] is the trait's default:
+//! only the local cancel happens.
 //!
 //! States: `submitted`, `processing`, `succeed` (`task_result.videos[0].url`,
 //! a public CDN URL, kept 30 days), `failed` (`task_status_msg`).
 //!
-//! Create: `POST /v1/videos/text2video` `{model_name, prompt, duration,
-//! aspect_ratio, mode?, negative_prompt?, external_task_id, callback_url?}`,
+//! Create: `POST /v1/videos/text2video` `{model_name?, prompt, duration?,
+//! aspect_ratio?, mode?, negative_prompt?, external_task_id, callback_url?}`
+//! (`prompt` is the one required field, and every request has one;
+//! `model_name` defaults to Kling's oldest model when absent, `duration` is
+//! the string `"5"` or `"10"`),
 //! with the idempotency key as `external_task_id`. That is Kling's own
 //! reference, which the single-task query accepts in place of the task id,
 //! so a crash mid-create is recovered by [`Provider::lookup`]: found → its
@@ -93,6 +113,11 @@ impl Kling {
                 let kind = match code {
                     1000..=1004 => {
                         ProviderErrorKind::Unauthorized(pick(raw.status, 401..=403, 401))
+                    }
+                    // Account problems, not the job's: the same request
+                    // succeeds after a top-up or an allow-list change.
+                    1100..=1103 | 1304 => {
+                        ProviderErrorKind::Account(pick(raw.status, 400..=499, 429))
                     }
                     1302 | 1303 => ProviderErrorKind::RateLimited,
                     CODE_NOT_FOUND => ProviderErrorKind::NotFound,

@@ -1,17 +1,42 @@
 //! Luma Dream Machine (`GET /dream-machine/v1/generations/{id}`, bearer key).
 //!
-//! States: `queued`, `dreaming` (running), `completed` (`assets.video`, and
-//! `assets.image` as the thumbnail when present; both presigned CDN URLs
-//! fetched without the key), `failed` (`failure_reason`). Luma documents no
-//! cancel state and no output retention.
+//! What this adapter relies on, from lumalabs/lumaai-python at c00ac17
+//! (generated from Luma's OpenAPI spec; checked 2026-12-01):
 //!
-//! Create: `POST /dream-machine/v1/generations` with `{prompt, model,
-//! resolution?, duration?, aspect_ratio?, callback_url?}`; `duration` is
-//! Luma's `"5s"` spelling of `seconds`, `resolution` and `aspect_ratio` are
-//! passed through (or `aspect_ratio` derived from `size`). Luma has no
-//! idempotency key and no lookup: a crash mid-create is unknowable.
-//! Webhooks: the callback body is the generation JSON (its `id` names the
-//! job), unsigned, so the daemon checks a secret in the URL.
+//! - Base: `https://api.lumalabs.ai/dream-machine/v1` (`src/lumaai/_client.py`),
+//!   `Authorization: Bearer <key>`.
+//! - Create: `POST /generations/video` (`resources/generations/video.py`,
+//!   `VideoResource.create`, and `GenerationsResource.create`, which posts
+//!   to the same path); `/generations` itself only lists (GET). (Luma's
+//!   older "Errors" page, docs.lumalabs.ai/docs/errors, still names
+//!   `/generations` for creates; the SDK generated from the current
+//!   OpenAPI spec is taken as the truth.) Body
+//!   `{model, prompt, aspect_ratio?, duration?, resolution?, callback_url?}`
+//!   (`types/generations/video_create_params.py`): `model` is required
+//!   (`ray-1-6`, `ray-2`, `ray-flash-2`), so a request without one is
+//!   refused here, before a create is spent; `duration` is Luma's `"5s"`
+//!   spelling of `seconds`; `resolution` (`540p` … `4k`) and `aspect_ratio`
+//!   (`16:9`, …) are passed through, or `aspect_ratio` is derived from
+//!   `size`.
+//! - Poll: `GET /generations/{id}`; the `Generation` (`types/generation.py`)
+//!   has `state`: `queued`, `dreaming` (running), `completed`, `failed`
+//!   (`failure_reason`); `assets.video` and `assets.image` (the thumbnail)
+//!   are presigned CDN URLs (`storage.cdn-luma.com`), fetched without the
+//!   key. There is no canceled state and no documented retention.
+//! - Errors: `{"detail": "..."}`. Luma pre-charges credits at create
+//!   (docs.lumalabs.ai/docs/faq) but documents no status or message for an
+//!   account without credit; a 402 would be `Account` by the shared
+//!   mapping, 401/403 are `Unauthorized`.
+//! - Cancel: none. The API's only other call on a generation is
+//!   `DELETE /generations/{id}`, documented as "Remove a specific
+//!   generation by its ID" (`GenerationsResource.delete`), not as stopping
+//!   one, so it is not used as a cancel: [`Provider::cancel`] is the trait's
+//!   default and only the local cancel happens.
+//!
+//! Luma has no idempotency key and no lookup: a crash mid-create is
+//! unknowable. Webhooks: the callback body is the generation JSON (its `id`
+//! names the job), sent when the generation is dreaming, completed or
+//! failed, unsigned, so the daemon checks a secret in the URL.
 
 use async_trait::async_trait;
 use clawcut_core::{PollOutcome, Provider, ProviderError, RemoteProgress, SubmitRequest};
@@ -98,11 +123,10 @@ impl Provider for Luma {
 
     async fn submit(&self, req: &SubmitRequest) -> Result<String, ProviderError> {
         let job = JobRequest::parse(req)?;
+        let model = job.require_str("model", "luma needs `model`, e.g. ray-2")?;
         let mut body = Map::new();
         body.insert("prompt".into(), json!(job.prompt()));
-        if let Some(model) = job.str("model") {
-            body.insert("model".into(), json!(model));
-        }
+        body.insert("model".into(), json!(model));
         if let Some(resolution) = job.str("resolution") {
             body.insert("resolution".into(), json!(resolution));
         }
@@ -115,7 +139,9 @@ impl Provider for Luma {
         if let Some(webhook) = &req.webhook_url {
             body.insert("callback_url".into(), json!(webhook));
         }
-        let url = self.api.endpoint(&["dream-machine", "v1", "generations"]);
+        let url = self
+            .api
+            .endpoint(&["dream-machine", "v1", "generations", "video"]);
         let resp = self.api.post_json(url, &Value::Object(body), &[]).await?;
         let g: Value = self.api.parse_json(&resp.body)?;
         created_id(&self.api, g.get("id"), "id", &resp.body)

@@ -1,14 +1,42 @@
 //! The OpenAI Videos API (`GET /v1/videos/{id}`), also spoken by compatible
 //! vendors and by the fake in `clawcut-test-support`.
 //!
-//! Outputs are fetched from the API host itself with the same bearer key:
-//! `/v1/videos/{id}/content` (mp4) and `?variant=thumbnail` (webp).
+//! What this adapter relies on, from openai/openai-python at e43b422
+//! (`src/openai/resources/videos.py`, `src/openai/types/video.py`,
+//! `types/video_create_params.py`; checked 2026-12-01) and the API
+//! reference (developers.openai.com/api/reference/resources/videos):
 //!
-//! Create: `POST /v1/videos` with `{model, prompt, seconds, size}` (seconds as
-//! the string OpenAI documents), the idempotency key in an `Idempotency-Key`
-//! header. Nothing documents that the Videos API honours that header, so a
-//! crash mid-create is still unknowable (the trait's default recovery). No
-//! webhooks: OpenAI's are not used.
+//! - Poll: `GET /v1/videos/{id}`; `status` is `queued`, `in_progress`,
+//!   `completed` or `failed` (`error: {code, message}`), with `expires_at`
+//!   (unix seconds) for the downloadable assets. A poll hint comes in the
+//!   `openai-poll-after-ms` header.
+//! - Outputs are fetched from the API host itself with the same bearer key:
+//!   `GET /v1/videos/{id}/content` (mp4) and `?variant=thumbnail` (webp)
+//!   (`Videos.download_content`, variants `video`, `thumbnail`,
+//!   `spritesheet`).
+//! - Create: `POST /v1/videos` with `{model?, prompt, seconds?, size?}`;
+//!   only `prompt` is required (`model` defaults to `sora-2`, `seconds`
+//!   to `"4"`, `size` to `720x1280`); `seconds` is sent as the string
+//!   OpenAI documents. The SDK sends the create as multipart/form-data
+//!   (to carry an `input_reference` file); the reference lists the body
+//!   parameters as JSON too, and this adapter, which sends no file, sends
+//!   JSON (not checked against the live API). The idempotency key goes in
+//!   an `Idempotency-Key` header; nothing documents that the Videos API
+//!   honours it, so a crash mid-create is still unknowable (the trait's
+//!   default recovery).
+//! - Errors: `{"error": {message, type, code}}`; 401/403 are a refused key
+//!   (`Unauthorized`); a 429 is a rate limit unless its code/type is
+//!   `insufficient_quota` (quota used up or bill unpaid), which the shared
+//!   mapping classifies `Account(429)`. The SDK honours `retry-after-ms`
+//!   before `Retry-After` (`src/openai/_base_client.py`), and so does the
+//!   shared mapping.
+//! - Cancel: none. `DELETE /v1/videos/{id}` (`Videos.delete`) is documented
+//!   as "Permanently delete a completed or failed video and its stored
+//!   assets"; it does not stop one in progress, so [`Provider::cancel`] is the trait's
+//!   default and only the local cancel happens.
+//! - Webhooks: none for videos (openai-python's `types/webhooks` has batch,
+//!   eval, fine-tuning, response and call events only), so
+//!   `webhook_secret_env` has no use for this kind.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

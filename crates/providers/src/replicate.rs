@@ -1,17 +1,36 @@
 //! Replicate predictions (`GET /v1/predictions/{id}`).
 //!
-//! Outputs are plain URLs (usually on `replicate.delivery`), fetched without
-//! the key; the operator allows those hosts with `allowed_download_hosts`.
-//! Replicate deletes API prediction outputs after an hour (`data_removed`).
+//! What this adapter relies on, from replicate/replicate-python at 0110c2c
+//! (`replicate/prediction.py`, `replicate/client.py`,
+//! `replicate/exceptions.py`; checked 2026-12-01) and Replicate's HTTP API
+//! reference (replicate.com/docs/reference/http):
 //!
-//! Create: `POST /v1/models/{owner}/{name}/predictions` when the request's
-//! `model` is `owner/name`, or `POST /v1/predictions` with `version` when
-//! the request gives a `version`. The body's `input` is the request's own
-//! `input` object when it has one, else every request field but `model` and
-//! `version`. Replicate has no idempotency key, so the key is not sent and a
-//! crash mid-create is unknowable. Webhooks: `webhook` +
-//! `webhook_events_filter: ["completed"]`; the body is the prediction (its
-//! `id` names the job), signed with Standard Webhooks (see [`crate::sign`]).
+//! - States: `starting` (queued), `processing`, `succeeded`, `failed`
+//!   (`error`), `canceled` (the SDK's `Prediction.status`), and `aborted`
+//!   (ended before it started: in the SPEC and Replicate's newer HTTP
+//!   reference, not in this SDK version; treated as canceled). Outputs
+//!   are plain URLs in `output` (a URL, a list, or an object of named URLs),
+//!   fetched without the key. They live on `replicate.delivery` itself
+//!   (`https://replicate.delivery/pbxt/...`, as the SDK's recorded
+//!   predictions show) and on its subdomains, so the sample config allows
+//!   both `replicate.delivery` and `*.replicate.delivery`. Replicate deletes
+//!   API prediction outputs after an hour (`data_removed`).
+//! - Create: `POST /v1/models/{owner}/{name}/predictions` when the request's
+//!   `model` is `owner/name`, or `POST /v1/predictions` with `version` when
+//!   the request gives a `version`. The body's `input` is the request's own
+//!   `input` object when it has one, else every request field but `model`
+//!   and `version`. Replicate has no idempotency key, so the key is not sent
+//!   and a crash mid-create is unknowable.
+//! - Errors: RFC 7807 problem details `{title, detail, status}`
+//!   (`ReplicateError`); 401 a refused token (`Unauthorized`); 402 the
+//!   account has no credit, classified `Account(402)` by the shared
+//!   mapping; 429 throttled with `Retry-After` (the SDK reads only that
+//!   header, `client.py`).
+//! - Webhooks: `webhook` + `webhook_events_filter: ["completed"]`; the body
+//!   is the prediction (its `id` names the job), signed with Standard
+//!   Webhooks (see [`crate::sign`]).
+//! - Cancel: `POST /v1/predictions/{id}/cancel` (`Prediction.cancel`, the
+//!   prediction's `urls.cancel`).
 
 use async_trait::async_trait;
 use clawcut_core::{

@@ -118,6 +118,17 @@ impl JobRequest {
         }))
     }
 
+    /// A string field the provider requires: its absence is refused here,
+    /// naming the field, because the provider would refuse it only after
+    /// the create was sent (and some charge for the attempt).
+    pub(crate) fn require_str(&self, key: &str, hint: &str) -> Result<&str, ProviderError> {
+        self.str(key).ok_or_else(|| {
+            invalid_request(format!(
+                "missing required field `{key}` (a non-empty string): {hint}"
+            ))
+        })
+    }
+
     pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.fields.get(key).filter(|v| !v.is_null())
     }

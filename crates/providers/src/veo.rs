@@ -1,22 +1,44 @@
 //! Veo through the Gemini API (`generativelanguage.googleapis.com`), key in
 //! `x-goog-api-key`.
 //!
-//! Create: `POST /v1beta/models/{model}:predictLongRunning` with
-//! `{instances: [{prompt}], parameters: {aspectRatio?, durationSeconds?,
-//! resolution?, negativePrompt?}}`; the answer is a long-running operation
-//! whose `name` (`models/…/operations/…`) is the provider job id. The Gemini
-//! API has no idempotency key or lookup: a crash mid-create is unknowable.
-//! No webhooks.
+//! What this adapter relies on (googleapis/python-genai at 6680718,
+//! checked 2026-12-01, and ai.google.dev/gemini-api/docs/video):
 //!
-//! Poll: `GET /v1beta/{name}`. `done` absent or false → running (Veo does not
-//! tell queued from running); `done` + `error` → failed; `done` +
-//! `response.generateVideoResponse.generatedSamples[0].video.uri` →
-//! succeeded. That URI is on the API host and needs the key, so the download
-//! carries the `x-goog-api-key` header; videos are kept two days. A response
-//! whose samples were all removed by the safety filters
-//! (`raiMediaFilteredReasons`) failed with those reasons; an operation
-//! cancelled (error code 1) is canceled. A wrong key comes back as 400
-//! `API_KEY_INVALID` and is classified `Unauthorized`.
+//! - Create: `POST /v1beta/models/{model}:predictLongRunning` with
+//!   `{instances: [{prompt}], parameters: {aspectRatio?, durationSeconds?,
+//!   resolution?, negativePrompt?}}`; the answer is a long-running operation
+//!   whose `name` (`models/…/operations/…`) is the provider job id. `model`
+//!   is required (it is in the path), so a request without one is refused
+//!   before anything is sent. The Gemini API has no idempotency key or
+//!   lookup: a crash mid-create is unknowable. No webhooks.
+//! - Poll: `GET /v1beta/{name}` (`google/genai/operations.py`,
+//!   `_get_videos_operation`). `done` absent or false → running (Veo does
+//!   not tell queued from running); `done` + `error` → failed; `done` +
+//!   `response.generateVideoResponse.generatedSamples[0].video.uri` →
+//!   succeeded (`google/genai/_operations_converters.py` reads the same
+//!   paths, and `raiMediaFilteredCount`/`raiMediaFilteredReasons`; the
+//!   create parameters' names are those of `models.py`,
+//!   `_GenerateVideosConfig_to_mldev`). A response whose samples were all removed by the safety
+//!   filters (`raiMediaFilteredReasons`) failed with those reasons; an
+//!   operation cancelled (`google.rpc.Code` 1) is canceled. A wrong key
+//!   comes back as 400 `API_KEY_INVALID` and is classified `Unauthorized`.
+//! - Download: the URI is a Gemini file (`…/v1beta/files/{id}:download?alt=media`)
+//!   that needs the key; python-genai fetches it with the key and follows
+//!   redirects (`google/genai/_api_client.py`, `follow_redirects=True`;
+//!   `files.py`, `Files.download`). The key is attached only when the URI
+//!   is on the configured API origin (scheme, host and port of `base_url`):
+//!   a URI anywhere else is fetched without it, so a response naming
+//!   another host can never collect the key. The downloader checks every
+//!   redirect hop against the download policy (so the final host must be
+//!   allowed) and drops the key on any hop that leaves its origin. Where
+//!   Google's redirect lands is not documented; a host it refuses is named
+//!   in the error (add it to `allowed_download_hosts`). Videos are kept two
+//!   days.
+//! - Cancel: none. python-genai's operations module only gets operations
+//!   (`get`, `_get_videos_operation`, `fetchPredictOperation`), and the
+//!   Gemini API reference lists no `operations.cancel` for video
+//!   operations, so [`Provider::cancel`] is the trait's default: only the
+//!   local cancel happens.
 
 use async_trait::async_trait;
 use clawcut_core::{
@@ -136,12 +158,18 @@ impl Provider for Veo {
             .and_then(Value::as_str)
             .filter(|u| is_url(u))
         {
+            // The key belongs to Google's own origin only.
+            let headers = if self.api.is_own_origin(uri) {
+                vec![self.api.auth_header()]
+            } else {
+                Vec::new()
+            };
             return Ok(PollOutcome::Succeeded {
                 // Gemini file URIs end in `:download?alt=media`, not a file
                 // name, so the extension is fixed.
                 video: clawcut_core::DownloadSpec {
                     extension: "mp4".into(),
-                    ..spec(OutputKind::Video, uri, vec![self.api.auth_header()], "mp4")
+                    ..spec(OutputKind::Video, uri, headers, "mp4")
                 },
                 thumbnail: None,
             });

@@ -180,3 +180,51 @@ async fn cancel_puts_to_the_request_cancel_url_once() {
     assert_eq!(e.kind, ProviderErrorKind::NotFound);
     assert_eq!(fake.total_requests(), before);
 }
+
+/// Issue 9: `workflows/…` and `comfy/…` model ids name a three-segment app
+/// (fal-js `parseEndpointId`); the old two-segment app polled, fetched and
+/// canceled under a path fal does not serve.
+#[tokio::test]
+async fn namespaced_models_poll_fetch_and_cancel_under_their_three_segment_app() {
+    for model in ["workflows/acme/storyboard", "comfy/acme/graph/v2"] {
+        let fake = FakeFal::start(KEY).await;
+        let p = provider(KIND, &fake.base_url());
+        let req = submit_request(json!({"prompt": "a cat", "model": model}), "k");
+        let id = p.submit(&req).await.unwrap();
+        let seen = fake.last_create().unwrap();
+        assert_eq!(seen.path, format!("/{model}"));
+        assert_eq!(id, FakeFal::job_id(model, &seen.job_id));
+        let PollOutcome::Succeeded { video, .. } = p.poll(&id).await.unwrap() else {
+            panic!("{model}: expected success");
+        };
+        assert_eq!(video.url, fake.video_url(&seen.job_id));
+        assert_eq!(p.cancel(&id).await.unwrap(), CancelAnswer::Requested);
+        assert_eq!(fake.cancels(&seen.job_id), 1);
+    }
+}
+
+/// Issue 9: a 5xx from the result call of a COMPLETED request that carries
+/// fal's `error_type` is a final request error (fal retried it already),
+/// not a transient answer to poll again until `max_attempts`. Without
+/// `error_type` it is the gateway, and stays transient.
+#[tokio::test]
+async fn a_request_error_from_the_result_call_is_final() {
+    let (fake, p, id) = setup(Script::default()).await;
+    for (status, error_type) in [(504, "request_timeout"), (503, "runner_disconnected")] {
+        fake.fail_results(Some((status, error_type)));
+        let PollOutcome::Failed { reason } = p.poll(&id).await.unwrap() else {
+            panic!("{status}: expected a final failure");
+        };
+        assert!(reason.contains(error_type), "{reason}");
+        assert!(reason.contains("Request failed after retries"), "{reason}");
+    }
+    // A bare 5xx (no error_type, e.g. a gateway) is transient.
+    fake.fail_results(Some((502, "")));
+    let e = p.poll(&id).await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Server(502), "{e:?}");
+    fake.fail_results(None);
+    assert!(matches!(
+        p.poll(&id).await.unwrap(),
+        PollOutcome::Succeeded { .. }
+    ));
+}

@@ -98,7 +98,8 @@ async fn error_answers_are_classified_by_klings_codes() {
         }),
     );
     let e = p.poll("866100").await.unwrap_err();
-    assert_eq!(e.kind, ProviderErrorKind::Client(429));
+    // An account problem (issue 9): Kling's own answer to a top-up.
+    assert_eq!(e.kind, ProviderErrorKind::Account(429));
     assert!(
         e.message
             .contains("kling code 1102: resource pack exhausted"),
@@ -269,4 +270,68 @@ async fn webhook_bodies_name_the_task() {
         Some("866201".into())
     );
     assert_eq!(p.webhook_job_id(b"[]"), None);
+}
+
+/// Issue 9: Kling's account codes (arrears, resource pack used up, no access
+/// to the model, IP allow-list) are the account's fault, not the job's; they
+/// were `Client` errors, which failed the job on submit.
+#[tokio::test]
+async fn account_codes_are_account_faults_not_job_failures() {
+    let (fake, p) = setup(Script::default()).await;
+    let req = submit_request(json!({"prompt": "a cat"}), "ref-1");
+    check_out_of_credit(
+        &p,
+        "866100",
+        |s| fake.script("866100", s),
+        &req,
+        |s| fake.script_creates(s),
+    )
+    .await;
+    assert_eq!(fake.creates("ref-1"), 0);
+    for (code, status, kind) in [
+        (1100, 429, ProviderErrorKind::Account(429)),
+        (1101, 429, ProviderErrorKind::Account(429)),
+        (1102, 429, ProviderErrorKind::Account(429)),
+        (1103, 403, ProviderErrorKind::Account(403)),
+        (1304, 429, ProviderErrorKind::Account(429)),
+        // Documented on a 429, but Kling's codes decide: a 200 is no status
+        // an account fault has, so the documented one stands in.
+        (1102, 200, ProviderErrorKind::Account(429)),
+        // Neighbours that stay what they were.
+        (1200, 400, ProviderErrorKind::Client(400)),
+        (1301, 400, ProviderErrorKind::Client(400)),
+        (1302, 429, ProviderErrorKind::RateLimited),
+    ] {
+        let raw = json!({"code": code, "message": "m", "request_id": "r"});
+        fake.script(
+            "866100",
+            Script::step(Step::Raw {
+                status,
+                body: raw.to_string(),
+            }),
+        );
+        let e = p.poll("866100").await.unwrap_err();
+        assert_eq!(e.kind, kind, "code {code} on {status}: {e:?}");
+    }
+    let raw = json!({"code": 1103, "message": "no access to kling-v2-master", "request_id": "r"});
+    fake.script_creates(vec![CreateStep::Raw {
+        status: 403,
+        body: raw.to_string(),
+    }]);
+    let e = p.submit(&req).await.unwrap_err();
+    assert_eq!(failure(&e), SubmitFailure::NotCreated, "{e:?}");
+}
+
+/// No documented cancel (see the adapter's module doc): nothing is sent and
+/// only the local cancel happens.
+#[tokio::test]
+async fn cancel_sends_nothing() {
+    let (fake, p) = setup(Script::default()).await;
+    let before = fake.total_requests();
+    assert_eq!(
+        p.cancel("866100").await.unwrap(),
+        clawcut_core::CancelAnswer::NotSupported
+    );
+    assert_eq!(fake.total_requests(), before);
+    assert_eq!(fake.cancels("866100"), 0);
 }

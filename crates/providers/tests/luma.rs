@@ -4,7 +4,9 @@ mod common;
 
 use std::sync::Arc;
 
-use clawcut_core::{OutputKind, PollOutcome, Provider, RemoteProgress, SubmitRecovery};
+use clawcut_core::{
+    OutputKind, PollOutcome, Provider, RemoteProgress, SubmitFailure, SubmitRecovery,
+};
 use clawcut_providers::ProviderKind;
 use clawcut_test_support::fake_luma::{FakeLuma, Script, Step};
 use common::*;
@@ -135,7 +137,8 @@ async fn submit_sends_lumas_shape_with_the_callback() {
 async fn submit_failures_are_classified() {
     let fake = FakeLuma::start(KEY).await;
     let p = provider(KIND, &fake.base_url());
-    let req = submit_request(json!({"prompt": "a cat"}), "k");
+    // Luma requires `model`; a request without one never reaches the fake.
+    let req = submit_request(json!({"prompt": "a cat", "model": "ray-2"}), "k");
     check_create_failures(&p, &req, |s| fake.script_creates(s)).await;
     check_create_lost(&p, &req, |n| fake.lose_next_creates(n)).await;
     check_create_timeout(&impatient(KIND, &fake.base_url()), &req, |s| {
@@ -164,4 +167,64 @@ async fn webhook_bodies_name_the_generation() {
         p.verify_webhook(&[], b"{}", "s", 0),
         clawcut_core::WebhookAuth::Unsigned
     );
+}
+
+/// Issue 9: Luma creates with `POST /dream-machine/v1/generations/video`
+/// (lumaai-python `VideoResource.create`); `/generations` only lists, so the
+/// old path spent nothing and failed every submit.
+#[tokio::test]
+async fn create_posts_to_generations_video() {
+    let fake = FakeLuma::start(KEY).await;
+    let p = provider(KIND, &fake.base_url());
+    let req = submit_request(json!({"prompt": "a cat", "model": "ray-2"}), "k");
+    let id = p.submit(&req).await.unwrap();
+    let seen = fake.last_create().unwrap();
+    assert_eq!(seen.path, "/dream-machine/v1/generations/video");
+    assert_eq!(seen.job_id, id);
+    // The list endpoint refuses a create, as Luma's does.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/dream-machine/v1/generations", fake.base_url()))
+        .bearer_auth(KEY)
+        .json(&json!({"prompt": "a cat", "model": "ray-2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(fake.creates("a cat"), 1);
+}
+
+/// Issue 9, item 4: `model` is required by Luma's API; without it the job
+/// fails at once, naming the field, and no create is sent.
+#[tokio::test]
+async fn a_request_without_model_is_refused_before_any_create() {
+    let fake = FakeLuma::start(KEY).await;
+    let p = provider(KIND, &fake.base_url());
+    for request in [
+        json!({"prompt": "a cat"}),
+        json!({"prompt": "a cat", "model": ""}),
+        json!({"prompt": "a cat", "model": 2}),
+    ] {
+        let e = p
+            .submit(&submit_request(request.clone(), "k"))
+            .await
+            .unwrap_err();
+        assert_eq!(failure(&e), SubmitFailure::Rejected, "{request}: {e:?}");
+        assert!(e.message.contains("`model`"), "{e:?}");
+    }
+    assert_eq!(fake.creates("a cat"), 0);
+    assert_eq!(fake.total_requests(), 0);
+}
+
+/// No documented cancel (see the adapter's module doc): nothing is sent and
+/// only the local cancel happens.
+#[tokio::test]
+async fn cancel_sends_nothing() {
+    let (fake, p) = setup(Script::default()).await;
+    let before = fake.total_requests();
+    assert_eq!(
+        p.cancel("g1").await.unwrap(),
+        clawcut_core::CancelAnswer::NotSupported
+    );
+    assert_eq!(fake.total_requests(), before);
+    assert_eq!(fake.cancels("g1"), 0);
 }

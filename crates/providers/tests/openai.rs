@@ -359,3 +359,56 @@ async fn a_held_create_waits_for_release() {
     assert_eq!(fake.creates("idem-3"), 1);
     assert_eq!(fake.last_create().unwrap().job_id, id);
 }
+
+/// Issue 9: a 429 whose code is `insufficient_quota` is the account's
+/// (a top-up fixes it, waiting does not): `Account(429)`, which spends no
+/// attempt and, on a create, certainly created nothing. A plain 429 is
+/// still a rate limit.
+#[tokio::test]
+async fn insufficient_quota_is_an_account_fault_not_a_rate_limit() {
+    let (fake, p) = setup(Script::steps(vec![Step::HttpError {
+        status: 402,
+        retry_after: None,
+    }]))
+    .await;
+    let e = poll_err(&p).await;
+    assert_eq!(e.kind, ProviderErrorKind::Account(429), "{e:?}");
+    assert!(!e.kind.counts_as_attempt());
+    assert!(e.message.contains("insufficient_quota"), "{e:?}");
+    fake.script_creates(vec![
+        clawcut_test_support::fake_common::CreateStep::HttpError {
+            status: 402,
+            retry_after: None,
+        },
+    ]);
+    let req = common::submit_request(serde_json::json!({"prompt": "a cat"}), "idem-q");
+    let e = p.submit(&req).await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Account(429), "{e:?}");
+    assert_eq!(
+        e.kind.submit_failure(),
+        clawcut_core::SubmitFailure::NotCreated
+    );
+    assert_eq!(fake.creates("idem-q"), 0);
+    fake.script(
+        "video_1",
+        Script::steps(vec![Step::HttpError {
+            status: 429,
+            retry_after: Some(3),
+        }]),
+    );
+    assert_eq!(poll_err(&p).await.kind, ProviderErrorKind::RateLimited);
+}
+
+/// The Videos API has no cancel: `DELETE /v1/videos/{id}` deletes a
+/// completed or failed video (openai-python `Videos.delete`), so the
+/// adapter sends nothing and only the local cancel happens.
+#[tokio::test]
+async fn cancel_sends_nothing() {
+    let (fake, p) = setup(Script::completes_after(3)).await;
+    let before = fake.total_requests();
+    assert_eq!(
+        p.cancel("video_1").await.unwrap(),
+        clawcut_core::CancelAnswer::NotSupported
+    );
+    assert_eq!(fake.total_requests(), before);
+}

@@ -378,3 +378,33 @@ async fn cancel_with_a_wrong_key_is_unauthorized() {
         "unauthenticated requests are not counted"
     );
 }
+
+/// Issue 9: Replicate's 402 (insufficient credit) is the account's fault:
+/// `Account(402)`, no attempt spent, and a create refused with it created
+/// nothing (it was `Client(402)`: a submit was rejected and the job failed).
+#[tokio::test]
+async fn insufficient_credit_is_an_account_fault() {
+    let (fake, p) = setup(step(Step::HttpError {
+        status: 402,
+        retry_after: None,
+    }))
+    .await;
+    let e = p.poll("p1").await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Account(402), "{e:?}");
+    assert!(!e.kind.counts_as_attempt());
+    assert!(e.message.contains("insufficient credit"), "{e:?}");
+    fake.script_creates(vec![
+        clawcut_test_support::fake_common::CreateStep::HttpError {
+            status: 402,
+            retry_after: None,
+        },
+    ]);
+    let req = common::submit_request(serde_json::json!({"prompt": "a cat", "model": "o/m"}), "k");
+    let e = p.submit(&req).await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Account(402), "{e:?}");
+    assert_eq!(
+        e.kind.submit_failure(),
+        clawcut_core::SubmitFailure::NotCreated
+    );
+    assert_eq!(fake.creates("a cat"), 0);
+}

@@ -3,6 +3,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clawcut_core::{
     CancelAnswer, OutputKind, PollOutcome, Provider, ProviderErrorKind, RemoteProgress,
@@ -117,7 +118,7 @@ async fn submit_sends_runways_shape_with_the_version_header() {
     let p = provider(KIND, &fake.base_url());
     assert_eq!(p.submit_recovery(), SubmitRecovery::Unknowable);
     let req = submit_request(
-        json!({"prompt": "a cat", "model": "gen4_turbo", "seconds": 5, "size": "1280x720"}),
+        json!({"prompt": "a cat", "model": "gen4.5", "seconds": 5, "size": "1280x720"}),
         "key-1",
     );
     let id = p.submit(&req).await.unwrap();
@@ -126,7 +127,7 @@ async fn submit_sends_runways_shape_with_the_version_header() {
     assert_eq!(seen.path, "/v1/text_to_video");
     assert_eq!(
         seen.body,
-        json!({"promptText": "a cat", "model": "gen4_turbo", "ratio": "1280:720", "duration": 5})
+        json!({"promptText": "a cat", "model": "gen4.5", "ratio": "1280:720", "duration": 5})
     );
     assert_eq!(seen.header("x-runway-version"), Some("2024-11-06"));
     assert_eq!(fake.creates("a cat"), 1);
@@ -136,7 +137,7 @@ async fn submit_sends_runways_shape_with_the_version_header() {
     ));
 
     let req = submit_request(
-        json!({"prompt": "a dog", "model": "gen4_turbo", "image": "https://img.example/x.png"}),
+        json!({"prompt": "a dog", "model": "gen4_turbo", "ratio": "1280:720", "image": "https://img.example/x.png"}),
         "key-2",
     );
     p.submit(&req).await.unwrap();
@@ -149,7 +150,10 @@ async fn submit_sends_runways_shape_with_the_version_header() {
 async fn submit_failures_are_classified() {
     let fake = FakeRunway::start(KEY).await;
     let p = provider(KIND, &fake.base_url());
-    let req = submit_request(json!({"prompt": "a cat", "model": "gen4_turbo"}), "k");
+    let req = submit_request(
+        json!({"prompt": "a cat", "model": "gen4.5", "ratio": "1280:720", "seconds": 5}),
+        "k",
+    );
     check_create_failures(&p, &req, |s| fake.script_creates(s)).await;
     check_create_lost(&p, &req, |n| fake.lose_next_creates(n)).await;
     let slow = impatient(KIND, &fake.base_url());
@@ -183,4 +187,74 @@ async fn cancel_deletes_the_task_once() {
     let e = wrong.cancel("t1").await.unwrap_err();
     assert_eq!(e.kind, ProviderErrorKind::Unauthorized(401));
     assert_eq!(fake.cancels("t1"), 1);
+}
+
+/// Issue 9, item 4: what Runway's create schema requires (sdk-python
+/// `types/{text,image}_to_video_create_params.py`) is checked before any
+/// create: the old adapter sent such requests, and Runway refused them
+/// after the call.
+#[tokio::test]
+async fn requests_missing_a_required_field_are_refused_before_any_create() {
+    let fake = FakeRunway::start(KEY).await;
+    let p = provider(KIND, &fake.base_url());
+    for (request, field) in [
+        (json!({"prompt": "a cat"}), "`model`"),
+        (
+            json!({"prompt": "a cat", "model": "gen4.5", "seconds": 5}),
+            "`ratio`",
+        ),
+        (
+            json!({"prompt": "a cat", "model": "gen4.5", "ratio": "1280:720"}),
+            "`seconds`",
+        ),
+        (
+            json!({"prompt": "a cat", "model": "veo3", "ratio": "1280:720"}),
+            "`seconds`",
+        ),
+        (json!({"prompt": "a cat", "model": "veo3.1"}), "`ratio`"),
+        (
+            json!({"prompt": "a cat", "model": "gen4_turbo", "ratio": "1280:720"}),
+            "`image`",
+        ),
+    ] {
+        let e = p
+            .submit(&submit_request(request.clone(), "k"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            failure(&e),
+            clawcut_core::SubmitFailure::Rejected,
+            "{request}"
+        );
+        assert!(e.message.contains(field), "{request}: {e:?}");
+    }
+    assert_eq!(fake.total_requests(), 0, "no create was sent");
+    // Models without those requirements go out with what they have.
+    let id = p
+        .submit(&submit_request(
+            json!({"prompt": "a cat", "model": "seedance2"}),
+            "k",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(fake.last_create().unwrap().job_id, id);
+}
+
+/// `retry-after-ms` (sdk-python `_base_client.py` and openai-python read it
+/// before `Retry-After`) sets the wait of a rate-limited or shedding answer,
+/// for polls and creates alike.
+#[tokio::test]
+async fn retry_after_ms_is_honoured_before_retry_after() {
+    for status in [429, 503] {
+        let base = canned_server(status, &[("retry-after-ms", "1500"), ("retry-after", "7")]).await;
+        let p = provider(KIND, &base);
+        let e = p.poll("t1").await.unwrap_err();
+        assert_eq!(e.retry_after, Some(Duration::from_millis(1500)), "{e:?}");
+        let req = submit_request(
+            json!({"prompt": "a cat", "model": "gen4.5", "ratio": "1280:720", "seconds": 5}),
+            "k",
+        );
+        let e = p.submit(&req).await.unwrap_err();
+        assert_eq!(e.retry_after, Some(Duration::from_millis(1500)), "{e:?}");
+    }
 }

@@ -5,7 +5,9 @@ mod common;
 use std::sync::Arc;
 
 use clawcut_core::{PollOutcome, Provider, ProviderErrorKind, RemoteProgress, SubmitFailure};
-use clawcut_providers::{ProviderKind, build_provider};
+use clawcut_providers::{
+    DownloadPolicy, Downloader, ProviderConfig, ProviderKind, ProvidersError, build_provider,
+};
 use clawcut_test_support::fake_veo::{FakeVeo, Script, Step};
 use common::*;
 use serde_json::json;
@@ -168,4 +170,117 @@ async fn submit_failures_are_classified() {
     let base = fake.base_url();
     fake.shutdown().await;
     check_create_refused(KIND, &base, &req, &FakeVeo::operation_name(MODEL, "op1")).await;
+}
+
+fn done_with_uri(uri: &str) -> Script {
+    let body = json!({
+        "name": "x", "done": true,
+        "response": {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse",
+            "generateVideoResponse": {"generatedSamples": [{"video": {"uri": uri}}]}},
+    });
+    Script::step(Step::Raw {
+        status: 200,
+        body: body.to_string(),
+    })
+}
+
+/// Issue 9: the key goes only to Google's own origin (scheme, host and
+/// port of the base URL). A video URI anywhere else was fetched with the
+/// key; now it gets no credentials.
+#[tokio::test]
+async fn the_key_is_attached_only_on_the_api_origin() {
+    let (fake, p, name) = setup(Script::default()).await;
+    let port = fake.addr().port();
+    let own = format!("http://127.0.0.1:{port}/v1beta/files/k:download?alt=media");
+    fake.script(&name, done_with_uri(&own));
+    let PollOutcome::Succeeded { video, .. } = p.poll(&name).await.unwrap() else {
+        panic!("expected success");
+    };
+    assert_eq!(
+        video.headers,
+        vec![("x-goog-api-key".to_owned(), KEY.to_owned())]
+    );
+    for elsewhere in [
+        "https://storage.example/v.mp4".to_owned(),
+        // Same host, other port or scheme: another origin.
+        format!(
+            "http://127.0.0.1:{}/v1beta/files/k:download",
+            port.wrapping_add(1)
+        ),
+        format!("https://127.0.0.1:{port}/v1beta/files/k:download"),
+        format!("http://localhost:{port}/v1beta/files/k:download"),
+    ] {
+        fake.script(&name, done_with_uri(&elsewhere));
+        let PollOutcome::Succeeded { video, .. } = p.poll(&name).await.unwrap() else {
+            panic!("expected success");
+        };
+        assert!(video.headers.is_empty(), "{elsewhere}: {:?}", video.headers);
+        assert!(
+            !format!("{video:?}").contains(KEY),
+            "{elsewhere}: the key is nowhere in the spec"
+        );
+    }
+}
+
+/// Issue 9: python-genai follows the file download's redirects; here the
+/// final host must be allowed, and the key must not follow the redirect off
+/// Google's origin.
+#[tokio::test]
+async fn a_redirected_download_needs_an_allowed_host_and_drops_the_key() {
+    let (fake, p, name) = setup(Script::default()).await;
+    let PollOutcome::Succeeded { video, .. } = p.poll(&name).await.unwrap() else {
+        panic!("expected success");
+    };
+    assert_eq!(
+        video.headers.len(),
+        1,
+        "the API origin's file: with the key"
+    );
+    // The same server under another name: another origin, and a host only
+    // the policy can refuse.
+    let storage = format!("http://localhost:{}", fake.addr().port());
+    fake.redirect_files_to(Some(&storage));
+    let mut cfg = config(KIND, &fake.base_url());
+    let media = tempfile::tempdir().unwrap();
+    let fetch = |cfg: ProviderConfig| {
+        let video = video.clone();
+        let dir = media.path().to_owned();
+        async move {
+            Downloader::new(std::time::Duration::from_secs(5))
+                .unwrap()
+                .download(
+                    &video,
+                    &DownloadPolicy::for_provider(&cfg),
+                    &dir,
+                    &dir.join("v.mp4"),
+                    &limits(1 << 30),
+                    |_| {},
+                )
+                .await
+        }
+    };
+    let e = fetch(cfg.clone()).await.unwrap_err();
+    assert!(
+        matches!(&e, ProvidersError::HostNotAllowed { host } if host == "localhost"),
+        "{e:?}"
+    );
+    // Allowed: followed, and the storage host (which refuses any request
+    // carrying the key) serves it.
+    cfg.allowed_download_hosts = vec!["localhost".into()];
+    let got = fetch(cfg).await.unwrap();
+    assert_eq!(std::fs::read(&got.path).unwrap(), fake.content(&name));
+}
+
+/// No documented cancel (see the adapter's module doc): nothing is sent and
+/// only the local cancel happens.
+#[tokio::test]
+async fn cancel_sends_nothing() {
+    let (fake, p, name) = setup(Script::default()).await;
+    let before = fake.total_requests();
+    assert_eq!(
+        p.cancel(&name).await.unwrap(),
+        clawcut_core::CancelAnswer::NotSupported
+    );
+    assert_eq!(fake.total_requests(), before);
+    assert_eq!(fake.cancels(&name), 0);
 }

@@ -293,6 +293,9 @@ pub(crate) struct Core {
     /// Serve videos the Gemini way (`/v1beta/files/{key}:download?alt=media`,
     /// key required) instead of as CDN files.
     pub gemini_files: std::sync::atomic::AtomicBool,
+    /// Answer Gemini file downloads with a 302 to this base URL +
+    /// `/files/{key}/{name}` (Veo's fake), as Google's file service may.
+    pub redirect_files_to: Mutex<Option<String>>,
     jobs: Mutex<Jobs>,
 }
 
@@ -349,6 +352,7 @@ impl Core {
             files_in_flight: Arc::default(),
             creates: Creates::default(),
             gemini_files: std::sync::atomic::AtomicBool::new(false),
+            redirect_files_to: Mutex::new(None),
             jobs: Mutex::default(),
         })
     }

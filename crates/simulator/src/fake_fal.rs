@@ -1,10 +1,17 @@
 //! A fake fal queue API on 127.0.0.1: `POST /{model_id}` (queue submit),
-//! `GET /{owner}/{app}/requests/{id}/status`, `GET
-//! /{owner}/{app}/requests/{id}` (result) and `PUT
-//! /{owner}/{app}/requests/{id}/cancel` (counted; 202
-//! `CANCELLATION_REQUESTED`, 404 for an unknown request), `Authorization: Key <key>`
-//! checked, fal's JSON and `{"detail": ...}` errors. Result files are served
-//! without auth at `/files/{key}/...`, like fal's CDN.
+//! `GET /{app}/requests/{id}/status`, `GET /{app}/requests/{id}` (result)
+//! and `PUT /{app}/requests/{id}/cancel` (counted; 202
+//! `CANCELLATION_REQUESTED`, 404 for an unknown request), where `{app}` is
+//! `owner/app`, or `namespace/owner/app` for the `workflows` and `comfy`
+//! namespaces (fal-js `parseEndpointId`); a request polled under another
+//! app is not found. `Authorization: Key <key>` checked, fal's JSON and
+//! `{"detail": ...}` errors. Result files are served without auth at
+//! `/files/{key}/...`, like fal's CDN.
+//!
+//! [`FakeFal::fail_results`] makes every result call of a completed request
+//! answer a fal *request error* (`{"detail", "error_type"}` with
+//! `X-Fal-Error-Type`, fal.ai/docs/documentation/model-apis/request-errors):
+//! what fal answers once it has given up on a request after its own retries.
 //!
 //! Rendering: [`Step::Failed`] and [`Step::Canceled`] are `COMPLETED` with
 //! an `error` in the status and a 422 from the result; [`Step::Filtered`] is
@@ -16,7 +23,7 @@
 //! [`crate::fake_common`] for scripts and create control.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -30,12 +37,30 @@ use crate::fake_common::{
     header_pairs, start_core, status_message, uuid_like, with_retry_after,
 };
 pub use crate::fake_common::{CreateRecord, CreateStep, Script, Step};
-use crate::fake_openai::plumbing::{Server, json_response};
+use crate::fake_openai::plumbing::{Server, json_response, lock};
 
 /// The fake server. Dropping it shuts it down.
 pub struct FakeFal {
     server: Server,
     core: Arc<Core>,
+    result_error: Arc<Mutex<Option<(u16, String)>>>,
+}
+
+/// The router's state: the shared registry, and fal's own knob.
+struct FalState {
+    core: Arc<Core>,
+    result_error: Arc<Mutex<Option<(u16, String)>>>,
+}
+
+/// Model id namespaces whose app has three segments.
+const NAMESPACES: &[&str] = &["workflows", "comfy"];
+
+/// How many leading segments of a path or model id name the app.
+fn app_len(segments: &[&str]) -> usize {
+    match segments.first() {
+        Some(first) if NAMESPACES.contains(first) => 3,
+        _ => 2,
+    }
 }
 
 core_accessors!(FakeFal);
@@ -52,14 +77,31 @@ impl FakeFal {
     }
 
     pub async fn try_start(api_key: &str) -> io::Result<FakeFal> {
-        let (server, core) = start_core(api_key, None, |core| {
-            Router::new()
+        let result_error = Arc::new(Mutex::new(None));
+        let knob = Arc::clone(&result_error);
+        let (server, core) = start_core(api_key, None, move |core| {
+            let files = Router::new()
                 .route("/files/{key}/{name}", get(file_route))
-                .fallback(dispatch)
-                .with_state(core)
+                .with_state(Arc::clone(&core));
+            let state = Arc::new(FalState {
+                core,
+                result_error: knob,
+            });
+            files.merge(Router::new().fallback(dispatch).with_state(state))
         })
         .await?;
-        Ok(FakeFal { server, core })
+        Ok(FakeFal {
+            server,
+            core,
+            result_error,
+        })
+    }
+
+    /// From now on, the result call of a completed request answers
+    /// `status` with this `error_type` (`None`: results as scripted; an
+    /// empty type: a plain `{"detail"}` error, as a gateway answers).
+    pub fn fail_results(&self, error: Option<(u16, &str)>) {
+        *lock(&self.result_error) = error.map(|(status, t)| (status, t.to_owned()));
     }
 
     /// The provider job id the adapter stores for a request of `model_id`.
@@ -83,37 +125,38 @@ fn key_ok(headers: &HeaderMap, key: &str) -> bool {
 /// fal's paths do not fit a static route table (model ids have any number
 /// of segments), so one handler dispatches on them.
 async fn dispatch(
-    State(core): State<Arc<Core>>,
+    State(state): State<Arc<FalState>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let core = Arc::clone(&state.core);
     core.count_request();
     if !key_ok(&headers, &core.api_key) {
         return error(401, "Invalid authorization header");
     }
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
-    match (&method, segments.as_slice()) {
-        (&Method::GET, [owner, app, "requests", id, "status"]) => {
-            status(&core, &format!("{owner}/{app}"), id).await
+    let n = app_len(&segments).min(segments.len());
+    let (app, rest) = segments.split_at(n);
+    let app = app.join("/");
+    match (&method, rest) {
+        (&Method::GET, ["requests", id, "status"]) => status(&core, &app, id).await,
+        (&Method::GET, ["requests", id]) => {
+            let failing = lock(&state.result_error).clone();
+            result(&core, &app, id, failing)
         }
-        (&Method::GET, [owner, app, "requests", id]) => {
-            result(&core, &format!("{owner}/{app}"), id)
-        }
-        (&Method::PUT, [owner, app, "requests", id, "cancel"]) => {
+        (&Method::PUT, ["requests", id, "cancel"]) => {
             let known = core.cancel(id);
-            if !known
-                || core
-                    .tag_of(id)
-                    .is_some_and(|a| a != format!("{owner}/{app}"))
-            {
+            if !known || core.tag_of(id).is_some_and(|a| a != app) {
                 return error(404, "Request not found");
             }
             json_response(202, &json!({"status": "CANCELLATION_REQUESTED"}))
         }
-        (&Method::POST, model) if model.len() >= 2 && !model.contains(&"requests") => {
-            let model = model.join("/");
+        (&Method::POST, _)
+            if segments.len() >= app_len(&segments) && !segments.contains(&"requests") =>
+        {
+            let model = segments.join("/");
             detached(async move { create(&core, &model, &uri, &headers, &body).await }).await
         }
         _ => error(404, "Not Found"),
@@ -165,13 +208,27 @@ async fn status(core: &Core, app: &str, id: &str) -> Response {
     json_response(200, &s)
 }
 
-fn result(core: &Core, app: &str, id: &str) -> Response {
+fn result(core: &Core, app: &str, id: &str, failing: Option<(u16, String)>) -> Response {
     if core.tag_of(id).is_some_and(|a| a != app) {
         return error(404, "Request not found");
     }
     let Some((step, script)) = core.last_step(id) else {
         return error(404, "Request not found");
     };
+    if let Some((status, error_type)) = failing {
+        // An empty type is a 5xx that is no request error (a gateway's).
+        if error_type.is_empty() {
+            return error(status, status_message(status));
+        }
+        let mut resp = json_response(
+            status,
+            &json!({"detail": "Request failed after retries", "error_type": error_type}),
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&error_type) {
+            resp.headers_mut().insert("x-fal-error-type", v);
+        }
+        return resp;
+    }
     match step {
         Step::Queued | Step::Running | Step::Hang(_) => error(400, "Request is still in progress"),
         Step::Failed(reason) | Step::Filtered(reason) => json_response(
@@ -218,7 +275,8 @@ async fn create(core: &Core, model: &str, uri: &Uri, headers: &HeaderMap, body: 
         Admit::Proceed { after, lost } => (after, lost),
     };
     let id = uuid_like(core.next_number());
-    let app: String = model.split('/').take(2).collect::<Vec<_>>().join("/");
+    let segments: Vec<&str> = model.split('/').collect();
+    let app: String = segments[..app_len(&segments).min(segments.len())].join("/");
     // A poll under another app is not found, as on fal.
     core.tag(&id, &app);
     core.register_created(&id);

@@ -7,7 +7,9 @@
 //! signed with the secret key, `iss` = the access key, `exp`/`nbf` checked;
 //! a missing, badly signed or expired token is a 401 with code 1001–1004.
 //! Videos are served without auth at `/files/{key}/video.mp4`, like Kling's
-//! CDN. Kling has no cancel state: [`Step::Canceled`] renders `failed`. A
+//! CDN. Kling has no cancel state: [`Step::Canceled`] renders `failed`.
+//! An HTTP error step of 402 renders Kling's credit exhaustion (429, code
+//! 1102), 403 its "no access to the model" (code 1103). A
 //! lookup by `external_task_id` is a poll of that task (it consumes a step).
 //! Creates are counted by `external_task_id` (by `prompt` when absent);
 //! repeated ids are accepted and counted, so a test sees a double submit.
@@ -76,7 +78,16 @@ fn error(status: u16, code: i64, message: &str) -> Response {
 }
 
 /// Kling's error for an HTTP status, as its error-code table pairs them.
+/// Kling never answers 402: a script's 402 stands for "out of credit" and
+/// renders Kling's own way, 429 with code 1102 (resource pack used up).
 fn http_error(status: u16) -> Response {
+    if status == 402 {
+        return error(
+            429,
+            1102,
+            "Account balance is insufficient, the resource pack has been used up or has expired",
+        );
+    }
     let (code, message) = match status {
         400 => (1201, "Parameter error"),
         401 => (1000, "Authentication failed"),

@@ -1,8 +1,10 @@
 //! A fake Luma Dream Machine API on 127.0.0.1:
-//! `GET /dream-machine/v1/generations/{id}` and
-//! `POST /dream-machine/v1/generations`, bearer key checked, Luma's
-//! generation JSON (`state`, `assets`, `failure_reason`) and `{"detail": ...}`
-//! errors. Assets are served without auth at `/files/{key}/...`, like Luma's
+//! `GET /dream-machine/v1/generations/{id}`,
+//! `POST /dream-machine/v1/generations/video` (the create, with `model`
+//! required, as lumalabs/lumaai-python's `VideoResource.create` has it) and
+//! `GET /dream-machine/v1/generations` (the list, always empty here; a POST
+//! there is 405, as on Luma), bearer key checked, Luma's generation JSON
+//! (`state`, `assets`, `failure_reason`) and `{"detail": ...}` errors. Assets are served without auth at `/files/{key}/...`, like Luma's
 //! CDN. Luma has no cancel state: [`Step::Canceled`] renders `failed`.
 //! Creates are counted by `prompt` (Luma has no idempotency key). See
 //! [`crate::fake_common`] for scripts and create control.
@@ -47,7 +49,8 @@ impl FakeLuma {
         let (server, core) = start_core(api_key, None, |core| {
             Router::new()
                 .route("/dream-machine/v1/generations/{id}", get(generation))
-                .route("/dream-machine/v1/generations", post(create))
+                .route("/dream-machine/v1/generations/video", post(create))
+                .route("/dream-machine/v1/generations", get(list))
                 .route("/files/{key}/{name}", get(file_route))
                 .fallback(|| async { error(404, "Not Found") })
                 .with_state(core)
@@ -115,6 +118,18 @@ async fn generation(
     json_response(200, &g)
 }
 
+/// `GET /generations`: Luma's list; the fake lists nothing.
+async fn list(State(core): State<Arc<Core>>, headers: HeaderMap) -> Response {
+    core.count_request();
+    if !bearer_ok(&headers, &core.api_key) {
+        return error(401, "Invalid API key");
+    }
+    json_response(
+        200,
+        &json!({"generations": [], "has_more": false, "count": 0, "limit": 10, "offset": 0}),
+    )
+}
+
 async fn create(
     State(core): State<Arc<Core>>,
     headers: HeaderMap,
@@ -131,6 +146,9 @@ async fn create(
         let Some(prompt) = body.get("prompt").and_then(Value::as_str) else {
             return error(400, "prompt is required");
         };
+        if body.get("model").and_then(Value::as_str).is_none() {
+            return error(400, "model is required");
+        }
         let (after, lost) = match core.creates.admit(&core.shutdown).await {
             Admit::Refuse {
                 status,
@@ -142,7 +160,7 @@ async fn create(
         let id = uuid_like(core.next_number());
         core.register_created(&id);
         core.creates.record(CreateRecord {
-            path: "/dream-machine/v1/generations".into(),
+            path: "/dream-machine/v1/generations/video".into(),
             headers: header_pairs(&headers),
             body: body.clone(),
             reference: prompt.to_owned(),

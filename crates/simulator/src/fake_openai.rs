@@ -408,6 +408,22 @@ fn openai_error(status: u16, message: &str, code: Option<&str>) -> Response {
     )
 }
 
+/// A scripted HTTP error in OpenAI's shape. OpenAI never answers 402: a
+/// script's 402 stands for "out of quota" and renders OpenAI's own way,
+/// 429 with `insufficient_quota` (platform.openai.com/docs/guides/error-codes).
+fn status_error(status: u16, message: &str) -> Response {
+    if status == 402 {
+        return json_response(
+            429,
+            &json!({"error": {
+                "message": "You exceeded your current quota, please check your plan and billing details.",
+                "type": "insufficient_quota", "param": null, "code": "insufficient_quota",
+            }}),
+        );
+    }
+    openai_error(status, message, None)
+}
+
 fn unauthorized() -> Response {
     openai_error(
         401,
@@ -503,7 +519,7 @@ async fn retrieve(
                 500..=599 => "The server had an error while processing your request.",
                 _ => "Request failed",
             };
-            let mut resp = openai_error(status, message, None);
+            let mut resp = status_error(status, message);
             if let Some(secs) = retry_after {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -316,6 +316,21 @@ fn output_url(base: &str, id: &str, name: &str) -> String {
     format!("{base}/files/{id}/{name}")
 }
 
+/// A scripted HTTP error in Replicate's problem-details shape; 402 is
+/// Replicate's "insufficient credit".
+fn http_error(status: u16) -> Response {
+    let (title, detail) = match status {
+        402 => (
+            "Insufficient credit",
+            "You have insufficient credit to run this model. Go to https://replicate.com/account/billing#billing to purchase credit.",
+        ),
+        429 => ("Request was throttled.", "Request was throttled."),
+        500..=599 => ("Internal server error.", "Internal server error."),
+        _ => ("Request failed.", "Request failed."),
+    };
+    replicate_error(status, title, detail)
+}
+
 fn replicate_error(status: u16, title: &str, detail: &str) -> Response {
     json_response(
         status,
@@ -415,12 +430,7 @@ async fn retrieve(
             status,
             retry_after,
         } => {
-            let detail = match status {
-                429 => "Request was throttled.",
-                500..=599 => "Internal server error.",
-                _ => "Request failed.",
-            };
-            let mut resp = replicate_error(status, detail, detail);
+            let mut resp = http_error(status);
             if let Some(secs) = retry_after {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -521,7 +531,7 @@ async fn create(
                 status,
                 retry_after,
             } => {
-                let mut resp = replicate_error(status, "Request failed", "Request failed.");
+                let mut resp = http_error(status);
                 if let Some(secs) = retry_after {
                     resp.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -156,8 +156,23 @@ async fn create(
         let Some(prompt) = body.get("promptText").and_then(Value::as_str) else {
             return error(400, "promptText: Required");
         };
-        if uri.path().ends_with("image_to_video") && body.get("promptImage").is_none() {
+        let image_to_video = uri.path().ends_with("image_to_video");
+        if image_to_video && body.get("promptImage").is_none() {
             return error(400, "promptImage: Required");
+        }
+        // What sdk-python's create params mark `Required` per model.
+        let Some(model) = body.get("model").and_then(Value::as_str) else {
+            return error(400, "model: Required");
+        };
+        let needs_ratio = ["gen4.5", "gen4_turbo", "veo3", "veo3.1", "veo3.1_fast"];
+        if needs_ratio.contains(&model) && body.get("ratio").is_none() {
+            return error(400, "ratio: Required");
+        }
+        if ["gen4.5", "veo3"].contains(&model) && body.get("duration").is_none() {
+            return error(400, "duration: Required");
+        }
+        if model == "gen4_turbo" && !image_to_video {
+            return error(400, "model: Invalid enum value for text_to_video");
         }
         let (after, lost) = match core.creates.admit(&core.shutdown).await {
             Admit::Refuse {

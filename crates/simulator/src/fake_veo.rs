@@ -4,7 +4,8 @@
 //! `GET /v1beta/files/{key}:download?alt=media`, all with `x-goog-api-key`
 //! checked (a wrong key is Google's 400 `API_KEY_INVALID`), Google's
 //! long-running operation JSON and `{"error": {code, message, status}}`
-//! errors.
+//! errors. [`FakeVeo::redirect_files_to`] makes file downloads redirect
+//! elsewhere, as python-genai's `follow_redirects=True` allows for.
 //!
 //! Rendering: [`Step::Queued`] and [`Step::Running`] are an operation
 //! without `done`; [`Step::Failed`] is `done` + `error` (code 13),
@@ -27,11 +28,11 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::fake_common::{
-    Admit, Core, Creates, Polled, core_accessors, create_control, detached, header_pairs,
-    start_core, status_message, with_retry_after,
+    Admit, Core, Creates, Polled, core_accessors, create_control, detached, file_route,
+    header_pairs, start_core, status_message, with_retry_after,
 };
 pub use crate::fake_common::{CreateRecord, CreateStep, Script, Step};
-use crate::fake_openai::plumbing::{Server, json_response};
+use crate::fake_openai::plumbing::{Server, json_response, lock};
 
 /// The fake server. Dropping it shuts it down.
 pub struct FakeVeo {
@@ -59,11 +60,19 @@ impl FakeVeo {
                 .route("/v1beta/models/{action}", post(create))
                 .route("/v1beta/models/{model}/operations/{op}", get(operation))
                 .route("/v1beta/files/{file}", get(file))
+                .route("/files/{key}/{name}", get(storage_file))
                 .fallback(|| async { error(404, "Method not found.") })
                 .with_state(core)
         })
         .await?;
         Ok(FakeVeo { server, core })
+    }
+
+    /// From now on, a file download answers 302 to `base` +
+    /// `/files/{key}/video.mp4` (`None`: serve the file). `base` may be
+    /// another fake's base URL (a CDN), or this one's under another name.
+    pub fn redirect_files_to(&self, base: Option<&str>) {
+        *lock(&self.core.redirect_files_to) = base.map(str::to_owned);
     }
 
     /// The operation name of `op` for `model`, as the fake issues them.
@@ -180,6 +189,14 @@ async fn file(
     let Some(key) = file.strip_suffix(":download") else {
         return error(404, "File not found.");
     };
+    if let Some(target) = lock(&core.redirect_files_to).clone() {
+        let location = format!("{}/files/{key}/video.mp4", target.trim_end_matches('/'));
+        return (
+            StatusCode::FOUND,
+            [(axum::http::header::LOCATION, location)],
+        )
+            .into_response();
+    }
     match core.file(key, "video.mp4") {
         Ok(resp) => resp,
         Err(status) => {
@@ -187,6 +204,20 @@ async fn file(
             error(status.as_u16(), "File not found.").into_response()
         }
     }
+}
+
+/// Where [`FakeVeo::redirect_files_to`] sends downloads: plain storage that
+/// must never see the API key (a 403 if it does, so a leak fails the test).
+async fn storage_file(
+    State(core): State<Arc<Core>>,
+    Path((key, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if headers.contains_key("x-goog-api-key") {
+        core.count_request();
+        return error(403, "the API key was sent to the storage host");
+    }
+    file_route(State(core), Path((key, name))).await
 }
 
 async fn create(

@@ -250,3 +250,68 @@ pub async fn download_is_gone(kind: ProviderKind, base: &str, spec: &DownloadSpe
         .await
         .is_err_and(|e| e.is_output_gone())
 }
+
+/// The account is out of credit (each fake renders a scripted 402 in its
+/// provider's own shape: Replicate's 402, OpenAI's 429 `insufficient_quota`,
+/// Kling's code 1102): an `Account` fault on a poll and on a create, which
+/// spends no attempt and creates nothing.
+pub async fn check_out_of_credit(
+    p: &Arc<dyn Provider>,
+    id: &str,
+    script: impl Fn(Script),
+    req: &SubmitRequest,
+    creates: impl Fn(Vec<CreateStep>),
+) {
+    script(Script::step(http(402, None)));
+    let e = p.poll(id).await.expect_err("out of credit");
+    assert!(
+        matches!(e.kind, ProviderErrorKind::Account(_)),
+        "poll: {e:?}"
+    );
+    assert!(!e.kind.counts_as_attempt(), "{e:?}");
+    assert_eq!(e.kind.scope(), clawcut_core::FaultScope::Account);
+    creates(vec![CreateStep::HttpError {
+        status: 402,
+        retry_after: None,
+    }]);
+    let e = p.submit(req).await.expect_err("out of credit");
+    assert!(
+        matches!(e.kind, ProviderErrorKind::Account(_)),
+        "create: {e:?}"
+    );
+    assert_eq!(failure(&e), SubmitFailure::NotCreated, "{e:?}");
+}
+
+/// A loopback server that answers every request with `status`, these
+/// headers and an empty JSON object, for answers no fake scripts (extra
+/// headers). Returns its base URL; it lives as long as the test's runtime.
+pub async fn canned_server(status: u16, headers: &[(&str, &str)]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut answer = format!("HTTP/1.1 {status} Canned\r\ncontent-type: application/json\r\n");
+    for (name, value) in headers {
+        answer.push_str(&format!("{name}: {value}\r\n"));
+    }
+    answer.push_str("content-length: 2\r\nconnection: close\r\n\r\n{}");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                // The request is small; read until its headers end (a body,
+                // if any, is ignored: the answer does not depend on it).
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}

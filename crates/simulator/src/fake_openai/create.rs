@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::plumbing::{bearer_ok, lock};
-use super::{FakeState, openai_error, unauthorized, video_json};
+use super::{FakeState, openai_error, status_error, unauthorized, video_json};
 use crate::fake_common::{Admit, CreateRecord, Creates, detached, header_pairs};
 
 pub(super) async fn create(
@@ -49,7 +49,7 @@ pub(super) async fn create(
                 status,
                 retry_after,
             } => {
-                let mut resp = openai_error(status, "Request failed", None);
+                let mut resp = status_error(status, "Request failed");
                 if let Some(secs) = retry_after {
                     resp.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
