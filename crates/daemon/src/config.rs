@@ -720,6 +720,15 @@ impl Config {
                 )
                 .map_err(|(k, p)| (k, format!("{p} (omit it for no cap)")))?;
             }
+            // OpenAI's webhook events name no video job (openai-python's
+            // webhook types, checked 2026-12-01): a secret would turn on a
+            // route that can never make a job due.
+            if p.kind == ProviderKindName::Openai && p.webhook_secret_env.is_some() {
+                return Err((
+                    key("webhook_secret_env"),
+                    "openai sends no webhook that names a video job; remove the key (the daemon polls)".into(),
+                ));
+            }
             if p.kind == ProviderKindName::Kling && p.api_secret_env.is_none() {
                 return Err((key("api_secret_env"), "kling needs the env var holding its secret key (api_key_env holds the access key)".into()));
             }
@@ -832,6 +841,14 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("providers.k.api_secret_env"));
         let e = parse("[providers.x]\nkind = \"sora\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("providers.x.kind"));
+        let e =
+            parse("[providers.o]\nkind = \"openai\"\nwebhook_secret_env = \"W\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("providers.o.webhook_secret_env"));
+        let e =
+            parse("[provider_health]\ncooldown = \"1m\"\nmax_cooldown = \"30s\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("provider_health.max_cooldown"));
+        let e = parse("[provider_health]\noutage_after = 1\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("provider_health.outage_after"));
         let e = parse("[database]\nurl = \"mysql://x\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("database.url"));
         let e = parse("not toml [").unwrap_err();
