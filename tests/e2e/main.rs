@@ -3,6 +3,7 @@
 
 mod backup;
 mod cancel;
+mod chaos;
 mod cli;
 mod crash;
 mod health;

@@ -529,6 +529,7 @@ impl Core {
             chunk_bytes: None,
             chunked: false,
             content_type,
+            truncate_at: None,
         }
         .into_response(self.files_in_flight.enter(&id), self.shutdown.clone()))
     }

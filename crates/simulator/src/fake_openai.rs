@@ -99,6 +99,9 @@ pub struct Script {
     /// Answer content requests with `302 Location: <this>`; `{id}` and
     /// `{variant}` are substituted.
     pub redirect_content_to: Option<String>,
+    /// The first this many video downloads stop halfway while their
+    /// `Content-Length` announces the whole file (a cut connection).
+    pub truncated_downloads: usize,
 }
 
 impl Default for Script {
@@ -114,6 +117,7 @@ impl Default for Script {
             chunk_bytes: None,
             chunked: false,
             redirect_content_to: None,
+            truncated_downloads: 0,
         }
     }
 }
@@ -224,6 +228,12 @@ impl Script {
 
     pub fn with_redirect_content_to(mut self, url: impl Into<String>) -> Self {
         self.redirect_content_to = Some(url.into());
+        self
+    }
+
+    /// See [`Script::truncated_downloads`].
+    pub fn with_truncated_downloads(mut self, n: usize) -> Self {
+        self.truncated_downloads = n;
         self
     }
 
@@ -603,10 +613,17 @@ async fn content(
         }
         return resp;
     }
-    *lock(&state.jobs)
-        .downloads
-        .entry((id.clone(), variant.to_owned()))
-        .or_default() += 1;
+    let served_before = {
+        let mut jobs = lock(&state.jobs);
+        let n = jobs
+            .downloads
+            .entry((id.clone(), variant.to_owned()))
+            .or_default();
+        *n += 1;
+        *n - 1
+    };
+    let truncate_at =
+        (variant == "video" && served_before < script.truncated_downloads).then_some(len / 2);
     let guard = state.content_in_flight.enter(&id);
     ContentBody {
         seed,
@@ -615,6 +632,7 @@ async fn content(
         chunk_bytes: script.chunk_bytes,
         chunked: script.chunked,
         content_type,
+        truncate_at,
     }
     .into_response(guard, state.shutdown.clone())
 }

@@ -606,6 +606,7 @@ async fn file(State(cell): State<Shared>, Path((id, name)): Path<(String, String
         chunk_bytes: None,
         chunked: false,
         content_type,
+        truncate_at: None,
     }
     .into_response(state.files_in_flight.enter(&id), state.shutdown.clone())
 }

@@ -240,6 +240,9 @@ pub(crate) struct ContentBody {
     pub chunk_bytes: Option<usize>,
     pub chunked: bool,
     pub content_type: &'static str,
+    /// End the body after this many bytes while `Content-Length` still
+    /// announces `len`: a connection cut mid-transfer.
+    pub truncate_at: Option<usize>,
 }
 
 /// The default chunk size of streamed content.
@@ -251,7 +254,8 @@ impl ContentBody {
     /// stream's state holds no lock: a sleeping transfer blocks nobody.
     pub fn into_response(self, guard: InFlightGuard, shutdown: watch::Receiver<bool>) -> Response {
         let seed = seed_of(&self.seed);
-        let (len, delay) = (self.len, self.chunk_delay);
+        let (announced, delay) = (self.len, self.chunk_delay);
+        let len = self.truncate_at.map_or(announced, |t| t.min(announced));
         let chunk = self.chunk_bytes.unwrap_or(CHUNK).max(1);
         let stream = futures_util::stream::unfold(
             (0usize, guard, shutdown),
@@ -284,7 +288,7 @@ impl ContentBody {
             HeaderValue::from_static(self.content_type),
         );
         if !self.chunked {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len as u64));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(announced as u64));
         }
         resp
     }
