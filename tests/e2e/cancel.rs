@@ -6,8 +6,11 @@
 use std::time::Duration;
 
 use clawcut_test_support::db::{AppDb, EventRow, NewJob};
+use clawcut_test_support::fake_common::Script as CoreScript;
+use clawcut_test_support::fake_fal::FakeFal;
 use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 use clawcut_test_support::fake_replicate::{FakeReplicate, Script as ReplicateScript};
+use clawcut_test_support::fake_runway::FakeRunway;
 use serde_json::Value;
 
 use crate::support::*;
@@ -401,3 +404,98 @@ async fn replicate_cancel_calls_the_provider_once(backend: Backend) {
     assert_eq!(openai.total_requests(), 0);
 }
 on_both_backends!(replicate_cancel_calls_the_provider_once);
+
+// ---------------------------------------------------------------------------
+// Runway (from the CLI) and fal (from the API): each provider's documented
+// cancel is called exactly once, and the job ends `canceled`.
+
+async fn runway_and_fal_cancel_call_the_provider_once(backend: Backend) {
+    let openai = FakeOpenAi::start(KEY).await;
+    let runway = FakeRunway::start(KEY).await;
+    let fal = FakeFal::start(KEY).await;
+    // Long-running at the provider: the cancel finds them mid-flight.
+    runway.script("task_1", CoreScript::succeeds_after(1000));
+    fal.script("req_1", CoreScript::succeeds_after(1000));
+    let port = free_port();
+    let extra = format!(
+        "[providers.runway]\nkind = \"runway\"\nbase_url = \"{}\"\napi_key_env = \"E2E_OPENAI_KEY\"\ntimeout = \"2s\"\n\n\
+         [providers.fal]\nkind = \"fal\"\nbase_url = \"{}\"\napi_key_env = \"E2E_OPENAI_KEY\"\ntimeout = \"2s\"\n",
+        runway.base_url(),
+        fal.base_url()
+    );
+    let Some(env) = env_for(backend, "cancel_rw_fal", &openai.base_url(), &extra) else {
+        return;
+    };
+    env.edit_config(
+        "[http]\nlisten = \"\"",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\nadmin_token_env = \"E2E_ADMIN\""),
+    );
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    let fal_pid = FakeFal::job_id("fal-ai/veo3/fast", "req_1");
+    for (id, provider, pid) in [
+        ("job_rw", "runway", "task_1"),
+        ("job_fal", "fal", fal_pid.as_str()),
+    ] {
+        let mut j = NewJob::video(id, "processing", Some(pid), now_ms() - 600_000);
+        j.provider = provider.into();
+        j.scene_id = Some(format!("scene_{id}"));
+        j.scene_version_id = Some(format!("ver_{id}"));
+        db.insert_job_with_scene(&j).await.unwrap();
+    }
+    let _daemon = env.start_with("cancel_rw_fal", |c| {
+        c.env("E2E_ADMIN", ADMIN_TOKEN);
+    });
+    // Both are being polled: running jobs, not idle rows.
+    eventually(Duration::from_secs(20), "both jobs polled", || async {
+        (runway.polls("task_1") > 0 && fal.polls("req_1") > 0).then_some(())
+    })
+    .await;
+
+    let out = env.output(&["cancel", "job_rw", "--reason", "duplicate", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(said["provider_cancel"], "requested", "{said}");
+    assert_eq!(runway.cancels("task_1"), 1);
+
+    let client = reqwest::Client::new();
+    let (code, body) = post(
+        &client,
+        port,
+        "/v1/jobs/job_fal/cancel",
+        Some(ADMIN_TOKEN),
+        r#"{"reason":"wrong prompt","operator":"alice"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(fal.cancels("req_1"), 1);
+
+    for id in ["job_rw", "job_fal"] {
+        let j = db.job(id).await.unwrap().unwrap();
+        assert_eq!(j.status, "canceled", "{id}");
+        // Polls may have moved it (pending/processing) before: one cancel event.
+        let ev: Vec<EventRow> = db
+            .events(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.to_status == "canceled")
+            .collect();
+        assert_eq!(ev.len(), 1, "{id}: one cancel event");
+        assert_eq!(detail(&ev[0])["provider_cancel_requested"], true, "{id}");
+    }
+    // Final now: the providers are not asked again.
+    let again = env.output(&["cancel", "job_rw"]);
+    assert_eq!(again.status.code(), Some(65));
+    let (code, _) = post(
+        &client,
+        port,
+        "/v1/jobs/job_fal/cancel",
+        Some(ADMIN_TOKEN),
+        "{}",
+    )
+    .await;
+    assert_eq!(code, 409);
+    assert_eq!((runway.cancels("task_1"), fal.cancels("req_1")), (1, 1));
+}
+on_both_backends!(runway_and_fal_cancel_call_the_provider_once);
