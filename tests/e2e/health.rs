@@ -449,3 +449,54 @@ async fn a_pause_is_shared_by_replicas_and_survives_a_restart() {
     b.signal("TERM");
     a2.signal("TERM");
 }
+
+// ---------------------------------------------------------------------------
+// A pause whose provider has no job left to probe with: the daemon keeps
+// turning (the probe finds nothing), and stops promptly on SIGTERM.
+
+async fn a_pause_without_jobs_neither_spins_nor_blocks_shutdown(backend: Backend) {
+    let openai = FakeOpenAi::start(KEY).await;
+    let Some(env) = env_for(backend, "health_idle_pause", &openai.base_url(), FAST) else {
+        return;
+    };
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    let now = now_ms();
+    let at = match backend {
+        Backend::Sqlite => now.to_string(),
+        Backend::Postgres => format!("to_timestamp({now}::float8 / 1000.0)"),
+    };
+    db.exec(&format!(
+        "INSERT INTO provider_pauses (provider, cause, reason, operation, paused_at, paused_by, probe_at, cooldown_ms, updated_at)
+         VALUES ('openai', 'outage', 'Server(503): down', 'poll', {at}, 'old:1:x', {at}, 300, {at})"
+    ))
+    .await
+    .unwrap();
+    let mut d = env.start("idle_pause");
+    d.wait_log(
+        "provider is paused (recorded in the database)",
+        Duration::from_secs(20),
+    )
+    .await;
+    d.wait_log(
+        "none of the provider's jobs is eligible",
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let probes = d
+        .logs()
+        .matches("none of the provider's jobs is eligible")
+        .count();
+    // 300 ms doubling to 600 ms: a handful in 2 s, not a spin.
+    assert!(probes <= 10, "{probes} probes in about two seconds");
+    d.signal("TERM");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        d.logs()
+    );
+    assert_eq!(openai.total_requests(), 0);
+}
+on_both_backends!(a_pause_without_jobs_neither_spins_nor_blocks_shutdown);

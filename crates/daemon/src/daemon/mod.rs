@@ -40,13 +40,22 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     app::init_logging(&cfg, "info");
+    let mut sigs = signals::Signals::install()?;
     let clock = Clock::system();
-    let store = app::connect_store(&cfg).await?;
-    app::check_schema(&*store).await?;
-    std::fs::create_dir_all(&cfg.media.dir)
-        .with_context(|| format!("create media.dir {}", cfg.media.dir.display()))
-        .exit_with(exit::CANTCREAT)?;
-    sweep_temp(&cfg.media.dir, temp_max_idle(cfg.media.stall_timeout.0)).await;
+    let startup = async {
+        let store = app::connect_store(&cfg).await?;
+        app::check_schema(&*store).await?;
+        std::fs::create_dir_all(&cfg.media.dir)
+            .with_context(|| format!("create media.dir {}", cfg.media.dir.display()))
+            .exit_with(exit::CANTCREAT)?;
+        sweep_temp(&cfg.media.dir, temp_max_idle(cfg.media.stall_timeout.0)).await;
+        Ok::<_, Fatal>(store)
+    };
+    let Some(store) = sigs.unless_stopped(startup).await else {
+        info!("shutdown requested during startup; nothing was claimed");
+        return Ok(());
+    };
+    let store = store?;
     let admin_token = std::env::var(&cfg.http.admin_token_env)
         .ok()
         .filter(|t| !t.is_empty());
@@ -72,7 +81,7 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
         Some(tokio::spawn(http::serve(listener, state.clone())))
     };
 
-    let signals = signals::spawn(state.clone())?;
+    let signals = signals::spawn(state.clone(), sigs);
     notify(&[
         NotifyState::Ready,
         NotifyState::Status("started; first claim pending"),

@@ -2,11 +2,12 @@
 //! `reconcile.shutdown_grace`, then release the leases of those that did
 //! not (a second signal ends the grace early). SIGHUP: reload the config.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
 use sd_notify::NotifyState;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 use tracing::info;
 
@@ -16,11 +17,46 @@ use crate::runtime::lifecycle::Phase;
 use crate::runtime::systemd::notify;
 use crate::state::State;
 
-pub fn spawn(state: Arc<State>) -> Result<JoinHandle<()>, Fatal> {
-    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
-    Ok(tokio::spawn(async move {
+/// The signal streams, installed first thing at startup: a SIGTERM that
+/// arrives while the daemon connects and checks the schema ends it
+/// cleanly (exit 0) instead of by the signal's default action.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Signals, Fatal> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("install SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("install SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("install SIGHUP handler")?,
+        })
+    }
+
+    /// Run `startup` unless SIGTERM or SIGINT comes first (`None`). A
+    /// SIGHUP meanwhile is moot: the config is being read anyway.
+    pub async fn unless_stopped<T>(&mut self, startup: impl Future<Output = T>) -> Option<T> {
+        tokio::pin!(startup);
+        loop {
+            tokio::select! {
+                out = &mut startup => return Some(out),
+                _ = self.term.recv() => return None,
+                _ = self.int.recv() => return None,
+                _ = self.hup.recv() => {}
+            }
+        }
+    }
+}
+
+pub fn spawn(state: Arc<State>, signals: Signals) -> JoinHandle<()> {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
+    tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -42,5 +78,5 @@ pub fn spawn(state: Arc<State>) -> Result<JoinHandle<()>, Fatal> {
         }
         info!("grace period over: releasing the leases of unfinished jobs");
         state.lifecycle.advance(Phase::Aborting);
-    }))
+    })
 }
