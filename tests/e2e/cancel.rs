@@ -375,6 +375,22 @@ async fn replicate_cancel_calls_the_provider_once(backend: Backend) {
     assert_eq!(again.status.code(), Some(65));
     assert_eq!(rep.cancels("pred_1"), 1);
 
+    // A submission whose outcome is not known yet: refused for now (75,
+    // try again), nothing written, the provider not asked.
+    let mut sub = NewJob::video("job_sub", "submitting", None, now);
+    sub.provider = "rep".into();
+    sub.scene_id = Some("scene_job_sub".into());
+    sub.scene_version_id = Some("ver_job_sub".into());
+    db.insert_job_with_scene(&sub).await.unwrap();
+    let out = env.output(&["cancel", "job_sub"]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not known yet"), "{}", stderr(&out));
+    assert_eq!(
+        db.job("job_sub").await.unwrap().unwrap().status,
+        "submitting"
+    );
+    assert!(db.events("job_sub").await.unwrap().is_empty());
+
     // The provider does not know the prediction (404): the local cancel
     // happens all the same, and the event says the provider call failed.
     let out = env.output(&["cancel", "job_gone"]);

@@ -190,11 +190,13 @@ pub fn transition(from: JobStatus, event: Event) -> Result<Outcome, TransitionEr
         // `submitting` (the provider may have it: the caller asks the
         // provider to cancel first where it can) and one a worker holds (the
         // store bumps the fencing token, so that worker's writes are refused).
+        // A submission's outcome is not known yet: canceling now could
+        // strand a job the provider did create (and bills) with nobody
+        // left to cancel it there. Once it is pending, queued or
+        // needs_operator, it can be canceled.
         Event::OperatorCancel => match from {
-            Queued | Submitting | Pending | Processing | NeedsOperator => {
-                Ok(Outcome::Move(Canceled))
-            }
-            Completed | Failed | Canceled => illegal,
+            Queued | Pending | Processing | NeedsOperator => Ok(Outcome::Move(Canceled)),
+            Submitting | Completed | Failed | Canceled => illegal,
         },
     }
 }
@@ -283,7 +285,7 @@ mod tests {
             Event::RowRejected if polling || from == Submitting => {
                 Some(Outcome::Move(NeedsOperator))
             }
-            Event::OperatorCancel if polling || from == Submitting || from == NeedsOperator => {
+            Event::OperatorCancel if polling || from == NeedsOperator => {
                 Some(Outcome::Move(Canceled))
             }
             _ => None,

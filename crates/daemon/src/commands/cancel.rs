@@ -71,6 +71,8 @@ pub async fn cancel(path: &std::path::Path, cfg: &Config, args: &CancelArgs) -> 
             e
             @ (CancelError::NotFound(_) | CancelError::NotOurs { .. } | CancelError::Final { .. }),
         ) => Err(fatal(exit::DATAERR, e)),
+        // Try again shortly: the daemon settles a submission on its own.
+        Err(e @ CancelError::OutcomeUnknown { .. }) => Err(fatal(exit::TEMPFAIL, e)),
         // As `resolve`: any other store failure is the database's.
         Err(CancelError::Store(e)) => Err(e).context("cancel").exit_with(exit::UNAVAILABLE),
     }

@@ -258,9 +258,11 @@ pub(super) async fn cancel(
     match task.await {
         Ok(Ok(r)) => (StatusCode::OK, Json(r.to_json())).into_response(),
         Ok(Err(e @ CancelError::NotFound(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Ok(Err(e @ (CancelError::Final { .. } | CancelError::NotOurs { .. }))) => {
-            error(StatusCode::CONFLICT, e.to_string())
-        }
+        Ok(Err(
+            e @ (CancelError::Final { .. }
+            | CancelError::NotOurs { .. }
+            | CancelError::OutcomeUnknown { .. }),
+        )) => error(StatusCode::CONFLICT, e.to_string()),
         Ok(Err(CancelError::Store(e))) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,

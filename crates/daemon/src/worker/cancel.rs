@@ -51,6 +51,12 @@ pub enum CancelError {
     /// Final (or in a status the daemon does not know).
     #[error("job {job_id} cannot be canceled: it is already {status}")]
     Final { job_id: String, status: String },
+    /// `submitting`: the create call's outcome is not known yet, and a
+    /// cancel now could strand a job the provider did create.
+    #[error(
+        "job {job_id} is being submitted and its outcome at the provider is not known yet; cancel it once it is pending or needs_operator (`clawcut-worker reconcile --job {job_id}` settles it now)"
+    )]
+    OutcomeUnknown { job_id: String },
     #[error("cancel the job")]
     Store(#[source] StoreError),
 }
@@ -62,6 +68,10 @@ impl From<StoreError> for CancelError {
                 job_id,
                 status: None,
             } => CancelError::NotFound(job_id),
+            StoreError::NotCancelable {
+                job_id,
+                status: Some(status),
+            } if status == JobStatus::Submitting.as_str() => CancelError::OutcomeUnknown { job_id },
             StoreError::NotCancelable {
                 job_id,
                 status: Some(status),
@@ -130,6 +140,11 @@ where
         return Err(CancelError::NotOurs {
             job_id: job_id.to_owned(),
             kind: job.kind.chars().take(64).collect(),
+        });
+    }
+    if job.status == JobStatus::Submitting {
+        return Err(CancelError::OutcomeUnknown {
+            job_id: job_id.to_owned(),
         });
     }
     if job.status.is_final() {

@@ -12,7 +12,6 @@ pub async fn cancel_each_non_final_status(url: &str) {
     let cases = [
         ("q", "queued", None),
         ("qp", "queued", Some("p-qp")),
-        ("s", "submitting", None),
         ("p", "pending", Some("p-p")),
         ("r", "processing", Some("p-r")),
         ("n", "needs_operator", None),
@@ -74,6 +73,8 @@ pub async fn cancel_refuses_final_and_missing_jobs(url: &str) {
     for (id, status) in [("c", "completed"), ("f", "failed"), ("x", "canceled")] {
         seed(&ctx, id, status, Some("p")).await;
     }
+    // A submission in flight: its outcome is not known yet.
+    seed(&ctx, "s", "submitting", None).await;
     // Not a video job: the daemon ignores other kinds, so it reads as none.
     let mut image = NewJob::video("img", "processing", Some("p"), NOW - 30 * MIN);
     image.kind = "image".into();
@@ -82,6 +83,7 @@ pub async fn cancel_refuses_final_and_missing_jobs(url: &str) {
         ("c", Some("completed")),
         ("f", Some("failed")),
         ("x", Some("canceled")),
+        ("s", Some("submitting")),
         ("img", None),
         ("nope", None),
     ] {
