@@ -22,6 +22,8 @@ mod archive;
 mod cli;
 mod commands;
 mod config;
+#[cfg(test)]
+mod config_props;
 mod daemon;
 mod demo;
 mod exit;
