@@ -50,7 +50,9 @@ async fn serve() -> Server {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 let head_end = loop {
-                    let Ok(n) = sock.read(&mut chunk).await else { return };
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -66,7 +68,9 @@ async fn serve() -> Server {
                     .and_then(|v| v.trim().parse::<usize>().ok())
                     .unwrap_or(0);
                 while buf.len() < head_end + len {
-                    let Ok(n) = sock.read(&mut chunk).await else { return };
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
                     if n == 0 {
                         break;
                     }
@@ -93,12 +97,50 @@ async fn serve() -> Server {
 
 /// Keys the adapters read, so generated objects often look like answers.
 const KEYS: &[&str] = &[
-    "id", "status", "state", "output", "error", "message", "code", "data", "task_id",
-    "task_status", "task_status_msg", "task_result", "videos", "url", "assets", "video",
-    "image", "failure_reason", "failure", "done", "response", "name", "generateVideoResponse",
-    "generatedSamples", "uri", "metadata", "expires_at", "created_at", "progress", "urls",
-    "get", "cancel", "request_id", "response_url", "status_url", "logs", "detail", "title",
-    "type", "error_type", "images", "thumbnail", "raiMediaFilteredReasons", "predict",
+    "id",
+    "status",
+    "state",
+    "output",
+    "error",
+    "message",
+    "code",
+    "data",
+    "task_id",
+    "task_status",
+    "task_status_msg",
+    "task_result",
+    "videos",
+    "url",
+    "assets",
+    "video",
+    "image",
+    "failure_reason",
+    "failure",
+    "done",
+    "response",
+    "name",
+    "generateVideoResponse",
+    "generatedSamples",
+    "uri",
+    "metadata",
+    "expires_at",
+    "created_at",
+    "progress",
+    "urls",
+    "get",
+    "cancel",
+    "request_id",
+    "response_url",
+    "status_url",
+    "logs",
+    "detail",
+    "title",
+    "type",
+    "error_type",
+    "images",
+    "thumbnail",
+    "raiMediaFilteredReasons",
+    "predict",
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -106,7 +148,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         prop_oneof![
             Just("succeeded".to_owned()),
             Just("completed".to_owned()),
@@ -124,7 +167,10 @@ fn json_value() -> impl Strategy<Value = Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             prop::collection::vec(
-                (prop_oneof![prop::sample::select(KEYS).prop_map(str::to_owned), ".{0,8}"], inner),
+                (
+                    prop_oneof![prop::sample::select(KEYS).prop_map(str::to_owned), ".{0,8}"],
+                    inner
+                ),
                 0..8
             )
             .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
