@@ -10,90 +10,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use clawcut_core::{Provider, SubmitRequest};
 use clawcut_providers::ProviderKind;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-/// What the server answers now.
-#[derive(Clone)]
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-    headers: Vec<(String, String)>,
-}
-
-struct Server {
-    addr: SocketAddr,
-    answer: Arc<Mutex<Answer>>,
-}
-
-async fn serve() -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answer = Arc::new(Mutex::new(Answer {
-        status: 200,
-        body: b"{}".to_vec(),
-        headers: vec![],
-    }));
-    let shared = answer.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                // Read the head, then as much body as it announces.
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let head_end = loop {
-                    let Ok(n) = sock.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                while buf.len() < head_end + len {
-                    let Ok(n) = sock.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let a = shared.lock().unwrap().clone();
-                let mut out = format!(
-                    "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    a.status,
-                    a.body.len()
-                );
-                for (k, v) in &a.headers {
-                    out.push_str(&format!("{k}: {v}\r\n"));
-                }
-                out.push_str("\r\n");
-                let _ = sock.write_all(out.as_bytes()).await;
-                let _ = sock.write_all(&a.body).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    Server { addr, answer }
-}
+use common::{Canned, answering};
 
 /// Keys the adapters read, so generated objects often look like answers.
 const KEYS: &[&str] = &[
@@ -235,7 +159,7 @@ fn submit() -> SubmitRequest {
 
 struct Rig {
     rt: tokio::runtime::Runtime,
-    server: Server,
+    answer: Arc<Mutex<Canned>>,
     providers: Vec<(ProviderKind, Arc<dyn Provider>)>,
 }
 
@@ -245,15 +169,19 @@ fn rig() -> Rig {
         .enable_all()
         .build()
         .unwrap();
-    let server = rt.block_on(serve());
-    let base = format!("http://{}", server.addr);
+    let answer = Arc::new(Mutex::new(Canned {
+        status: 200,
+        headers: vec![],
+        body: b"{}".to_vec(),
+    }));
+    let base = rt.block_on(answering(answer.clone()));
     let providers = ProviderKind::ALL
         .iter()
         .map(|k| (*k, common::impatient(*k, &base)))
         .collect();
     Rig {
         rt,
-        server,
+        answer,
         providers,
     }
 }
@@ -265,7 +193,7 @@ proptest! {
     fn no_answer_makes_an_adapter_panic(status in status(), body in body(), headers in headers()) {
         static RIG: std::sync::OnceLock<Rig> = std::sync::OnceLock::new();
         let rig = RIG.get_or_init(rig);
-        *rig.server.answer.lock().unwrap() = Answer { status, body: body.clone(), headers };
+        *rig.answer.lock().unwrap() = Canned { status, headers, body: body.clone() };
         rig.rt.block_on(async {
             for (kind, p) in &rig.providers {
                 match p.poll(poll_id(*kind)).await {

@@ -282,33 +282,80 @@ pub async fn check_out_of_credit(
     assert_eq!(failure(&e), SubmitFailure::NotCreated, "{e:?}");
 }
 
+/// What [`answering`] replies to every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canned {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
 /// A loopback server that answers every request with `status`, these
 /// headers and an empty JSON object, for answers no fake scripts (extra
 /// headers). Returns its base URL; it lives as long as the test's runtime.
 pub async fn canned_server(status: u16, headers: &[(&str, &str)]) -> String {
+    let canned = Canned {
+        status,
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        body: b"{}".to_vec(),
+    };
+    answering(std::sync::Arc::new(std::sync::Mutex::new(canned))).await
+}
+
+/// A loopback server that answers every request with what `answer` holds
+/// at that moment (any status, headers and bytes: nothing is checked), after
+/// reading the request's head and the body it announces. Returns its base
+/// URL; it lives as long as the test's runtime.
+pub async fn answering(answer: std::sync::Arc<std::sync::Mutex<Canned>>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut answer = format!("HTTP/1.1 {status} Canned\r\ncontent-type: application/json\r\n");
-    for (name, value) in headers {
-        answer.push_str(&format!("{name}: {value}\r\n"));
-    }
-    answer.push_str("content-length: 2\r\nconnection: close\r\n\r\n{}");
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let answer = answer.clone();
             tokio::spawn(async move {
-                // The request is small; read until its headers end (a body,
-                // if any, is ignored: the answer does not depend on it).
                 let mut seen = Vec::new();
                 let mut buf = [0u8; 4096];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let head_end = loop {
+                    if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
                     match socket.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
+                };
+                let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                // Read the body too, so closing never resets a client still
+                // sending it.
+                while seen.len() < head_end + len {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
                 }
-                let _ = socket.write_all(answer.as_bytes()).await;
+                let a = answer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut out = format!(
+                    "HTTP/1.1 {} Canned\r\ncontent-type: application/json\r\n",
+                    a.status
+                );
+                for (name, value) in &a.headers {
+                    out.push_str(&format!("{name}: {value}\r\n"));
+                }
+                out.push_str(&format!(
+                    "content-length: {}\r\nconnection: close\r\n\r\n",
+                    a.body.len()
+                ));
+                let _ = socket.write_all(out.as_bytes()).await;
+                let _ = socket.write_all(&a.body).await;
                 let _ = socket.shutdown().await;
             });
         }
