@@ -331,8 +331,19 @@ pub struct StatusReport {
     pub oldest_needs_operator_updated_at: Option<Millis>,
     /// `queued` video jobs without a provider id (waiting for submission).
     pub unsubmitted: u64,
-    /// Every video job by status.
+    /// Video jobs by status (statuses with none left out). A count stops
+    /// at `by_status_cap`: read it as "at least".
     pub by_status: Vec<(JobStatus, u64)>,
+    pub by_status_cap: u64,
+}
+
+/// What the metrics gauges need, read from the partial indexes alone: the
+/// cost follows the due and the parked rows, never the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub eligible: u64,
+    pub oldest_eligible_updated_at: Option<Millis>,
+    pub needs_operator: u64,
 }
 
 /// The daemon's whole view of the database.
@@ -462,6 +473,10 @@ pub trait Store: Send + Sync {
     /// ignores `sqlite_dest`: it opens a `REPEATABLE READ` transaction,
     /// exports its snapshot and reads the contents in it
     /// ([`Snapshot::Exported`]), for `pg_dump --snapshot` to dump.
+    /// The numbers of `/metrics`' job gauges: cheap enough to refresh
+    /// often on any table.
+    async fn gauges(&self, now: Millis, rules: &EligibilityRules) -> Result<Gauges, StoreError>;
+
     /// Pause a provider (SPEC, "Provider health"): its jobs are no longer
     /// claimed. Returns `true` when it was not paused before; otherwise the
     /// pause keeps its start and probe time and takes the newer cause and
@@ -504,6 +519,17 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Err(StoreError::UnsupportedUrl {
             scheme: url.split(':').next().unwrap_or_default().to_owned(),
         })
+    }
+}
+
+/// The claim statement for when few rows are due, as the given backend
+/// runs it (parameters 1 to 8 as [`claim_sql`]'s, 9 the most due rows
+/// read), for the query-plan test. Not for other uses.
+#[doc(hidden)]
+pub fn claim_due_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => sqlite::CLAIM_DUE,
+        Backend::Postgres => pg::CLAIM_DUE,
     }
 }
 

@@ -29,6 +29,12 @@ const SQLITE: &[Migration] = &[
         description: "provider pauses",
         sql: include_str!("../../../migrations/sqlite/0002_provider_pauses.sql"),
     },
+    // Version 3 is the webhook deliveries table (on its own branch).
+    Migration {
+        version: 4,
+        description: "due index",
+        sql: include_str!("../../../migrations/sqlite/0004_due_index.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -41,6 +47,12 @@ const POSTGRES: &[Migration] = &[
         version: 2,
         description: "provider pauses",
         sql: include_str!("../../../migrations/postgres/0002_provider_pauses.sql"),
+    },
+    // Version 3 is the webhook deliveries table (on its own branch).
+    Migration {
+        version: 4,
+        description: "due index",
+        sql: include_str!("../../../migrations/postgres/0004_due_index.sql"),
     },
 ];
 

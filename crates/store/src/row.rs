@@ -306,18 +306,6 @@ pub(crate) fn detail_text(v: &serde_json::Value) -> String {
 /// (possible in an adopted app table without our CHECK constraint) is
 /// logged and left out rather than failing the whole report: `/metrics`
 /// and `/readyz` must keep answering.
-pub(crate) fn by_status(rows: Vec<(String, i64)>) -> Result<Vec<(JobStatus, u64)>, StoreError> {
-    let mut out = Vec::with_capacity(rows.len());
-    for (status, n) in rows {
-        match status.parse::<JobStatus>() {
-            Ok(st) => out.push((st, count(n))),
-            Err(_) => tracing::warn!(%status, jobs = n, "video jobs with an unknown status"),
-        }
-    }
-    out.sort_by_key(|(st, _)| JobStatus::ALL.iter().position(|s| s == st));
-    Ok(out)
-}
-
 /// A count from SQL as u64 (never negative in practice).
 pub(crate) fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)

@@ -65,6 +65,8 @@ pub async fn status(cfg: &Config, as_json: bool) -> Result<(), Fatal> {
             "oldest_needs_operator_age_seconds": r.oldest_needs_operator_updated_at.map(|t| now.saturating_sub(t) / 1000),
             "unsubmitted": r.unsubmitted,
             "by_status": r.by_status.iter().map(|(s, n)| (s.as_str().to_owned(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
+            // A count equal to this is "at least": counting stops there.
+            "by_status_cap": r.by_status_cap,
             "needs_operator_jobs": needs.iter().map(|j| job_json(j, now)).collect::<Vec<_>>(),
             "paused_providers": pauses.iter().map(|p| pause_json(p, now)).collect::<Vec<_>>(),
         });
@@ -103,7 +105,13 @@ pub async fn status(cfg: &Config, as_json: bool) -> Result<(), Fatal> {
     let by: Vec<String> = r
         .by_status
         .iter()
-        .map(|(s, n)| format!("{s}={n}"))
+        .map(|(s, n)| {
+            if *n >= r.by_status_cap {
+                format!("{s}>={n}")
+            } else {
+                format!("{s}={n}")
+            }
+        })
         .collect();
     println!("by status: {}", by.join(" "));
     for p in &pauses {

@@ -32,8 +32,8 @@ use crate::state::State;
 use crate::worker::health::until;
 use crate::worker::{ClaimScope, Mode};
 
-/// Refresh the job-count gauges at most this often: counting reads many
-/// rows (BENCHMARKS.md), so it runs beside the loop, never in it.
+/// Refresh the job-count gauges at most this often. They read only the due
+/// and the parked rows (`Store::gauges`), beside the loop, never in it.
 const GAUGES_EVERY: Duration = Duration::from_secs(15);
 
 /// Due probes are looked for at most this often, so a board that cannot be
@@ -225,7 +225,7 @@ async fn update_gauges(state: &State) {
     let worker = &state.worker;
     let s = worker.settings();
     let now = worker.now_ms();
-    match worker.store().status_report(now, &s.rules).await {
+    match worker.store().gauges(now, &s.rules).await {
         Ok(r) => {
             let m = &worker.metrics;
             m.eligible_jobs

@@ -99,6 +99,28 @@ pub(crate) const CLAIM: &str = concat!(
     job_cols!()
 );
 
+/// The claim when few rows are due (see the SQLite twin): the due rows
+/// through `ai_jobs_due` ($9 bounds the read), then the oldest-updated of
+/// them, locked. The locking level repeats the eligibility rules, so a row
+/// another replica claimed meanwhile is re-checked and left alone.
+pub(crate) const CLAIM_DUE: &str = concat!(
+    "UPDATE ai_jobs
+     SET lease_taken_from = lease_owner, lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
+         fencing_token = fencing_token + 1
+     WHERE id IN (SELECT id FROM ai_jobs
+                  WHERE id IN (SELECT id FROM ai_jobs WHERE ",
+    eligible!(),
+    paused!(),
+    " AND next_attempt_at <= to_timestamp($4::float8 / 1000.0)
+                               ORDER BY next_attempt_at LIMIT $9)
+                    AND ",
+    eligible!(),
+    paused!(),
+    " ORDER BY updated_at, id LIMIT $8 FOR UPDATE SKIP LOCKED)
+     RETURNING ",
+    job_cols!()
+);
+
 /// A probe of a paused provider: its oldest eligible job, preferring ($10)
 /// one still to be submitted when the fault met a create call.
 pub(crate) const CLAIM_PROBE: &str = concat!(
@@ -209,9 +231,11 @@ pub(super) const POSTGRES: Dialect = Dialect {
         " FROM ai_jobs WHERE status = 'needs_operator' AND kind = 'video'
           ORDER BY updated_at, id LIMIT $1"
     ),
+    // The range term lets the due index bound the count to the due rows.
     count_eligible: concat!(
         "SELECT COUNT(*), (extract(epoch from MIN(updated_at)) * 1000)::int8 FROM ai_jobs WHERE ",
-        eligible!()
+        eligible!(),
+        " AND next_attempt_at <= to_timestamp($4::float8 / 1000.0)"
     ),
     count_stranded: concat!(
         "SELECT COUNT(*), (extract(epoch from MIN(updated_at)) * 1000)::int8 FROM ai_jobs WHERE ",
@@ -252,6 +276,10 @@ pub(super) const POSTGRES: Dialect = Dialect {
            AND next_attempt_at > to_timestamp($3::float8 / 1000.0)
            AND status NOT IN ('completed', 'failed', 'canceled')",
     claim_probe: CLAIM_PROBE,
+    claim_due: CLAIM_DUE,
+    count_due_upto: "SELECT COUNT(*) FROM (SELECT 1 FROM ai_jobs
+         WHERE status IN ('queued', 'submitting', 'pending', 'processing')
+           AND next_attempt_at <= to_timestamp($1::float8 / 1000.0) LIMIT $2) d",
     insert_pause: "INSERT INTO provider_pauses
          (provider, cause, reason, operation, paused_at, paused_by, probe_at, cooldown_ms, updated_at)
          VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000.0), $6,

@@ -22,8 +22,8 @@ use sqlx::{
 
 use crate::row::OpErr;
 use crate::{
-    Backend, ClaimRequest, Claimed, Completion, JobFilter, PauseProvider, ProviderPause, Publish,
-    Reschedule, Resolution, SchemaStatus, SetAside, Settle, Snapshot, StatusReport, Store,
+    Backend, ClaimRequest, Claimed, Completion, Gauges, JobFilter, PauseProvider, ProviderPause,
+    Publish, Reschedule, Resolution, SchemaStatus, SetAside, Settle, Snapshot, StatusReport, Store,
     StoreError,
 };
 
@@ -124,6 +124,11 @@ pub struct Dialect {
     /// The claim's parameters 1 to 8, then 9 provider, 10 prefer jobs still
     /// to be submitted: one paused provider's jobs, for a probe.
     pub claim_probe: &'static str,
+    /// The claim's parameters 1 to 8, then 9 the most due rows read: the
+    /// claim for when at most that many rows are due.
+    pub claim_due: &'static str,
+    /// 1 now, 2 cap. Unfinished rows due now, counted up to the cap.
+    pub count_due_upto: &'static str,
     /// 1 provider, 2 cause, 3 reason, 4 operation, 5 now, 6 worker id,
     /// 7 probe_at, 8 cooldown ms. Does nothing when the provider is paused.
     pub insert_pause: &'static str,
@@ -341,6 +346,10 @@ where
         now: Millis,
     ) -> Result<bool, StoreError> {
         self.sql().make_due(provider, provider_job_id, now).await
+    }
+
+    async fn gauges(&self, now: Millis, rules: &EligibilityRules) -> Result<Gauges, StoreError> {
+        self.sql().gauges(now, rules).await
     }
 
     async fn pause_provider(&self, p: &PauseProvider<'_>) -> Result<bool, StoreError> {

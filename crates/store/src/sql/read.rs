@@ -2,19 +2,29 @@
 //! count statements start with the predicate of a partial index so they
 //! stay cheap on a table of mostly finished jobs.
 
-use clawcut_core::{EligibilityRules, Job, Millis};
+use clawcut_core::{EligibilityRules, Job, JobStatus, Millis};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::{RowsAffected, Sql};
-use crate::row::{by_status, count, job_from_row, jobs_from_rows};
-use crate::{JobFilter, StatusReport, StoreError};
+use crate::row::{count, job_from_row, jobs_from_rows};
+use crate::{Gauges, JobFilter, StatusReport, StoreError};
 
 /// The same text on both backends (no parameters, no timestamps).
 const COUNT_UNSUBMITTED: &str = "SELECT COUNT(*) FROM ai_jobs
          WHERE status IN ('queued', 'submitting', 'pending', 'processing')
            AND kind = 'video' AND status = 'queued' AND provider_job_id IS NULL";
-const COUNT_BY_STATUS: &str =
-    "SELECT status, COUNT(*) FROM ai_jobs WHERE kind = 'video' GROUP BY status ORDER BY status";
+/// Counts by status stop here: a million finished rows are not read to
+/// print "≥ 10000" (StatusReport::by_status_cap).
+pub(crate) const BY_STATUS_CAP: i64 = 10_000;
+
+/// One status's count, capped. Same text on both backends: the status is
+/// one of ours and the cap a constant, never input.
+fn count_status_sql(status: JobStatus) -> String {
+    format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM ai_jobs WHERE kind = 'video' AND status = '{}' LIMIT {BY_STATUS_CAP}) c",
+        status.as_str()
+    )
+}
 
 impl<DB> Sql<'_, DB>
 where
@@ -107,10 +117,16 @@ where
             .fetch_one(&mut *tx)
             .await
             .map_err(op)?;
-        let rows: Vec<(String, i64)> = sqlx::query_as(COUNT_BY_STATUS)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(op)?;
+        let mut by_status = Vec::new();
+        for st in JobStatus::ALL {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_status_sql(st)))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(op)?;
+            if n > 0 {
+                by_status.push((st, count(n)));
+            }
+        }
         tx.commit().await.map_err(op)?;
         Ok(StatusReport {
             eligible: count(eligible),
@@ -121,7 +137,34 @@ where
             needs_operator: count(needs_operator),
             oldest_needs_operator_updated_at: oldest_needs_operator,
             unsubmitted: count(unsubmitted),
-            by_status: by_status(rows)?,
+            by_status,
+            by_status_cap: count(BY_STATUS_CAP),
+        })
+    }
+
+    pub(super) async fn gauges(
+        &self,
+        now: Millis,
+        rules: &EligibilityRules,
+    ) -> Result<Gauges, StoreError> {
+        let op = StoreError::StatusReport;
+        let (eligible, oldest_eligible): (i64, Option<i64>) = sqlx::query_as(self.d.count_eligible)
+            .bind(rules.submit_enabled)
+            .bind(false)
+            .bind(rules.updated_before(now))
+            .bind(now)
+            .bind(None::<&str>)
+            .fetch_one(self.pool)
+            .await
+            .map_err(op)?;
+        let (needs_operator, _): (i64, Option<i64>) = sqlx::query_as(self.d.count_needs_operator)
+            .fetch_one(self.pool)
+            .await
+            .map_err(op)?;
+        Ok(Gauges {
+            eligible: count(eligible),
+            oldest_eligible_updated_at: oldest_eligible,
+            needs_operator: count(needs_operator),
         })
     }
 }

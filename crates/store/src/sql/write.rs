@@ -62,6 +62,10 @@ fn lease_lost(lease: &Lease) -> StoreError {
     }
 }
 
+/// The most due rows a claim reads and sorts itself; beyond, the walk in
+/// `updated_at` order is the cheaper way to the oldest due ones.
+const DUE_SCAN_MAX: i64 = 1000;
+
 impl<DB> Sql<'_, DB>
 where
     DB: Database,
@@ -84,9 +88,23 @@ where
         if req.limit == 0 {
             return Ok(Vec::new());
         }
-        let q = sqlx::query(match req.probe {
-            None => self.d.claim,
-            Some(_) => self.d.claim_probe,
+        // Few rows due (the usual case, however many jobs are running with
+        // their next poll far ahead): read just those. Many due: walk the
+        // rows in `updated_at` order, which finds due ones at once.
+        let plain = req.probe.is_none() && req.only_job.is_none() && !req.force;
+        let due_first = plain && {
+            let due: i64 = sqlx::query_scalar(self.d.count_due_upto)
+                .bind(req.now)
+                .bind(DUE_SCAN_MAX + 1)
+                .fetch_one(self.pool)
+                .await
+                .map_err(StoreError::ClaimJobs)?;
+            due <= DUE_SCAN_MAX
+        };
+        let q = sqlx::query(match (req.probe, due_first) {
+            (Some(_), _) => self.d.claim_probe,
+            (None, true) => self.d.claim_due,
+            (None, false) => self.d.claim,
         })
         .bind(req.rules.submit_enabled)
         .bind(req.force)
@@ -96,9 +114,10 @@ where
         .bind(req.worker_id)
         .bind(req.now.saturating_add(ms(req.lease_ttl)))
         .bind(i64::from(req.limit));
-        let q = match req.probe {
-            None => q,
-            Some(p) => q.bind(p.provider).bind(p.prefer_unsubmitted),
+        let q = match (req.probe, due_first) {
+            (Some(p), _) => q.bind(p.provider).bind(p.prefer_unsubmitted),
+            (None, true) => q.bind(DUE_SCAN_MAX),
+            (None, false) => q,
         };
         let rows = q
             .fetch_all(self.pool)

@@ -78,6 +78,26 @@ pub(crate) const CLAIM: &str = concat!(
     job_cols!()
 );
 
+/// The claim when few rows are due (at most `DUE_SCAN_MAX`, counted just
+/// before by `count_due_upto`): read exactly the due rows through
+/// `ai_jobs_due` (?9 bounds the read), then take the oldest-updated of them.
+/// The same rows, in the same order, as [`CLAIM`], without walking the
+/// running jobs whose next poll is hours away. The extra range term on
+/// `next_attempt_at` lets SQLite seek the index (the one inside
+/// `eligible!` sits in an OR with ?2).
+pub(crate) const CLAIM_DUE: &str = concat!(
+    "UPDATE ai_jobs
+     SET lease_taken_from = lease_owner, lease_owner = ?6, lease_expires_at = ?7,
+         fencing_token = COALESCE(CAST(fencing_token AS INTEGER), 0) + 1
+     WHERE id IN (SELECT id FROM (SELECT id, updated_at FROM ai_jobs INDEXED BY ai_jobs_due WHERE ",
+    eligible!(),
+    paused!(),
+    " AND next_attempt_at <= ?4 ORDER BY next_attempt_at LIMIT ?9)
+       ORDER BY updated_at, id LIMIT ?8)
+     RETURNING ",
+    job_cols!()
+);
+
 /// A probe of a paused provider: its oldest eligible job, preferring (?10)
 /// one still to be submitted when the fault met a create call. Rare and
 /// limited to one provider, so the sort over its eligible rows is cheap.
@@ -177,9 +197,11 @@ pub(super) const SQLITE: Dialect = Dialect {
         " FROM ai_jobs WHERE status = 'needs_operator' AND kind = 'video'
           ORDER BY updated_at, id LIMIT ?1"
     ),
+    // Through the due index: reads the due rows, not every unfinished one.
     count_eligible: concat!(
-        "SELECT COUNT(*), MIN(updated_at) FROM ai_jobs INDEXED BY ai_jobs_claimable WHERE ",
-        eligible!()
+        "SELECT COUNT(*), MIN(updated_at) FROM ai_jobs INDEXED BY ai_jobs_due WHERE ",
+        eligible!(),
+        " AND next_attempt_at <= ?4"
     ),
     count_stranded: concat!(
         "SELECT COUNT(*), MIN(updated_at) FROM ai_jobs WHERE ",
@@ -218,6 +240,10 @@ pub(super) const SQLITE: Dialect = Dialect {
            AND next_attempt_at > ?3
            AND status NOT IN ('completed', 'failed', 'canceled')",
     claim_probe: CLAIM_PROBE,
+    claim_due: CLAIM_DUE,
+    count_due_upto: "SELECT COUNT(*) FROM (SELECT 1 FROM ai_jobs INDEXED BY ai_jobs_due
+         WHERE status IN ('queued', 'submitting', 'pending', 'processing')
+           AND next_attempt_at <= ?1 LIMIT ?2)",
     insert_pause: "INSERT INTO provider_pauses
          (provider, cause, reason, operation, paused_at, paused_by, probe_at, cooldown_ms, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?5)

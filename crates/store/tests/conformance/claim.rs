@@ -317,10 +317,16 @@ pub async fn claim_uses_partial_index(url: &str) {
         ],
     )
     .await;
-    let plan = explain_claim(&ctx).await;
+    let plan = explain_claim(&ctx, clawcut_store::claim_sql(b), None).await;
     assert!(
         plan.contains("ai_jobs_claimable"),
         "claim must use the partial index; plan:\n{plan}"
+    );
+    // With few rows due, the claim reads them through the due index.
+    let plan = explain_claim(&ctx, clawcut_store::claim_due_sql(b), Some(1000)).await;
+    assert!(
+        plan.contains("ai_jobs_due"),
+        "the few-due claim must read the due index; plan:\n{plan}"
     );
     let started = std::time::Instant::now();
     let got = claim_ids(&ctx, "w", NOW, 25, &rules(false)).await;
@@ -332,13 +338,12 @@ pub async fn claim_uses_partial_index(url: &str) {
     );
 }
 
-async fn explain_claim(ctx: &Ctx) -> String {
+async fn explain_claim(ctx: &Ctx, sql: &str, due_cap: Option<i64>) -> String {
     let r: EligibilityRules = rules(false);
-    let sql = clawcut_store::claim_sql(ctx.backend());
     let lines: Vec<String> = match &ctx.db {
         AppDb::Sqlite(pool) => {
             let q = format!("EXPLAIN QUERY PLAN {sql}");
-            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            let rows = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(q))
                 .bind(r.submit_enabled)
                 .bind(false)
                 .bind(r.updated_before(NOW))
@@ -346,15 +351,17 @@ async fn explain_claim(ctx: &Ctx) -> String {
                 .bind(None::<&str>)
                 .bind("w")
                 .bind(NOW + MIN)
-                .bind(25_i64)
-                .fetch_all(pool)
-                .await
-                .unwrap();
+                .bind(25_i64);
+            let rows = match due_cap {
+                Some(cap) => rows.bind(cap),
+                None => rows,
+            };
+            let rows = rows.fetch_all(pool).await.unwrap();
             rows.into_iter().map(|r| r.3).collect()
         }
         AppDb::Pg(pool) => {
             let q = format!("EXPLAIN {sql}");
-            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            let rows = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(q))
                 .bind(r.submit_enabled)
                 .bind(false)
                 .bind(r.updated_before(NOW))
@@ -362,12 +369,73 @@ async fn explain_claim(ctx: &Ctx) -> String {
                 .bind(None::<&str>)
                 .bind("w")
                 .bind(NOW + MIN)
-                .bind(25_i64)
-                .fetch_all(pool)
-                .await
-                .unwrap();
+                .bind(25_i64);
+            let rows = match due_cap {
+                Some(cap) => rows.bind(cap),
+                None => rows,
+            };
+            let rows = rows.fetch_all(pool).await.unwrap();
             rows.into_iter().map(|r| r.0).collect()
         }
     };
     lines.join("\n")
+}
+
+/// Oldest-updated first among the due rows, whichever way the claim reads
+/// them: few due beside many running jobs whose next poll is ahead (read
+/// through the due index), and more due rows than that index's read holds
+/// (the walk in `updated_at` order).
+pub async fn claim_takes_the_oldest_due_beside_many_not_due(url: &str) {
+    let ctx = setup(url).await;
+    let b = ctx.backend();
+    let ts = |ms: Millis| match b {
+        Backend::Sqlite => ms.to_string(),
+        Backend::Postgres => format!("to_timestamp(({ms})::float8 / 1000.0)"),
+    };
+    // `n` processing rows `prefix<i>`, updated at `base + i`, next due at `next`.
+    let bulk = |prefix: &str, n: i64, base: Millis, next: Millis| match b {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n})
+             INSERT INTO ai_jobs (id, kind, provider, request, status, provider_job_id,
+                                  created_at, updated_at, next_attempt_at)
+             SELECT '{prefix}' || i, 'video', 'openai', '{{}}', 'processing', 'p' || i,
+                    {base}, {base} + i, {next} FROM g"
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO ai_jobs (id, kind, provider, request, status, provider_job_id,
+                                  created_at, updated_at, next_attempt_at)
+             SELECT '{prefix}' || i, 'video', 'openai', '{{}}', 'processing', 'p' || i,
+                    {}, to_timestamp(({base} + i)::float8 / 1000.0), {}
+             FROM generate_series(1, {n}) AS i",
+            ts(base),
+            ts(next)
+        ),
+    };
+    // 3000 running jobs updated long ago whose next poll is an hour ahead,
+    // then 30 due ones updated later.
+    ctx.db
+        .exec(&bulk("wait", 3000, NOW - 5 * DAY, NOW + 60 * MIN))
+        .await
+        .unwrap();
+    ctx.db
+        .exec(&bulk("due", 30, NOW - DAY, NOW - MIN))
+        .await
+        .unwrap();
+    let r = rules(false);
+    let got = claim_ids(&ctx, "w", NOW, 5, &r).await;
+    assert_eq!(got, ["due1", "due2", "due3", "due4", "due5"]);
+    // 1500 more due rows, updated before the first 30: more than the due
+    // index read holds, so the claim walks by `updated_at`.
+    ctx.db
+        .exec(&bulk("late", 1500, NOW - 2 * DAY, NOW - MIN))
+        .await
+        .unwrap();
+    let got = claim_ids(&ctx, "w", NOW, 3, &r).await;
+    assert_eq!(got, ["late1", "late2", "late3"]);
+    let report = ctx.store.status_report(NOW, &r).await.unwrap();
+    assert_eq!(report.eligible, 30 - 5 + 1500 - 3);
+    assert_eq!(
+        ctx.store.gauges(NOW, &r).await.unwrap().eligible,
+        report.eligible
+    );
 }

@@ -46,6 +46,7 @@ macro_rules! for_each_case {
             claim_only_job_and_force,
             concurrent_claimers_never_share_a_job,
             claim_uses_partial_index,
+            claim_takes_the_oldest_due_beside_many_not_due,
             stale_fencing_token_changes_nothing,
             heartbeat_extends_lease,
             complete_writes_job_version_scene_and_one_event,

@@ -1,7 +1,7 @@
 //! The operator's view: `status_report` and `list_jobs`.
 
 use clawcut_core::JobStatus;
-use clawcut_store::{JobFilter, StatusReport};
+use clawcut_store::{Gauges, JobFilter, StatusReport};
 
 use super::*;
 
@@ -49,7 +49,17 @@ async fn seed_mix(ctx: &Ctx) {
 pub async fn status_report_numbers(url: &str) {
     let ctx = setup(url).await;
     let empty = ctx.store.status_report(NOW, &rules(false)).await.unwrap();
-    assert_eq!(empty, StatusReport::default());
+    assert_eq!(
+        empty,
+        StatusReport {
+            by_status_cap: 10_000,
+            ..StatusReport::default()
+        }
+    );
+    assert_eq!(
+        ctx.store.gauges(NOW, &rules(false)).await.unwrap(),
+        Gauges::default()
+    );
     seed_mix(&ctx).await;
     let rep = ctx.store.status_report(NOW, &rules(false)).await.unwrap();
     let want = StatusReport {
@@ -70,8 +80,18 @@ pub async fn status_report_numbers(url: &str) {
             (JobStatus::Failed, 1),
             (JobStatus::NeedsOperator, 2),
         ],
+        by_status_cap: 10_000,
     };
     assert_eq!(rep, want);
+    // The gauges agree with the report.
+    assert_eq!(
+        ctx.store.gauges(NOW, &rules(false)).await.unwrap(),
+        Gauges {
+            eligible: want.eligible,
+            oldest_eligible_updated_at: want.oldest_eligible_updated_at,
+            needs_operator: want.needs_operator,
+        }
+    );
     let on = ctx.store.status_report(NOW, &rules(true)).await.unwrap();
     assert_eq!(on.eligible, 4);
     // `eligible` is exactly what a claim takes.
