@@ -587,6 +587,32 @@ fn header_map(spec: &DownloadSpec) -> Result<HeaderMap, ProvidersError> {
     Ok(map)
 }
 
+impl ProvidersError {
+    /// The local write that failed (staging a temp file, installing it at
+    /// its final path), when this is one: the machine's fault (a full disk,
+    /// a quota, a read-only or broken filesystem), never the output's or the
+    /// provider's. Network and HTTP errors are never this.
+    pub fn local_write_error(&self) -> Option<&io::Error> {
+        match self {
+            ProvidersError::WriteOutput { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// A local write refused for want of space (ENOSPC, or a quota).
+    pub fn is_disk_full(&self) -> bool {
+        self.local_write_error().is_some_and(is_no_space)
+    }
+}
+
+/// ENOSPC or EDQUOT: the disk (or the user's share of it) is full.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 fn write_err(path: &Path) -> impl FnOnce(io::Error) -> ProvidersError + use<> {
     let path = path.to_owned();
     move |source| ProvidersError::WriteOutput { path, source }
