@@ -305,6 +305,16 @@ async fn sqlite_locked_past_the_busy_timeout() {
         .await
         .unwrap();
     let locked = Instant::now();
+    // Not ready within a few intervals: the loop waits in its claim.
+    let first = eventually(Duration::from_secs(30), "/readyz 503", || async {
+        let (code, body) = get(port, "/readyz").await;
+        (code == 503).then_some(body)
+    })
+    .await;
+    eprintln!(
+        "sqlite locked: unready after {:?}: {first}",
+        locked.elapsed()
+    );
     // The daemon's own busy timeout runs out, and it says so.
     daemon
         .wait_log("database is locked", Duration::from_secs(40))
@@ -322,6 +332,12 @@ async fn sqlite_locked_past_the_busy_timeout() {
         "sqlite locked: reported after {:?}: {reason}",
         locked.elapsed()
     );
+    // Held through a second busy timeout: leases (5 s) run out and
+    // heartbeats fail while the database cannot be written.
+    eventually(Duration::from_secs(60), "a second claim fails", || async {
+        (daemon.logs().matches("claim failed").count() >= 2).then_some(())
+    })
+    .await;
     let mid = count(&db, &ids, "completed").await;
     sqlx::raw_sql("ROLLBACK")
         .execute(&mut writer)
@@ -350,6 +366,23 @@ async fn sqlite_locked_past_the_busy_timeout() {
     );
     assert_all_stored(&env, &db, &fake, &ids).await;
     assert!(daemon.child.try_wait().unwrap().is_none(), "still running");
+    print_fault_lines("sqlite locked", &daemon.logs());
+}
+
+/// What the daemon logged about the fault, for the figures in README.
+fn print_fault_lines(what: &str, logs: &str) {
+    for needle in [
+        "claim failed",
+        "could not record the job's outcome",
+        "heartbeat failed",
+        "took over a job whose lease expired",
+        "lease lost",
+    ] {
+        eprintln!(
+            "{what}: {:>4} log lines with {needle:?}",
+            logs.matches(needle).count()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -436,4 +469,5 @@ async fn postgres_stopped_and_restarted_under_load() {
     );
     assert_all_stored(&env, &db, &fake, &ids).await;
     assert!(daemon.child.try_wait().unwrap().is_none(), "still running");
+    print_fault_lines("postgres", &daemon.logs());
 }
