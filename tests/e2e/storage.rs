@@ -144,20 +144,34 @@ async fn count(db: &AppDb, ids: &[String], status: &str) -> usize {
     n
 }
 
-/// Every job completed once, spending no attempt, with its file at its
-/// final path carrying the provider's bytes; nothing else under the media
-/// dir's `videos/`, and no temp file left.
+/// Every job (`job_X`, provider id `video_X`) completed once, spending no
+/// attempt, with its video and its thumbnail at their final paths carrying
+/// the provider's bytes; nothing else under the media dir's `videos/` and
+/// `thumbnails/`, and no temp file left.
 async fn assert_all_stored(env: &Env, db: &AppDb, fake: &FakeOpenAi, ids: &[String]) {
     let mut paths = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
+    let mut thumbs = Vec::new();
+    for id in ids {
+        let video = id.replacen("job_", "video_", 1);
         let j = db.job(id).await.unwrap().unwrap();
         assert_eq!(j.status, "completed", "{id}: {j:?}");
         assert_eq!(j.attempts, 0, "the fault spent no attempt of {id}: {j:?}");
         let path = PathBuf::from(j.video_path.clone().unwrap());
         let bytes = std::fs::read(&path).unwrap();
-        let truth = fake.content(&format!("video_{i:02}"));
+        let truth = fake.content(&video);
         assert_eq!(sha256_hex(&bytes), sha256_hex(&truth), "{id}: file bytes");
         assert_eq!(j.video_sha256.as_deref(), Some(sha256_hex(&truth).as_str()));
+        let thumb = PathBuf::from(
+            j.thumbnail_path
+                .clone()
+                .unwrap_or_else(|| panic!("{id} lost its thumbnail: {j:?}")),
+        );
+        assert_eq!(
+            std::fs::read(&thumb).unwrap(),
+            fake.thumbnail(&video),
+            "{id}: thumbnail bytes"
+        );
+        thumbs.push(thumb);
         let finals = db
             .events(id)
             .await
@@ -171,7 +185,14 @@ async fn assert_all_stored(env: &Env, db: &AppDb, fake: &FakeOpenAi, ids: &[Stri
     let mut on_disk = files_under(&env.media().join("videos"));
     on_disk.sort();
     paths.sort();
-    assert_eq!(on_disk, paths, "exactly the committed files at final paths");
+    assert_eq!(
+        on_disk, paths,
+        "exactly the committed videos at final paths"
+    );
+    let mut on_disk = files_under(&env.media().join("thumbnails"));
+    on_disk.sort();
+    thumbs.sort();
+    assert_eq!(on_disk, thumbs, "exactly the committed thumbnails");
     let temp = files_under(&env.media().join(".tmp"));
     assert!(temp.is_empty(), "temp files left: {temp:?}");
 }
@@ -184,6 +205,14 @@ async fn a_full_media_disk_spends_no_attempt(backend: Backend) {
     // 64 KiB videos on a disk with 40 KiB left: some writes fail at the
     // first chunk, some halfway through a file.
     fake.set_default_script(Script::completes_after(0).with_video_bytes(64 * 1024));
+    // A video that fits, with a thumbnail that does not: the job must
+    // neither fail nor complete without its thumbnail.
+    fake.script(
+        "video_thumb",
+        Script::completes_after(0)
+            .with_video_bytes(4 * 1024)
+            .with_thumbnail_bytes(96 * 1024),
+    );
     let Some(env) = env_for(backend, "diskfull", &fake.base_url(), "") else {
         return;
     };
@@ -194,7 +223,17 @@ async fn a_full_media_disk_spends_no_attempt(backend: Backend) {
     };
     let ballast = fill(&env.media(), 40 * 1024);
     let db = AppDb::connect(&env.db_url).await.unwrap();
-    let ids = seed(&db, 6).await;
+    let mut ids = seed(&db, 6).await;
+    seed_job(
+        &db,
+        "job_thumb",
+        "scene_thumb",
+        "ver_thumb",
+        "video_thumb",
+        now_ms() - 600_000,
+    )
+    .await;
+    ids.push("job_thumb".into());
     let mut daemon = env.start("diskfull");
 
     // Every job hits the full disk more often than `max_attempts` (5)
@@ -203,7 +242,12 @@ async fn a_full_media_disk_spends_no_attempt(backend: Backend) {
         Duration::from_secs(60),
         "every job met the full disk more than max_attempts times",
         || async {
-            let met = (0..ids.len()).all(|i| fake.downloads(&format!("video_{i:02}"), "video") > 6);
+            let met = ids
+                .iter()
+                .all(|id| fake.downloads(&id.replacen("job_", "video_", 1), "video") > 6)
+                // ... and the thumbnail that does not fit was fetched, so
+                // its video had been written.
+                && fake.downloads("video_thumb", "thumbnail") > 2;
             // A job that ended is a failure of this test: say which.
             (met || count(&db, &ids, "processing").await < ids.len()).then_some(())
         },
