@@ -822,6 +822,36 @@ mod tests {
     }
 
     #[test]
+    fn local_write_errors_are_told_from_the_transfers() {
+        let write = |code| ProvidersError::WriteOutput {
+            path: PathBuf::from("/m/.tmp/x.part"),
+            source: io::Error::from_raw_os_error(code),
+        };
+        // ENOSPC and EDQUOT are a full disk; EROFS is another refusal.
+        for (code, full) in [(28, true), (122, true), (30, false)] {
+            let e = write(code);
+            assert!(e.local_write_error().is_some(), "{e:?}");
+            assert_eq!(e.is_disk_full(), full, "{e:?}");
+        }
+        let truncated = ProvidersError::TruncatedOutput {
+            url: "https://cdn/x".into(),
+            expected: 10,
+            got: 5,
+        };
+        let status = ProvidersError::DownloadStatus {
+            url: "https://cdn/x".into(),
+            status: 507,
+            retry_after: None,
+        };
+        for e in [truncated, status] {
+            assert!(
+                e.local_write_error().is_none() && !e.is_disk_full(),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
     fn policy_matches_hosts_and_schemes() {
         let p = DownloadPolicy::new(["api.example.com", "*.delivery.example"], ["https"]);
         let ok = |u: &str| p.check(&Url::parse(u).unwrap()).is_ok();
