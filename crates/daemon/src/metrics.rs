@@ -193,7 +193,7 @@ impl Metrics {
         );
         registry.register(
             "media_writable",
-            "0 while the media directory refuses writes (since the last failed write, until one succeeds), else 1",
+            "0 while the media directory refuses writes (from a failed write until a job's outputs are all written), else 1",
             media_writable.clone(),
         );
         Metrics {

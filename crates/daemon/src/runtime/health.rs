@@ -185,7 +185,7 @@ impl Snapshot {
 }
 
 /// Whether the media directory takes our writes: the fault since the last
-/// write that failed, cleared by the next one that succeeds. A job whose
+/// write that failed, cleared when a job's outputs are all staged. A job whose
 /// outputs could not be written waits on it without spending an attempt
 /// (`worker::outputs`); `/readyz`'s reason and `/metrics` show it.
 #[derive(Debug, Default)]

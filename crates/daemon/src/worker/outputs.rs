@@ -21,8 +21,8 @@
 //! or failing filesystem), while staging the video or the thumbnail or while
 //! publishing them, is the machine's fault, not the job's: the job tries
 //! again later without spending an attempt, its staged files gone, and the
-//! fault shows in `/readyz`'s reason, `/metrics` and the log until a write
-//! goes through again ([`crate::runtime::health::MediaHealth`]). Such a
+//! fault shows in `/readyz`'s reason, `/metrics` and the log until a job's
+//! outputs are all staged again ([`crate::runtime::health::MediaHealth`]). Such a
 //! thumbnail is not dropped: that would lose it for good over a fault that
 //! an operator clears.
 
@@ -241,7 +241,6 @@ impl Worker {
             Ok(v) => v,
             Err(f) => return self.download_failed(cx, f).await,
         };
-        self.media_wrote();
         let mut thumb_problem = None;
         let staged_thumb = match thumbnail {
             None => None,
@@ -267,6 +266,9 @@ impl Worker {
                 }
             },
         };
+        // Only a whole job's outputs end a fault: a small file slipping
+        // onto a nearly full disk would make it flap.
+        self.media_wrote();
         decide(job.status, Event::OutputsStored)?;
         let stored = |s: &Staged, p: &Path| StoredOutput {
             path: p.to_string_lossy().into_owned(),
