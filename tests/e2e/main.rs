@@ -11,6 +11,7 @@ mod http;
 mod reconcile;
 mod replicas;
 mod scheduler;
+mod storage;
 mod submit;
 mod support;
 mod systemd;

@@ -36,6 +36,14 @@ pub struct PauseLabels {
     pub cause: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageFaultLabels {
+    /// `media` or `database`.
+    pub store: String,
+    /// `media`: `disk_full` or `write`; `database`: `unavailable`.
+    pub kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub passes: Counter,
@@ -55,6 +63,8 @@ pub struct Metrics {
     pub provider_up: Family<ProviderLabel, Gauge>,
     pub provider_paused: Family<PauseLabels, Gauge>,
     pub provider_pauses: Family<PauseLabels, Counter>,
+    pub storage_faults: Family<StorageFaultLabels, Counter>,
+    pub media_writable: Gauge,
 }
 
 impl Metrics {
@@ -85,6 +95,20 @@ impl Metrics {
         let provider_up = Family::<ProviderLabel, Gauge>::default();
         let provider_paused = Family::<PauseLabels, Gauge>::default();
         let provider_pauses = Family::<PauseLabels, Counter>::default();
+        let storage_faults = Family::<StorageFaultLabels, Counter>::default();
+        // Exported at zero from the start, like the outcomes.
+        for (store, kind) in [
+            ("media", "disk_full"),
+            ("media", "write"),
+            ("database", "unavailable"),
+        ] {
+            let _ = storage_faults.get_or_create(&StorageFaultLabels {
+                store: store.to_owned(),
+                kind: kind.to_owned(),
+            });
+        }
+        let media_writable = Gauge::default();
+        media_writable.set(1);
         registry.register(
             "passes",
             "Claim rounds of the scheduler, and one-shot passes (reconcile, POST /v1/reconcile)",
@@ -162,6 +186,16 @@ impl Metrics {
             "Pauses this process started, by provider and cause",
             provider_pauses.clone(),
         );
+        registry.register(
+            "storage_faults",
+            "Local storage faults met by job steps: media writes refused (disk_full, write), database unreachable or locked (unavailable); none spends a job's attempts",
+            storage_faults.clone(),
+        );
+        registry.register(
+            "media_writable",
+            "0 while the media directory refuses writes (from a failed write until a job's outputs are all written), else 1",
+            media_writable.clone(),
+        );
         Metrics {
             registry,
             passes,
@@ -181,7 +215,18 @@ impl Metrics {
             provider_up,
             provider_paused,
             provider_pauses,
+            storage_faults,
+            media_writable,
         }
+    }
+
+    pub fn storage_fault(&self, store: &str, kind: &str) {
+        self.storage_faults
+            .get_or_create(&StorageFaultLabels {
+                store: store.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     /// A provider's health gauges: up, or paused for `cause`. Every cause

@@ -587,6 +587,32 @@ fn header_map(spec: &DownloadSpec) -> Result<HeaderMap, ProvidersError> {
     Ok(map)
 }
 
+impl ProvidersError {
+    /// The local write that failed (staging a temp file, installing it at
+    /// its final path), when this is one: the machine's fault (a full disk,
+    /// a quota, a read-only or broken filesystem), never the output's or the
+    /// provider's. Network and HTTP errors are never this.
+    pub fn local_write_error(&self) -> Option<&io::Error> {
+        match self {
+            ProvidersError::WriteOutput { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// A local write refused for want of space (ENOSPC, or a quota).
+    pub fn is_disk_full(&self) -> bool {
+        self.local_write_error().is_some_and(is_no_space)
+    }
+}
+
+/// ENOSPC or EDQUOT: the disk (or the user's share of it) is full.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 fn write_err(path: &Path) -> impl FnOnce(io::Error) -> ProvidersError + use<> {
     let path = path.to_owned();
     move |source| ProvidersError::WriteOutput { path, source }
@@ -793,6 +819,36 @@ mod tests {
         let w = Watch::start(&huge, Instant::now());
         assert_eq!((w.deadline, w.window_end), (None, None));
         assert_eq!(w.next_wake(), None);
+    }
+
+    #[test]
+    fn local_write_errors_are_told_from_the_transfers() {
+        let write = |code| ProvidersError::WriteOutput {
+            path: PathBuf::from("/m/.tmp/x.part"),
+            source: io::Error::from_raw_os_error(code),
+        };
+        // ENOSPC and EDQUOT are a full disk; EROFS is another refusal.
+        for (code, full) in [(28, true), (122, true), (30, false)] {
+            let e = write(code);
+            assert!(e.local_write_error().is_some(), "{e:?}");
+            assert_eq!(e.is_disk_full(), full, "{e:?}");
+        }
+        let truncated = ProvidersError::TruncatedOutput {
+            url: "https://cdn/x".into(),
+            expected: 10,
+            got: 5,
+        };
+        let status = ProvidersError::DownloadStatus {
+            url: "https://cdn/x".into(),
+            status: 507,
+            retry_after: None,
+        };
+        for e in [truncated, status] {
+            assert!(
+                e.local_write_error().is_none() && !e.is_disk_full(),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ mod veo;
 pub use config::{ProviderConfig, ProviderKind, build_provider};
 pub use download::{
     DownloadLimits, DownloadPolicy, Downloaded, Downloader, Installed, Staged, cleanup_stale_temp,
-    cleanup_stale_temp_older_than,
+    cleanup_stale_temp_older_than, is_no_space,
 };
 pub use error::ProvidersError;
 pub use rate::RateLimiter;

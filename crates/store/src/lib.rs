@@ -202,11 +202,12 @@ pub trait Publish: Send {
     /// what it replaced. Called at most once, while the completion's locks
     /// are still held when the failure came before the commit (a failed
     /// commit has already released them), and also when the completion's
-    /// future is dropped after `publish`. A commit whose answer was lost
-    /// (the connection dropped) may have committed all the same; the store
-    /// cannot tell, and reverts.
+    /// future is dropped after `publish`. Not called when the commit's
+    /// answer was lost (the connection dropped): it may have committed all
+    /// the same, so the store calls `committed` and returns the error.
     fn revert(&mut self);
-    /// The transaction committed.
+    /// The transaction committed, or its commit's answer was lost (the
+    /// completion then returns [`StoreError::Complete`]): keep the files.
     fn committed(&mut self);
 }
 

@@ -1,7 +1,10 @@
 //! `/healthz`, `/readyz`, `/metrics`: what an orchestrator and Prometheus
 //! ask. Readiness is the database answering plus the scheduler's own
 //! liveness (`runtime::health`): a slow download in one slot is not a dead
-//! loop.
+//! loop. A media directory that refuses writes (a full disk) leaves the
+//! daemon ready, like a paused provider: the database answers and the loop
+//! turns, running jobs are still polled, and finished ones wait for the disk
+//! without spending attempts. It shows in the reason.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +53,19 @@ async fn readiness(s: &State) -> (bool, serde_json::Value) {
         Err(_) => return unready("database: no answer within 2s".into()),
     }
     let snap = s.health.snapshot(s.clock.now_ms());
+    let media = s.worker.media.fault().map(|f| {
+        let age = s.clock.now_ms().saturating_sub(f.since) / 1000;
+        let what = if f.disk_full { "full" } else { "refusing writes" };
+        format!(
+            "media directory {what} for {age}s ({} failed writes in a row; finished jobs wait, spending no attempts): {}",
+            f.failures, f.error
+        )
+    });
     match snap.liveness(s.config().reconcile.interval.0) {
-        Liveness::Dead { reason } => unready(reason),
+        Liveness::Dead { reason } => unready(match &media {
+            Some(m) => format!("{reason}; {m}"),
+            None => reason,
+        }),
         Liveness::Alive {
             last_tick_age_ms,
             last_claim_age_ms,
@@ -72,12 +86,13 @@ async fn readiness(s: &State) -> (bool, serde_json::Value) {
                     .map(|p| pause_json(p, now))
                     .collect::<Vec<_>>(),
             });
-            if !board.pauses.is_empty() {
-                let reasons: Vec<String> = board
-                    .pauses
-                    .values()
-                    .map(|p| format!("provider {} paused ({}): {}", p.provider, p.cause, p.reason))
-                    .collect();
+            let reasons: Vec<String> = board
+                .pauses
+                .values()
+                .map(|p| format!("provider {} paused ({}): {}", p.provider, p.cause, p.reason))
+                .chain(media)
+                .collect();
+            if !reasons.is_empty() {
                 body["reason"] = json!(reasons.join("; "));
             }
             (true, body)

@@ -184,6 +184,60 @@ impl Snapshot {
     }
 }
 
+/// Whether the media directory takes our writes: the fault since the last
+/// write that failed, cleared when a job's outputs are all staged. A job whose
+/// outputs could not be written waits on it without spending an attempt
+/// (`worker::outputs`); `/readyz`'s reason and `/metrics` show it.
+#[derive(Debug, Default)]
+pub struct MediaHealth {
+    fault: Mutex<Option<MediaFault>>,
+}
+
+/// The media directory failing our writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaFault {
+    /// The first failure of this run of failures.
+    pub since: Millis,
+    /// Failures in a row, every job's counted.
+    pub failures: u32,
+    /// Out of space (ENOSPC or a quota), as opposed to any other write error.
+    pub disk_full: bool,
+    /// The last failure, without the temp file's path.
+    pub error: String,
+}
+
+impl MediaHealth {
+    /// One more failed write; the fault as it is now.
+    pub fn failed(&self, now: Millis, disk_full: bool, error: String) -> MediaFault {
+        let mut f = self.fault.lock().unwrap_or_else(|e| e.into_inner());
+        let next = match f.take() {
+            Some(old) => MediaFault {
+                since: old.since,
+                failures: old.failures.saturating_add(1),
+                disk_full,
+                error,
+            },
+            None => MediaFault {
+                since: now,
+                failures: 1,
+                disk_full,
+                error,
+            },
+        };
+        *f = Some(next.clone());
+        next
+    }
+
+    /// A write went through: the fault this ends, if there was one.
+    pub fn wrote(&self) -> Option<MediaFault> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    pub fn fault(&self) -> Option<MediaFault> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +333,19 @@ mod tests {
             Liveness::Dead { reason } => assert!(reason.contains("not turned"), "{reason}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_media_fault_counts_failures_in_a_row_until_a_write_succeeds() {
+        let m = MediaHealth::default();
+        assert_eq!(m.fault(), None);
+        assert_eq!(m.failed(5 * S, true, "full".into()).failures, 1);
+        let f = m.failed(9 * S, false, "eio".into());
+        assert_eq!((f.since, f.failures, f.disk_full), (5 * S, 2, false));
+        assert_eq!(m.wrote(), Some(f));
+        assert_eq!(m.fault(), None);
+        assert_eq!(m.wrote(), None);
+        assert_eq!(m.failed(20 * S, true, "full".into()).since, 20 * S);
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct Worker {
     versions: outputs::VersionLocks,
     /// Provider pauses: the counts that decide them, and the board.
     pub health: health::Health,
+    /// Whether the media directory takes our writes (`outputs`).
+    pub media: crate::runtime::health::MediaHealth,
 }
 
 /// What [`Worker::new`] needs.
@@ -142,6 +144,7 @@ impl Worker {
             detached: TaskTracker::new(),
             versions: outputs::VersionLocks::default(),
             health: health::Health::default(),
+            media: crate::runtime::health::MediaHealth::default(),
         }
     }
 
@@ -281,6 +284,9 @@ impl Worker {
                 )
             }
             Err(e) => {
+                if matches!(&e, WorkError::Store(s) if s.is_unavailable()) {
+                    self.metrics.storage_fault("database", "unavailable");
+                }
                 warn!(job = %job.id, error = %error_chain(&e), "could not record the job's outcome; the lease will expire and the job will be redone");
                 report(job.status, JobOutcome::Error, error_chain(&e))
             }

@@ -16,15 +16,25 @@
 //! The thumbnail is a courtesy: refused, missing, failing or too large, it
 //! never fails a verified video and never makes the video be fetched again.
 //! The job completes without it, and the log and the audit event say why.
+//!
+//! A write the media directory refuses (the disk full, a quota, a read-only
+//! or failing filesystem), while staging the video or the thumbnail or while
+//! publishing them, is the machine's fault, not the job's: the job tries
+//! again later without spending an attempt, its staged files gone, and the
+//! fault shows in `/readyz`'s reason, `/metrics` and the log until a job's
+//! outputs are all staged again ([`crate::runtime::health::MediaHealth`]). Such a
+//! thumbnail is not dropped: that would lose it for good over a fault that
+//! an operator clears.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clawcut_core::{DownloadSpec, Event, JobStatus};
-use clawcut_providers::{Installed, ProvidersError, Staged};
+use clawcut_providers::{Installed, ProvidersError, Staged, is_no_space};
 use clawcut_store::{Completion, Publish, StoreError, StoredOutput};
-use tracing::warn;
+use tracing::{error, info, warn};
 
 use super::decide::{Done, WorkError, decide};
 use super::{Ctx, Worker};
@@ -132,7 +142,14 @@ impl Publish for Outputs {
         for f in &mut self.files {
             if let Some(staged) = f.staged.take() {
                 let path = &f.path;
-                let installed = blocking(|| staged.install(path)).map_err(std::io::Error::other)?;
+                // The kind of the write that failed is kept, so the caller
+                // can tell a full disk from other refusals.
+                let installed = blocking(|| staged.install(path)).map_err(|e| {
+                    let kind = e
+                        .local_write_error()
+                        .map_or(std::io::ErrorKind::Other, std::io::Error::kind);
+                    std::io::Error::new(kind, e)
+                })?;
                 f.installed = Some(installed);
             }
         }
@@ -179,16 +196,25 @@ fn touch(path: &Path) {
         .and_then(|f| f.set_modified(std::time::SystemTime::now()));
 }
 
+/// A job that met a refusing media directory tries again at most this
+/// long after the last failure, however many failures in a row: each retry
+/// costs a request and a first chunk, and a freed disk should be used soon.
+const MEDIA_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// How a video download failed, for what the job does next.
 enum FetchFailure {
     Gone(String),
     Permanent(String),
-    Transient(String, Option<std::time::Duration>),
+    Transient(String, Option<Duration>),
+    /// Our own write failed (the media directory): not the job's fault.
+    Local(std::io::Error, String),
 }
 
 impl From<ProvidersError> for FetchFailure {
     fn from(e: ProvidersError) -> Self {
-        if e.is_output_gone() {
+        if let Some(io) = e.local_write_error() {
+            FetchFailure::Local(copy_io(io), error_chain(&e))
+        } else if e.is_output_gone() {
             FetchFailure::Gone(error_chain(&e))
         } else if e.is_transient() {
             FetchFailure::Transient(error_chain(&e), e.retry_after())
@@ -227,6 +253,12 @@ impl Worker {
                     final_path(media, "thumbnails", scene, version, &t.extension),
                 )),
                 Err(e) => {
+                    if let Some(io) = e.local_write_error() {
+                        // The staged video goes with this return; both are
+                        // fetched again once the media directory takes them.
+                        let detail = format!("thumbnail: {}", error_chain(&e));
+                        return self.media_refused(cx, copy_io(io), detail).await;
+                    }
                     let why = error_chain(&e);
                     warn!(job = %job.id, reason = %why, "thumbnail could not be fetched; completing with the video alone");
                     thumb_problem = Some(why);
@@ -234,6 +266,9 @@ impl Worker {
                 }
             },
         };
+        // Only a whole job's outputs end a fault: a small file slipping
+        // onto a nearly full disk would make it flap.
+        self.media_wrote();
         decide(job.status, Event::OutputsStored)?;
         let stored = |s: &Staged, p: &Path| StoredOutput {
             path: p.to_string_lossy().into_owned(),
@@ -297,9 +332,15 @@ impl Worker {
                 detail,
             }),
             // The disk refused the rename (full, read-only): the staged files
-            // are gone with `outputs`; try again on the backoff schedule.
-            Err(e @ StoreError::PublishOutputs(_)) => {
-                self.retry(cx, true, error_chain(&e), None).await
+            // are gone with `outputs`; the machine's fault, not the job's.
+            Err(StoreError::PublishOutputs(io)) => {
+                let detail = format!("publish the outputs: {}", error_chain(&io));
+                let root = io
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<ProvidersError>())
+                    .and_then(ProvidersError::local_write_error)
+                    .map_or_else(|| copy_io(&io), copy_io);
+                self.media_refused(cx, root, detail).await
             }
             Err(e) => Err(e.into()),
         }
@@ -359,7 +400,57 @@ impl Worker {
                 self.retry(cx, true, format!("download: {why}"), retry_after)
                     .await
             }
+            FetchFailure::Local(io, why) => {
+                self.media_refused(cx, io, format!("download: {why}")).await
+            }
         }
+    }
+
+    /// The media directory refused a write (`io`; `detail` for the row and
+    /// the log): recorded and reported, and the job tries again without
+    /// spending an attempt, after a delay that grows with the failures in a
+    /// row across jobs (so a full disk is not met with a download per job
+    /// every few seconds), capped at [`MEDIA_RETRY_MAX`].
+    async fn media_refused(
+        &self,
+        cx: &Ctx<'_>,
+        io: std::io::Error,
+        detail: String,
+    ) -> Result<Done, WorkError> {
+        let disk_full = is_no_space(&io);
+        let fault = self.media.failed(self.now_ms(), disk_full, io.to_string());
+        self.metrics
+            .storage_fault("media", if disk_full { "disk_full" } else { "write" });
+        self.metrics.media_writable.set(0);
+        if fault.failures == 1 {
+            error!(media = %cx.s.media_dir.display(), error = %io, "the media directory refuses writes; finished jobs wait for it without spending attempts");
+        }
+        let delay =
+            cx.s.backoff
+                .delay(fault.failures, rand::random::<f64>(), None)
+                .min(MEDIA_RETRY_MAX);
+        self.retry(cx, false, format!("media directory: {detail}"), Some(delay))
+            .await
+    }
+
+    /// A write to the media directory went through: any fault is over.
+    fn media_wrote(&self) {
+        if let Some(f) = self.media.wrote() {
+            self.metrics.media_writable.set(1);
+            let secs = self.now_ms().saturating_sub(f.since) / 1000;
+            info!(
+                failures = f.failures,
+                "the media directory takes writes again after {secs}s"
+            );
+        }
+    }
+}
+
+/// An owned stand-in for a borrowed `io::Error`: its kind and message.
+fn copy_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
     }
 }
 

@@ -290,8 +290,18 @@ where
                 published.committed();
                 Ok(())
             }
-            Err(e) => {
+            // The server refused the commit: nothing was written.
+            Err(e @ sqlx::Error::Database(_)) => {
                 published.revert();
+                Err(op(e))
+            }
+            // The answer was lost with the connection: the server may have
+            // committed. Putting the files back could leave a completed row
+            // without its file, which nothing repairs; keeping them leaves,
+            // if it did not commit, what a crash after the rename leaves
+            // (the job is redone and commits the same bytes).
+            Err(e) => {
+                published.committed();
                 Err(op(e))
             }
         }
