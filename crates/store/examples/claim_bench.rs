@@ -57,12 +57,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
 struct Figures {
     claim: Duration,
     report: Duration,
+    gauges: Duration,
 }
 
 async fn measure(store: &dyn Store) -> Figures {
     let r = rules();
     let mut claims = Vec::with_capacity(ROUNDS);
     let mut reports = Vec::with_capacity(ROUNDS / 4);
+    let mut gauges = Vec::with_capacity(ROUNDS / 4);
     for i in 0..ROUNDS {
         let req = ClaimRequest {
             worker_id: "bench",
@@ -93,11 +95,15 @@ async fn measure(store: &dyn Store) -> Figures {
             let t = Instant::now();
             store.status_report(NOW, &r).await.expect("report");
             reports.push(t.elapsed());
+            let t = Instant::now();
+            store.gauges(NOW, &r).await.expect("gauges");
+            gauges.push(t.elapsed());
         }
     }
     Figures {
         claim: median(claims),
         report: median(reports),
+        gauges: median(gauges),
     }
 }
 
@@ -174,6 +180,14 @@ async fn bench(name: &str, url: &str, busy_url: &str, pg: bool, finished: u64, b
         ratio(base.report, big.report),
         day.report,
         ratio(base.report, day.report),
+    );
+    println!(
+        "{name:<9} gauges: 25 rows {:>9.1?} | +{finished} finished {:>9.1?} (ratio {:.2}) | +{busy} not yet due {:>9.1?} (ratio {:.2})",
+        base.gauges,
+        big.gauges,
+        ratio(base.gauges, big.gauges),
+        day.gauges,
+        ratio(base.gauges, day.gauges),
     );
 }
 
