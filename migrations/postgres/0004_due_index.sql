@@ -9,3 +9,4 @@
 CREATE INDEX IF NOT EXISTS ai_jobs_due
     ON ai_jobs (next_attempt_at)
     WHERE status IN ('queued', 'submitting', 'pending', 'processing');
+

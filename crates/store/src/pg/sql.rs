@@ -104,16 +104,18 @@ pub(crate) const CLAIM: &str = concat!(
 /// them, locked. The locking level repeats the eligibility rules, so a row
 /// another replica claimed meanwhile is re-checked and left alone.
 pub(crate) const CLAIM_DUE: &str = concat!(
-    "UPDATE ai_jobs
-     SET lease_taken_from = lease_owner, lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
-         fencing_token = fencing_token + 1
-     WHERE id IN (SELECT id FROM ai_jobs
-                  WHERE id IN (SELECT id FROM ai_jobs WHERE ",
+    // MATERIALIZED: the due rows are read first, so the planner cannot
+    // turn the outer ORDER BY into a walk of every unfinished row.
+    "WITH due AS MATERIALIZED (SELECT id FROM ai_jobs WHERE ",
     eligible!(),
     paused!(),
     " AND next_attempt_at <= to_timestamp($4::float8 / 1000.0)
-                               ORDER BY next_attempt_at LIMIT $9)
-                    AND ",
+       ORDER BY next_attempt_at LIMIT $9)
+     UPDATE ai_jobs
+     SET lease_taken_from = lease_owner, lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
+         fencing_token = fencing_token + 1
+     WHERE id IN (SELECT id FROM ai_jobs
+                  WHERE id IN (SELECT id FROM due) AND ",
     eligible!(),
     paused!(),
     " ORDER BY updated_at, id LIMIT $8 FOR UPDATE SKIP LOCKED)
