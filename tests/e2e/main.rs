@@ -5,6 +5,7 @@ mod backup;
 mod cancel;
 mod cli;
 mod crash;
+mod hardening;
 mod http;
 mod reconcile;
 mod replicas;

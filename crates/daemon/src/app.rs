@@ -264,22 +264,75 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// A non-loopback listener needs an admin token: the admin API must never
-/// be reachable from the network without one.
-pub fn require_loopback_or_token(listen: &str, has_token: bool) -> Result<(), Fatal> {
+/// The shortest admin token a non-loopback listener accepts.
+pub const MIN_PUBLIC_TOKEN_LEN: usize = 16;
+
+/// A non-loopback listener needs an admin token, and one that is not
+/// guessable: at least [`MIN_PUBLIC_TOKEN_LEN`] characters, none of them
+/// whitespace (a stray space or a one-letter token passes a "set" check).
+pub fn require_loopback_or_token(
+    listen: &str,
+    token_env: &str,
+    token: Option<&str>,
+) -> Result<(), Fatal> {
     let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
         fatal(
             exit::CONFIG,
             format!("http.listen {listen:?} is not an address"),
         )
     })?;
-    if !addr.ip().is_loopback() && !has_token {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    let Some(token) = token else {
         return Err(fatal(
             exit::CONFIG,
             format!(
-                "refusing to listen on non-loopback {listen} without an admin token: set the variable named by http.admin_token_env, or listen on 127.0.0.1"
+                "refusing to listen on non-loopback {listen} without an admin token: set the variable named by http.admin_token_env ({token_env}), or listen on 127.0.0.1"
+            ),
+        ));
+    };
+    let chars = token.chars().count();
+    if chars < MIN_PUBLIC_TOKEN_LEN || token.chars().any(char::is_whitespace) {
+        return Err(fatal(
+            exit::CONFIG,
+            format!(
+                "refusing to listen on non-loopback {listen}: key `http.admin_token_env`: the token in {token_env} must be at least {MIN_PUBLIC_TOKEN_LEN} characters with no whitespace (it has {chars} characters{})",
+                if token.chars().any(char::is_whitespace) {
+                    ", some of them whitespace"
+                } else {
+                    ""
+                }
             ),
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_listeners_need_a_long_token_without_whitespace() {
+        let check = |listen: &str, t: Option<&str>| {
+            require_loopback_or_token(listen, "TOK", t).map_err(|f| format!("{f:?}"))
+        };
+        assert!(check("127.0.0.1:1", None).is_ok());
+        assert!(check("127.0.0.1:1", Some("x")).is_ok());
+        assert!(check("0.0.0.0:1", Some("0123456789abcdef")).is_ok());
+        for bad in [
+            None,
+            Some("x"),
+            Some("0123456789abcde"),
+            Some("0123456789 abcdef"),
+            Some("                "),
+        ] {
+            let e = check("0.0.0.0:1", bad).unwrap_err();
+            assert!(e.contains("TOK"), "{e}");
+            if let Some(t) = bad.filter(|t| t.len() > 1) {
+                assert!(!e.contains(t), "the token is in the message: {e}");
+            }
+        }
+    }
 }

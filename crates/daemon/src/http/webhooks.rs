@@ -8,9 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use clawcut_core::WebhookAuth;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
-use super::error;
+use super::{TimedBody, error, secret_matches};
 use crate::report::error_chain;
 use crate::state::State;
 
@@ -23,7 +22,7 @@ pub(super) async fn webhook(
     Path(provider): Path<String>,
     Query(q): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    TimedBody(body): TimedBody,
 ) -> Response {
     let Some(h) = s.worker.provider(&provider) else {
         return error(StatusCode::NOT_FOUND, "no such provider");
@@ -41,7 +40,7 @@ pub(super) async fn webhook(
         WebhookAuth::Invalid => return error(StatusCode::UNAUTHORIZED, "bad webhook signature"),
         WebhookAuth::Unsigned => {
             let given = q.get("token").map(String::as_str).unwrap_or("");
-            if !bool::from(given.as_bytes().ct_eq(secret.as_bytes())) {
+            if !secret_matches(given.as_bytes(), secret.as_bytes()) {
                 return error(StatusCode::UNAUTHORIZED, "missing or wrong webhook token");
             }
         }
