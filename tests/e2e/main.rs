@@ -10,6 +10,7 @@ mod http;
 mod reconcile;
 mod replicas;
 mod scheduler;
+mod secrets;
 mod submit;
 mod support;
 mod systemd;

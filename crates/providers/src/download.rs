@@ -164,7 +164,8 @@ impl Downloader {
                 .await?
                 .map_err(|source| ProvidersError::DownloadOutput {
                     url: shown_url.clone(),
-                    source,
+                    // Its text would carry the full (signed) URL.
+                    source: source.without_url(),
                 })?;
             let Some(chunk) = chunk else { break };
             let len = chunk.len() as u64;
@@ -260,7 +261,7 @@ impl Downloader {
             let resp = watch.run(send, &shown).await?.map_err(|source| {
                 ProvidersError::DownloadOutput {
                     url: shown.clone(),
-                    source,
+                    source: source.without_url(),
                 }
             })?;
             let status = resp.status();

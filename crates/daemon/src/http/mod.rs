@@ -84,7 +84,9 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": msg.into() }))).into_response()
+    let msg = msg.into();
+    let msg = clawcut_core::redact::redact(&msg);
+    (status, Json(json!({ "error": msg }))).into_response()
 }
 
 /// Whether `given` is `expected`, in time that depends on neither's length

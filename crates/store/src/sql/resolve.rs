@@ -132,7 +132,7 @@ where
         let done = sqlx::query(self.d.cancel_job)
             .bind(job_id)
             .bind(now)
-            .bind(last_error.as_str())
+            .bind(clawcut_core::redact::redact(&last_error).as_ref())
             .bind(from.as_str())
             .execute(&mut *tx)
             .await
