@@ -290,7 +290,7 @@ async fn backup_while_jobs_complete_then_restore(backend: Backend) {
         let out = verify(&env, &bdir, id);
         assert_eq!(out.status.code(), Some(0), "verify {id}: {}", show(&out));
         let m = manifest(&bdir, id);
-        assert_eq!(m["schema_version"], 1);
+        assert_eq!(m["schema_version"], 3);
         assert_eq!(m["source"]["media_dir"], env.media().to_str().unwrap());
         for f in m["files"].as_array().unwrap() {
             if f["kind"] == "video" {

@@ -49,6 +49,8 @@ pub enum StoreError {
     Cancel(#[source] SqlxError),
     #[error("make the job due")]
     MakeDue(#[source] SqlxError),
+    #[error("record a webhook delivery")]
+    NoteWebhook(#[source] SqlxError),
     #[error("take a snapshot of the database")]
     Snapshot(#[source] SqlxError),
     /// The snapshot file `VACUUM INTO` wrote could not be named or synced.
@@ -140,6 +142,7 @@ impl StoreError {
             | StoreError::Resolve(e)
             | StoreError::Cancel(e)
             | StoreError::MakeDue(e)
+            | StoreError::NoteWebhook(e)
             | StoreError::Snapshot(e)
             | StoreError::ReadSnapshot(e)
             | StoreError::RewriteMediaPaths(e)

@@ -386,6 +386,17 @@ pub trait Store: Send + Sync {
         now: Millis,
     ) -> Result<bool, StoreError>;
 
+    /// Record that `provider`'s webhook delivery `delivery_id` (Replicate's
+    /// `webhook-id`) arrived at `now`; false when it had already (a replay).
+    /// Deliveries recorded before `forget_before` are dropped first.
+    async fn note_webhook(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        now: Millis,
+        forget_before: Millis,
+    ) -> Result<bool, StoreError>;
+
     /// A consistent snapshot of the whole database for a backup, taken while
     /// other connections keep writing. SQLite writes it to `sqlite_dest`
     /// (which must not exist) with `VACUUM INTO`, fsyncs it and reads its
@@ -413,6 +424,16 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Err(StoreError::UnsupportedUrl {
             scheme: url.split(':').next().unwrap_or_default().to_owned(),
         })
+    }
+}
+
+/// The webhook lookup (`make_due`) as the given backend runs it, for tests
+/// that check its query plan (that it probes indexes). Not for other uses.
+#[doc(hidden)]
+pub fn make_due_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => sqlite::MAKE_DUE_SQL,
+        Backend::Postgres => pg::MAKE_DUE_SQL,
     }
 }
 

@@ -18,17 +18,32 @@ struct Migration {
     sql: &'static str,
 }
 
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    description: "init",
-    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
-}];
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "init",
+        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    },
+    // Version 2 (provider health) comes from another branch.
+    Migration {
+        version: 3,
+        description: "webhooks",
+        sql: include_str!("../../../migrations/sqlite/0003_webhooks.sql"),
+    },
+];
 
-const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    description: "init",
-    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
-}];
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "init",
+        sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "webhooks",
+        sql: include_str!("../../../migrations/postgres/0003_webhooks.sql"),
+    },
+];
 
 /// Arbitrary but fixed: every clawcut-worker process migrating the same
 /// PostgreSQL database serializes on it.

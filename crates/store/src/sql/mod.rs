@@ -118,6 +118,10 @@ pub struct Dialect {
     pub cancel_job: &'static str,
     /// 1 provider, 2 provider job id, 3 now.
     pub make_due: &'static str,
+    /// 1 provider, 2 delivery id, 3 now; nothing when the pair is there.
+    pub insert_webhook: &'static str,
+    /// 1 before: deliveries recorded earlier are dropped.
+    pub prune_webhooks: &'static str,
 }
 
 /// The operations on one pool, with its backend's statements. Their
@@ -322,6 +326,18 @@ where
         now: Millis,
     ) -> Result<bool, StoreError> {
         self.sql().make_due(provider, provider_job_id, now).await
+    }
+
+    async fn note_webhook(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        now: Millis,
+        forget_before: Millis,
+    ) -> Result<bool, StoreError> {
+        self.sql()
+            .note_webhook(provider, delivery_id, now, forget_before)
+            .await
     }
 
     async fn begin_snapshot(&self, sqlite_dest: &Path) -> Result<Snapshot, StoreError> {

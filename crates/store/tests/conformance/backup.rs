@@ -85,7 +85,7 @@ pub async fn snapshot_holds_its_instant(url: &str) {
     match snap {
         Snapshot::Written(c) => {
             assert_eq!(ctx.backend(), Backend::Sqlite);
-            assert_eq!(c.schema_version, 1);
+            assert_eq!(c.schema_version, 3);
             assert_eq!(listed(&c), expect);
             // The file holds the same instant, read again without the live database.
             let again = clawcut_store::read_sqlite_snapshot(&dest).await.unwrap();
@@ -93,7 +93,7 @@ pub async fn snapshot_holds_its_instant(url: &str) {
         }
         Snapshot::Exported(s) => {
             assert_eq!(ctx.backend(), Backend::Postgres);
-            assert_eq!(s.contents().schema_version, 1);
+            assert_eq!(s.contents().schema_version, 3);
             assert_eq!(listed(s.contents()), expect);
             // Another session on the exported snapshot (as pg_dump does)
             // sees the instant, not the later commit.

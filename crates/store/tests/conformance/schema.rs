@@ -11,7 +11,7 @@ pub async fn migrate_is_idempotent_and_app_insert_works(url: &str) {
     let before = store.schema_status().await.unwrap();
     assert_eq!(before.current, 0);
     assert!(!before.is_current());
-    assert_eq!(store.migrate().await.unwrap(), vec![1]);
+    assert_eq!(store.migrate().await.unwrap(), vec![1, 3]);
     assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
     let after = store.schema_status().await.unwrap();
     assert!(after.is_current(), "{after:?}");
@@ -78,7 +78,7 @@ pub async fn migrate_concurrently(url: &str) {
     }
     assert_eq!(
         applied,
-        vec![1],
+        vec![1, 3],
         "exactly one process applies each migration"
     );
     let store = clawcut_store::connect(url).await.unwrap();
@@ -155,7 +155,7 @@ pub async fn migrate_adopts_existing_app_tables(url: &str) {
     .await
     .unwrap();
     let store = clawcut_store::connect(url).await.unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![1]);
+    assert_eq!(store.migrate().await.unwrap(), vec![1, 3]);
     let r = rules(false);
     let got = jobs(
         store
