@@ -94,6 +94,8 @@ pub mod limits {
     /// `http.max_connections`: open client connections at once; each is a
     /// file descriptor (the unit's `LimitNOFILE` is 65536).
     pub const MAX_CONNECTIONS: RangeInclusive<usize> = RangeInclusive::new(1, 50_000);
+    /// `http.webhooks_per_minute`: per provider.
+    pub const WEBHOOKS_PER_MINUTE: RangeInclusive<u32> = RangeInclusive::new(1, 1_000_000);
 }
 
 /// A duration as a human would write it back: the largest unit that
@@ -363,6 +365,10 @@ pub struct HttpConfig {
     /// queue and cost this process no descriptor (default 512;
     /// [`limits::MAX_CONNECTIONS`]).
     pub max_connections: usize,
+    /// Accepted webhooks per provider per minute (a token bucket of that
+    /// size); more get 429 with `Retry-After` (default 600;
+    /// [`limits::WEBHOOKS_PER_MINUTE`]).
+    pub webhooks_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -482,6 +488,7 @@ impl Default for HttpConfig {
             header_timeout: Dur(Duration::from_secs(10)),
             request_timeout: Dur(Duration::from_secs(30)),
             max_connections: 512,
+            webhooks_per_minute: 600,
         }
     }
 }
@@ -645,6 +652,11 @@ impl Config {
             "http.max_connections",
             h.max_connections,
             &limits::MAX_CONNECTIONS,
+        )?;
+        count_in(
+            "http.webhooks_per_minute",
+            h.webhooks_per_minute,
+            &limits::WEBHOOKS_PER_MINUTE,
         )?;
         if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
             return bad(
@@ -884,6 +896,11 @@ mod tests {
             (
                 "[http]\nmax_connections = 50001",
                 Some("http.max_connections"),
+            ),
+            ("[http]\nwebhooks_per_minute = 1", None),
+            (
+                "[http]\nwebhooks_per_minute = 0",
+                Some("http.webhooks_per_minute"),
             ),
             // reconcile.batch_size 1..=1000
             ("[reconcile]\nbatch_size = 1", None),

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -28,6 +28,7 @@ use crate::state::State;
 mod admin;
 mod probes;
 pub mod serve;
+mod webhook_limit;
 mod webhooks;
 
 /// Admin request bodies are tiny JSON objects.
@@ -68,7 +69,10 @@ pub fn router(state: Arc<State>) -> Router {
             .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
         app = app.merge(admin);
     }
-    app.layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
+    let limiter = webhook_limit::WebhookLimiter::new(state.config().http.webhooks_per_minute);
+    app.layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(Extension(Arc::new(limiter)))
+        .with_state(state)
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<State>) {
