@@ -27,6 +27,8 @@ mod demo;
 mod exit;
 mod http;
 mod metrics;
+#[cfg(test)]
+mod props;
 mod report;
 mod runtime;
 mod state;
