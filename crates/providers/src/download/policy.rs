@@ -14,8 +14,9 @@ pub struct DownloadPolicy {
     /// (host pattern, port); `None`: the scheme's default port only.
     hosts: Vec<(String, Option<u16>)>,
     schemes: Vec<String>,
-    /// The only origin (scheme, host, port) a [`DownloadSpec`]'s headers are
-    /// sent to; `None`: the spec URL's own origin.
+    /// The only origin (scheme, host, port) that a download's headers
+    /// ([`clawcut_core::DownloadSpec::headers`]) are sent to; `None`: the
+    /// spec URL's own origin.
     credentials_for: Option<url::Origin>,
 }
 
