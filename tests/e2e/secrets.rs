@@ -51,8 +51,9 @@ async fn job(db: &AppDb, id: &str, provider: &str, status: &str, pid: Option<&st
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn no_secret_leaves_the_process_on_any_failure_path() {
+on_both_backends!(no_secret_leaves_the_process_on_any_failure_path);
+
+async fn no_secret_leaves_the_process_on_any_failure_path(backend: Backend) {
     let fake = FakeOpenAi::start(KEY).await;
     let refused = closed_port();
     // A signed CDN URL on a host that refuses the connection.
@@ -81,7 +82,9 @@ async fn no_secret_leaves_the_process_on_any_failure_path() {
     let extra = format!(
         "[submit]\nenabled = true\n\n[providers.fal]\nkind = \"fal\"\nbase_url = \"http://127.0.0.1:{fal_port}\"\napi_key_env = \"E2E_OPENAI_KEY\"\nwebhook_secret_env = \"E2E_WH\"\ntimeout = \"1s\"\n\n[providers.luma]\nkind = \"luma\"\nbase_url = \"http://127.0.0.1:{silent_port}\"\napi_key_env = \"E2E_OPENAI_KEY\"\ntimeout = \"500ms\"\n"
     );
-    let env = Env::sqlite(&fake.base_url(), &extra);
+    let Some(env) = env_for(backend, "secrets", &fake.base_url(), &extra) else {
+        return;
+    };
     env.edit_config(
         "timeout = \"2s\"",
         &format!("timeout = \"2s\"\nallowed_download_hosts = [\"127.0.0.1:{refused}\"]"),
@@ -207,8 +210,27 @@ async fn no_secret_leaves_the_process_on_any_failure_path() {
             &String::from_utf8_lossy(&o.stderr),
         );
     }
-    // Every table, read as bytes (the WAL too).
+    // Every table: on PostgreSQL each row as text, on SQLite the file's
+    // bytes (the WAL too, so a row since overwritten still counts).
     drop(daemon);
+    if let AppDb::Pg(pool) = &db {
+        for table in [
+            "ai_jobs",
+            "ai_job_events",
+            "scene_versions",
+            "scenes",
+            "clawcut_webhook_deliveries",
+        ] {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT t::text FROM {table} t"
+            )))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            assert!(table != "ai_jobs" || rows.len() == 5, "{rows:?}");
+            assert_clean(table, &rows.join("\n"));
+        }
+    }
     db.close().await;
     for f in files_under(env.dir.path()) {
         let name = f.display().to_string();
