@@ -285,6 +285,28 @@ async fn readiness_follows_the_database() {
     )
     .await;
     assert!(body.contains("database"), "{body}");
+    assert!(
+        !body.contains("database: unavailable"),
+        "a local client sees the database's own words: {body}"
+    );
+    // Through a proxy (or from the network) only the generic reason shows.
+    let proxied: Value = http
+        .client
+        .get(format!("{}/readyz", http.base))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            proxied["reason"].as_str(),
+            Some("database: unavailable" | "database: no answer within 2s")
+        ),
+        "{proxied}"
+    );
     assert_eq!(
         http.get("/healthz", None).await.0,
         200,

@@ -250,3 +250,72 @@ async fn unsigned_providers_need_the_url_token() {
     .await;
     assert_eq!(status_of_job(&db, "job_l").await, "completed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicate_replays_are_answered_once_and_bursts_are_limited() {
+    let fake = FakeReplicate::start(KEY).await;
+    fake.script(
+        "pred_r",
+        ReplicateScript::steps(vec![clawcut_test_support::fake_replicate::Step::Processing]),
+    );
+    let port = free_port();
+    let extra = format!(
+        "[providers.rep]\nkind = \"replicate\"\nbase_url = \"{}\"\napi_key_env = \"E2E_OPENAI_KEY\"\nwebhook_secret_env = \"E2E_WH\"\n",
+        fake.base_url()
+    );
+    let env = Env::sqlite("http://127.0.0.1:9", &extra);
+    env.edit_config(
+        "[http]\nlisten = \"\"",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\nwebhooks_per_minute = 5"),
+    );
+    env.edit_config("interval = \"300ms\"", "interval = \"1h\"");
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    parked(&db, "job_r", "rep", "pred_r").await;
+    let _d = env.start_with("webhook-replay", |c| {
+        c.env("E2E_WH", WH_SECRET);
+    });
+    let url = format!("http://127.0.0.1:{port}/webhooks/rep");
+    eventually(Duration::from_secs(20), "http up", || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let body = r#"{"id":"pred_r","status":"processing"}"#;
+    let ts = now_ms() / 1000;
+    let signed = |id: &str| {
+        vec![
+            ("webhook-id", id.to_owned()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", sign(id, ts, body)),
+        ]
+    };
+    assert_eq!(post(&url, &signed("msg_once"), body).await, 202);
+    // The same delivery again, byte for byte: recognised, nothing written.
+    for _ in 0..3 {
+        assert_eq!(post(&url, &signed("msg_once"), body).await, 200);
+    }
+    // Four more fresh ones fit the budget of 5 a minute; the sixth does not.
+    for i in 0..4 {
+        assert_eq!(post(&url, &signed(&format!("msg_{i}")), body).await, 202);
+    }
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_over")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sign("msg_over", ts, body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=13).contains(&retry), "Retry-After {retry}");
+}

@@ -7,13 +7,15 @@
 //! and [`provider`] (the trait every HTTP adapter implements).
 //!
 //! This crate never imports sqlx, reqwest or tokio: everything here is a pure
-//! function of its arguments, so it is tested exhaustively and quickly.
+//! function of its arguments, so it is tested exhaustively and quickly (the
+//! one exception is [`redact`]'s list of the process's secrets).
 
 pub mod backoff;
 pub mod eligibility;
 pub mod health;
 pub mod job;
 pub mod provider;
+pub mod redact;
 pub mod status;
 pub mod transition;
 

@@ -36,7 +36,7 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr(Vec::new()))
         .with_ansi(ansi);
     // A second init (tests, demo) keeps the first subscriber.
     let _ = match cfg.log.format {
@@ -44,6 +44,51 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
         LogFormat::Human if journald => builder.without_time().try_init(),
         LogFormat::Human => builder.try_init(),
     };
+}
+
+/// One log event, buffered and written to stderr under the redaction rule
+/// when the formatter is done with it: whatever a field or an error's
+/// `Display` carries (a signed URL in a reqwest error, a password in a
+/// driver's message) is stripped at the last point before it leaves.
+struct RedactingStderr(Vec<u8>);
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingStderr {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let clean = clawcut_core::redact::redact(&text);
+        // A log line that cannot be written has nowhere else to go.
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), clean.as_bytes());
+    }
+}
+
+/// Registers every secret the config names (API keys, signing and webhook
+/// secrets, the admin and read-only tokens, the database password) with
+/// the redaction rule, before anything is logged or stored.
+pub fn register_secrets(cfg: &Config, env: impl Fn(&str) -> Option<String>) {
+    use clawcut_core::redact::{register_secret, register_url_password};
+    register_url_password(&cfg.database.url);
+    let mut vars = vec![cfg.http.admin_token_env.clone()];
+    for (name, p) in &cfg.providers {
+        vars.push(Config::api_key_env(name, p));
+        vars.extend(p.api_secret_env.clone());
+        vars.extend(p.webhook_secret_env.clone());
+    }
+    for v in vars {
+        if let Some(secret) = env(&v) {
+            register_secret(&secret);
+        }
+    }
 }
 
 /// Connecting to an output's host takes at most this long (the transfer
@@ -254,33 +299,81 @@ pub fn worker_with(
     }))
 }
 
-/// A database URL without its password, for messages.
+/// A database URL for messages: no userinfo, no query (`?password=`, keys
+/// in `sslkey`), no registered secret.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
+    clawcut_core::redact::redact(url).into_owned()
 }
 
-/// A non-loopback listener needs an admin token: the admin API must never
-/// be reachable from the network without one.
-pub fn require_loopback_or_token(listen: &str, has_token: bool) -> Result<(), Fatal> {
+/// The shortest admin token a non-loopback listener accepts.
+pub const MIN_PUBLIC_TOKEN_LEN: usize = 16;
+
+/// A non-loopback listener needs an admin token, and one that is not
+/// guessable: at least [`MIN_PUBLIC_TOKEN_LEN`] characters, none of them
+/// whitespace (a stray space or a one-letter token passes a "set" check).
+pub fn require_loopback_or_token(
+    listen: &str,
+    token_env: &str,
+    token: Option<&str>,
+) -> Result<(), Fatal> {
     let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
         fatal(
             exit::CONFIG,
             format!("http.listen {listen:?} is not an address"),
         )
     })?;
-    if !addr.ip().is_loopback() && !has_token {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    let Some(token) = token else {
         return Err(fatal(
             exit::CONFIG,
             format!(
-                "refusing to listen on non-loopback {listen} without an admin token: set the variable named by http.admin_token_env, or listen on 127.0.0.1"
+                "refusing to listen on non-loopback {listen} without an admin token: set the variable named by http.admin_token_env ({token_env}), or listen on 127.0.0.1"
+            ),
+        ));
+    };
+    let chars = token.chars().count();
+    if chars < MIN_PUBLIC_TOKEN_LEN || token.chars().any(char::is_whitespace) {
+        return Err(fatal(
+            exit::CONFIG,
+            format!(
+                "refusing to listen on non-loopback {listen}: key `http.admin_token_env`: the token in {token_env} must be at least {MIN_PUBLIC_TOKEN_LEN} characters with no whitespace (it has {chars} characters{})",
+                if token.chars().any(char::is_whitespace) {
+                    ", some of them whitespace"
+                } else {
+                    ""
+                }
             ),
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_listeners_need_a_long_token_without_whitespace() {
+        let check = |listen: &str, t: Option<&str>| {
+            require_loopback_or_token(listen, "TOK", t).map_err(|f| format!("{f:?}"))
+        };
+        assert!(check("127.0.0.1:1", None).is_ok());
+        assert!(check("127.0.0.1:1", Some("x")).is_ok());
+        assert!(check("0.0.0.0:1", Some("0123456789abcdef")).is_ok());
+        for bad in [
+            None,
+            Some("x"),
+            Some("0123456789abcde"),
+            Some("0123456789 abcdef"),
+            Some("                "),
+        ] {
+            let e = check("0.0.0.0:1", bad).unwrap_err();
+            assert!(e.contains("TOK"), "{e}");
+            if let Some(t) = bad.filter(|t| t.len() > 1) {
+                assert!(!e.contains(t), "the token is in the message: {e}");
+            }
+        }
+    }
 }

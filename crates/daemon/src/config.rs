@@ -92,6 +92,15 @@ pub mod limits {
     /// `provider_health.cooldown` and `max_cooldown`.
     pub const PROBE_COOLDOWN: RangeInclusive<Duration> =
         RangeInclusive::new(Duration::from_millis(100), DAY);
+    /// `http.header_timeout`, `http.request_timeout`: under 100ms refuses
+    /// slow but honest clients; past 10 minutes a held socket is an attack.
+    pub const HTTP_TIMEOUT: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_millis(100), Duration::from_secs(600));
+    /// `http.max_connections`: open client connections at once; each is a
+    /// file descriptor (the unit's `LimitNOFILE` is 65536).
+    pub const MAX_CONNECTIONS: RangeInclusive<usize> = RangeInclusive::new(1, 50_000);
+    /// `http.webhooks_per_minute`: per provider.
+    pub const WEBHOOKS_PER_MINUTE: RangeInclusive<u32> = RangeInclusive::new(1, 1_000_000);
 }
 
 /// A duration as a human would write it back: the largest unit that
@@ -350,6 +359,22 @@ pub struct HttpConfig {
     /// `https://worker.example.com`); without it no callback URL is sent
     /// with submissions (webhooks still work if configured at the provider).
     pub public_url: Option<String>,
+    /// A request's head must arrive within this, counted from the accept or,
+    /// on a kept-alive connection, from the previous answer: it is also the
+    /// idle keep-alive limit (default 10s; [`limits::HTTP_TIMEOUT`]).
+    pub header_timeout: Dur,
+    /// A request's body must arrive within this, counted from the end of its
+    /// head (default 30s; [`limits::HTTP_TIMEOUT`]). The handler's own work
+    /// (a reconcile pass) is not cut by it.
+    pub request_timeout: Dur,
+    /// Client connections open at once; more wait in the kernel's accept
+    /// queue and cost this process no descriptor (default 512;
+    /// [`limits::MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// Accepted webhooks per provider per minute (a token bucket of that
+    /// size); more get 429 with `Retry-After` (default 600;
+    /// [`limits::WEBHOOKS_PER_MINUTE`]).
+    pub webhooks_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -501,6 +526,10 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:3778".into(),
             admin_token_env: "CLAWCUT_WORKER_ADMIN_TOKEN".into(),
             public_url: None,
+            header_timeout: Dur(Duration::from_secs(10)),
+            request_timeout: Dur(Duration::from_secs(30)),
+            max_connections: 512,
+            webhooks_per_minute: 600,
         }
     }
 }
@@ -675,6 +704,27 @@ impl Config {
                 }
             }
         }
+        let h = &self.http;
+        duration_in(
+            "http.header_timeout",
+            h.header_timeout,
+            &limits::HTTP_TIMEOUT,
+        )?;
+        duration_in(
+            "http.request_timeout",
+            h.request_timeout,
+            &limits::HTTP_TIMEOUT,
+        )?;
+        count_in(
+            "http.max_connections",
+            h.max_connections,
+            &limits::MAX_CONNECTIONS,
+        )?;
+        count_in(
+            "http.webhooks_per_minute",
+            h.webhooks_per_minute,
+            &limits::WEBHOOKS_PER_MINUTE,
+        )?;
         if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
             return bad(
                 "http.listen",
@@ -794,6 +844,9 @@ mod tests {
         assert_eq!(c.media.max_bytes.0, 2 << 30);
         assert_eq!(c.http.listen, "127.0.0.1:3778");
         assert_eq!(c.http.admin_token_env, "CLAWCUT_WORKER_ADMIN_TOKEN");
+        assert_eq!(c.http.header_timeout.0, Duration::from_secs(10));
+        assert_eq!(c.http.request_timeout.0, Duration::from_secs(30));
+        assert_eq!(c.http.max_connections, 512);
     }
 
     #[test]
@@ -808,6 +861,9 @@ mod tests {
         assert_eq!(c.media.stall_min_bytes, d.media.stall_min_bytes);
         assert_eq!(c.reconcile.interval, d.reconcile.interval);
         assert_eq!(c.backoff.max, d.backoff.max);
+        assert_eq!(c.http.header_timeout, d.http.header_timeout);
+        assert_eq!(c.http.request_timeout, d.http.request_timeout);
+        assert_eq!(c.http.max_connections, d.http.max_connections);
     }
 
     #[test]
@@ -906,6 +962,29 @@ mod tests {
             (
                 "[reconcile]\ninterval = \"24h 1ns\"",
                 Some("reconcile.interval"),
+            ),
+            // http.header_timeout, http.request_timeout 100ms..=10m
+            ("[http]\nheader_timeout = \"100ms\"", None),
+            (
+                "[http]\nheader_timeout = \"99ms\"",
+                Some("http.header_timeout"),
+            ),
+            ("[http]\nrequest_timeout = \"10m\"", None),
+            (
+                "[http]\nrequest_timeout = \"10m 1s\"",
+                Some("http.request_timeout"),
+            ),
+            // http.max_connections 1..=50000
+            ("[http]\nmax_connections = 1", None),
+            ("[http]\nmax_connections = 0", Some("http.max_connections")),
+            (
+                "[http]\nmax_connections = 50001",
+                Some("http.max_connections"),
+            ),
+            ("[http]\nwebhooks_per_minute = 1", None),
+            (
+                "[http]\nwebhooks_per_minute = 0",
+                Some("http.webhooks_per_minute"),
             ),
             // reconcile.batch_size 1..=1000
             ("[reconcile]\nbatch_size = 1", None),

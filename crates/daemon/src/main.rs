@@ -22,13 +22,13 @@ mod archive;
 mod cli;
 mod commands;
 mod config;
-#[cfg(test)]
-mod config_props;
 mod daemon;
 mod demo;
 mod exit;
 mod http;
 mod metrics;
+#[cfg(test)]
+mod props;
 mod report;
 mod runtime;
 mod state;
@@ -65,14 +65,21 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {:#}", f.error);
+            let msg = format!("{:#}", f.error);
+            eprintln!("error: {}", clawcut_core::redact::redact(&msg));
             std::process::ExitCode::from(f.code)
         }
     }
 }
 
 async fn dispatch(cli: Cli) -> Result<(), Fatal> {
-    let load = || Config::load(&cli.config).map_err(|e| exit::fatal(exit::CONFIG, e));
+    // Every command registers the config's secrets with the redaction rule
+    // as soon as it has the config, before it logs or prints anything.
+    let load = || {
+        let cfg = Config::load(&cli.config).map_err(|e| exit::fatal(exit::CONFIG, e))?;
+        crate::app::register_secrets(&cfg, |v| std::env::var(v).ok());
+        Ok::<_, Fatal>(cfg)
+    };
     match &cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Run => daemon::run(&cli.config, load()?).await,

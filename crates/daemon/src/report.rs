@@ -2,6 +2,7 @@
 //! ([`JobOutcome`], [`JobReport`]), of a one-shot pass ([`PassSummary`]),
 //! and the JSON shape of a job for the CLI and the admin API.
 
+use clawcut_core::redact::redact;
 use clawcut_core::{Job, Millis};
 use serde::Serialize;
 use serde_json::json;
@@ -104,11 +105,12 @@ pub fn job_json(j: &Job, now: Millis) -> serde_json::Value {
         "attempts": j.attempts,
         "age_seconds": now.saturating_sub(j.updated_at) / 1000,
         "next_attempt_at": j.next_attempt_at,
-        "last_error": j.last_error,
+        "last_error": j.last_error.as_deref().map(|e| redact(e).into_owned()),
     })
 }
 
-/// An error and its sources on one line, for logs and `last_error`.
+/// An error and its sources on one line, for logs and `last_error`, under
+/// the one redaction rule ([`clawcut_core::redact`]).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -117,7 +119,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         s.push_str(&c.to_string());
         cur = c.source();
     }
-    s
+    redact(&s).into_owned()
 }
 
 /// One paused provider, as `status --json` and `/readyz` show it.

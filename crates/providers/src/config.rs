@@ -112,12 +112,14 @@ pub struct ProviderConfig {
     /// (polls and creates alike); `None` is unlimited. Callers wait for a
     /// slot, never fail: see `rate` for the burst.
     pub requests_per_minute: Option<u32>,
-    /// Hosts outputs may be downloaded from besides `base_url`'s own host.
+    /// Hosts outputs may be downloaded from besides `base_url`'s own origin.
     /// An exact host name, or `*.example.com` for any subdomain of
     /// `example.com` at any depth, but not `example.com` itself (as a TLS
     /// wildcard would not): a provider that serves from the bare host too
     /// (Replicate's `replicate.delivery`) lists both. A wildcard needs two
-    /// labels after `*.`, so `*.com` is refused.
+    /// labels after `*.`, so `*.com` is refused. `host:port` allows another
+    /// port than the scheme's default (443, 80), the only one a bare host
+    /// allows. Downloads from these hosts never get the API key.
     pub allowed_download_hosts: Vec<String>,
 }
 
@@ -193,14 +195,28 @@ impl ProviderConfig {
                 "contains characters not allowed in a header",
             ));
         }
+        // A host name, optionally with `:port` (a bare IPv6 address goes
+        // in brackets: `[::1]:8080`).
+        let host_entry = |h: &str| {
+            let (host, port) = match h.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
+                    (host, Some(port))
+                }
+                _ => (h, None),
+            };
+            !host.is_empty()
+                && !host.contains(['/', ' ', '?', '#', '@'])
+                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
+                && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+        };
         if let Some(bad) = self
             .allowed_download_hosts
             .iter()
-            .find(|h| h.trim().is_empty() || h.contains(['/', ':', ' ']))
+            .find(|h| h.trim().is_empty() || !host_entry(h))
         {
             return Err(invalid(
                 "allowed_download_hosts",
-                &format!("{bad:?} is not a bare host name"),
+                &format!("{bad:?} is not a host name or host:port"),
             ));
         }
         if let Some(bad) = self

@@ -42,9 +42,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::config::ProviderConfig;
 use crate::error::ProvidersError;
 use crate::http::{display_url, retry_after};
+
+mod policy;
+pub use policy::DownloadPolicy;
 
 /// Where temporary files go, under the media directory.
 pub const TEMP_DIR: &str = ".tmp";
@@ -57,75 +59,6 @@ const MAX_REDIRECTS: usize = 5;
 /// so a lease heartbeat does not turn into a write per chunk.
 const PROGRESS_BYTES: u64 = 4 * 1024 * 1024;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Which URLs a provider's outputs may be fetched from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DownloadPolicy {
-    hosts: Vec<String>,
-    schemes: Vec<String>,
-}
-
-impl DownloadPolicy {
-    /// `hosts` are exact host names (case-insensitive), or `*.example.com` for
-    /// any subdomain of `example.com` at any depth. `*.example.com` does not
-    /// match `example.com` itself: list the bare host too where outputs live
-    /// there (the sample config does, for `replicate.delivery`).
-    pub fn new<H, S>(hosts: H, schemes: S) -> Self
-    where
-        H: IntoIterator,
-        H::Item: AsRef<str>,
-        S: IntoIterator,
-        S::Item: AsRef<str>,
-    {
-        let norm = |s: &str| s.trim().trim_end_matches('.').to_ascii_lowercase();
-        DownloadPolicy {
-            hosts: hosts.into_iter().map(|h| norm(h.as_ref())).collect(),
-            schemes: schemes.into_iter().map(|s| norm(s.as_ref())).collect(),
-        }
-    }
-
-    /// The provider's own API host plus its configured extra hosts; https,
-    /// plus the base URL's scheme (so a loopback fake may use http).
-    pub fn for_provider(cfg: &ProviderConfig) -> Self {
-        let hosts = cfg
-            .base_url
-            .host_str()
-            .map(str::to_owned)
-            .into_iter()
-            .chain(cfg.allowed_download_hosts.iter().cloned());
-        let schemes = ["https".to_owned(), cfg.base_url.scheme().to_owned()];
-        DownloadPolicy::new(hosts, schemes)
-    }
-
-    /// Refuses a URL whose scheme or host is not allowed.
-    pub fn check(&self, url: &Url) -> Result<(), ProvidersError> {
-        let scheme = url.scheme().to_ascii_lowercase();
-        if !self.schemes.contains(&scheme) {
-            return Err(ProvidersError::SchemeNotAllowed { scheme });
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| ProvidersError::NoHost {
-                url: display_url(url),
-            })?
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        let allowed = self
-            .hosts
-            .iter()
-            .any(|pattern| match pattern.strip_prefix("*.") {
-                Some(parent) => host
-                    .strip_suffix(parent)
-                    .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
-                None => *pattern == host,
-            });
-        if allowed {
-            Ok(())
-        } else {
-            Err(ProvidersError::HostNotAllowed { host })
-        }
-    }
-}
 
 /// Bounds on one output download.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,7 +164,8 @@ impl Downloader {
                 .await?
                 .map_err(|source| ProvidersError::DownloadOutput {
                     url: shown_url.clone(),
-                    source,
+                    // Its text would carry the full (signed) URL.
+                    source: source.without_url(),
                 })?;
             let Some(chunk) = chunk else { break };
             let len = chunk.len() as u64;
@@ -313,14 +247,21 @@ impl Downloader {
         allowed: &DownloadPolicy,
         watch: &mut Watch,
     ) -> Result<(reqwest::Response, Url), ProvidersError> {
+        let spec_origin = url.origin();
         for _ in 0..=MAX_REDIRECTS {
             allowed.check(&url)?;
+            // The spec's headers are credentials for one origin (the
+            // provider's API, e.g. OpenAI's content endpoint), never for a
+            // CDN or whatever a poll answer or a redirect points at.
+            if !allowed.credentials_go_to(&url, &spec_origin) {
+                headers.clear();
+            }
             let shown = display_url(&url);
             let send = self.client.get(url.clone()).headers(headers.clone()).send();
             let resp = watch.run(send, &shown).await?.map_err(|source| {
                 ProvidersError::DownloadOutput {
                     url: shown.clone(),
-                    source,
+                    source: source.without_url(),
                 }
             })?;
             let status = resp.status();
@@ -340,11 +281,6 @@ impl Downloader {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|loc| url.join(loc).ok())
                 .ok_or(ProvidersError::BadRedirect { url: shown })?;
-            if next.origin() != url.origin() {
-                // The spec's headers are credentials for its own origin
-                // (OpenAI's content endpoint), never for a CDN.
-                headers.clear();
-            }
             url = next;
         }
         Err(ProvidersError::TooManyRedirects {
@@ -849,19 +785,5 @@ mod tests {
                 "{e:?}"
             );
         }
-    }
-
-    #[test]
-    fn policy_matches_hosts_and_schemes() {
-        let p = DownloadPolicy::new(["api.example.com", "*.delivery.example"], ["https"]);
-        let ok = |u: &str| p.check(&Url::parse(u).unwrap()).is_ok();
-        assert!(ok("https://API.example.com/x"));
-        assert!(ok("https://a.delivery.example/x"));
-        assert!(ok("https://a.b.delivery.example./x"));
-        assert!(!ok("https://delivery.example/x"));
-        assert!(!ok("https://evildelivery.example/x"));
-        assert!(!ok("http://api.example.com/x"));
-        assert!(!ok("https://api.example.com.evil/x"));
-        assert!(!ok("file:///etc/passwd"));
     }
 }

@@ -252,12 +252,16 @@ impl ApiClient {
         e
     }
 
+    /// This provider's keys out, then the process-wide rule (URL queries
+    /// and userinfo, every registered secret): reqwest's error text carries
+    /// the full request URL, webhook token and signature included.
     fn scrub(&self, text: &str) -> String {
         let text = redact(text, &self.api_key);
-        match &self.api_secret {
+        let text = match &self.api_secret {
             Some(secret) => redact(&text, secret),
             None => text,
-        }
+        };
+        clawcut_core::redact::redact(&text).into_owned()
     }
 
     fn classify_reqwest(&self, e: &reqwest::Error) -> ProviderError {

@@ -219,7 +219,7 @@ async fn disallowed_hosts_and_schemes_are_refused_without_a_request() {
 
     let mut file_url = video.clone();
     file_url.url = "file:///etc/passwd".into();
-    let everything = DownloadPolicy::new(["127.0.0.1"], ["http", "https"]);
+    let everything = DownloadPolicy::new(["127.0.0.1:1"], ["http", "https"]);
     assert!(
         downloader()
             .download(
@@ -293,7 +293,8 @@ async fn an_allowed_cross_origin_redirect_is_followed() {
         Script::default().with_redirect_content_to(cdn.output_url("cdn", "output.mp4")),
     );
     let mut cfg = config(ProviderKind::OpenAi, &fake.base_url());
-    cfg.allowed_download_hosts = vec!["127.0.0.1".into()];
+    let cdn_port = url::Url::parse(&cdn.base_url()).unwrap().port().unwrap();
+    cfg.allowed_download_hosts = vec![format!("127.0.0.1:{cdn_port}")];
     let PollOutcome::Succeeded { video, .. } =
         build_provider(&cfg).unwrap().poll("video_1").await.unwrap()
     else {
@@ -460,8 +461,8 @@ fn spec_for(url: String) -> DownloadSpec {
 
 const OK_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n";
 
-fn loopback() -> DownloadPolicy {
-    DownloadPolicy::new(["127.0.0.1"], ["http"])
+fn loopback(addr: std::net::SocketAddr) -> DownloadPolicy {
+    DownloadPolicy::new([addr.to_string()], ["http"])
 }
 
 #[tokio::test]
@@ -484,7 +485,7 @@ async fn a_trickling_body_is_stalled_and_cleaned_up() {
     };
     let started = Instant::now();
     let err = downloader()
-        .stage(&spec, &loopback(), media.path(), &lim, |_| {})
+        .stage(&spec, &loopback(addr), media.path(), &lim, |_| {})
         .await
         .unwrap_err();
     let ProvidersError::DownloadStalled { url, bytes, window } = &err else {
@@ -552,7 +553,7 @@ async fn the_deadline_covers_waiting_for_headers() {
     };
     let started = Instant::now();
     let err = downloader()
-        .stage(&spec, &loopback(), media.path(), &lim, |_| {})
+        .stage(&spec, &loopback(addr), media.path(), &lim, |_| {})
         .await
         .unwrap_err();
     assert!(

@@ -61,6 +61,8 @@ pub enum StoreError {
     /// a hand edit).
     #[error("provider pause of {provider:?} is unreadable: {detail}")]
     CorruptPause { provider: String, detail: String },
+    #[error("record a webhook delivery")]
+    NoteWebhook(#[source] SqlxError),
     #[error("take a snapshot of the database")]
     Snapshot(#[source] SqlxError),
     /// The snapshot file `VACUUM INTO` wrote could not be named or synced.
@@ -156,6 +158,7 @@ impl StoreError {
             | StoreError::TakeProbe(e)
             | StoreError::ResumeProvider(e)
             | StoreError::ReadProviderPauses(e)
+            | StoreError::NoteWebhook(e)
             | StoreError::Snapshot(e)
             | StoreError::ReadSnapshot(e)
             | StoreError::RewriteMediaPaths(e)

@@ -467,13 +467,17 @@ pub trait Store: Send + Sync {
         now: Millis,
     ) -> Result<bool, StoreError>;
 
-    /// A consistent snapshot of the whole database for a backup, taken while
-    /// other connections keep writing. SQLite writes it to `sqlite_dest`
-    /// (which must not exist) with `VACUUM INTO`, fsyncs it and reads its
-    /// contents back from that file ([`Snapshot::Written`]). PostgreSQL
-    /// ignores `sqlite_dest`: it opens a `REPEATABLE READ` transaction,
-    /// exports its snapshot and reads the contents in it
-    /// ([`Snapshot::Exported`]), for `pg_dump --snapshot` to dump.
+    /// Record that `provider`'s webhook delivery `delivery_id` (Replicate's
+    /// `webhook-id`) arrived at `now`; false when it had already (a replay).
+    /// Deliveries recorded before `forget_before` are dropped first.
+    async fn note_webhook(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        now: Millis,
+        forget_before: Millis,
+    ) -> Result<bool, StoreError>;
+
     /// The numbers of `/metrics`' job gauges: cheap enough to refresh
     /// often on any table.
     async fn gauges(&self, now: Millis, rules: &EligibilityRules) -> Result<Gauges, StoreError>;
@@ -500,6 +504,13 @@ pub trait Store: Send + Sync {
     /// Every paused provider, by name.
     async fn provider_pauses(&self) -> Result<Vec<ProviderPause>, StoreError>;
 
+    /// A consistent snapshot of the whole database for a backup, taken while
+    /// other connections keep writing. SQLite writes it to `sqlite_dest`
+    /// (which must not exist) with `VACUUM INTO`, fsyncs it and reads its
+    /// contents back from that file ([`Snapshot::Written`]). PostgreSQL
+    /// ignores `sqlite_dest`: it opens a `REPEATABLE READ` transaction,
+    /// exports its snapshot and reads the contents in it
+    /// ([`Snapshot::Exported`]), for `pg_dump --snapshot` to dump.
     async fn begin_snapshot(&self, sqlite_dest: &Path) -> Result<Snapshot, StoreError>;
 
     /// After a restore: every media path column (`scene_versions` and
@@ -531,6 +542,16 @@ pub fn claim_due_sql(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => sqlite::CLAIM_DUE,
         Backend::Postgres => pg::CLAIM_DUE,
+    }
+}
+
+/// The webhook lookup (`make_due`) as the given backend runs it, for tests
+/// that check its query plan (that it probes indexes). Not for other uses.
+#[doc(hidden)]
+pub fn make_due_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => sqlite::MAKE_DUE_SQL,
+        Backend::Postgres => pg::MAKE_DUE_SQL,
     }
 }
 

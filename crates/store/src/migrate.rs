@@ -29,7 +29,11 @@ const SQLITE: &[Migration] = &[
         description: "provider pauses",
         sql: include_str!("../../../migrations/sqlite/0002_provider_pauses.sql"),
     },
-    // Version 3 is the webhook deliveries table (on its own branch).
+    Migration {
+        version: 3,
+        description: "webhooks",
+        sql: include_str!("../../../migrations/sqlite/0003_webhooks.sql"),
+    },
     Migration {
         version: 4,
         description: "due index",
@@ -48,7 +52,11 @@ const POSTGRES: &[Migration] = &[
         description: "provider pauses",
         sql: include_str!("../../../migrations/postgres/0002_provider_pauses.sql"),
     },
-    // Version 3 is the webhook deliveries table (on its own branch).
+    Migration {
+        version: 3,
+        description: "webhooks",
+        sql: include_str!("../../../migrations/postgres/0003_webhooks.sql"),
+    },
     Migration {
         version: 4,
         description: "due index",

@@ -43,7 +43,7 @@ pub struct Manifest {
 pub struct Source {
     /// `sqlite` or `postgres`.
     pub backend: String,
-    /// `database.url`, its password replaced by `***`.
+    /// `database.url` for reading only: no userinfo, no query (the redaction rule).
     pub database_url: String,
     /// `media.dir` as configured: paths under it are stored relative to it.
     pub media_dir: String,

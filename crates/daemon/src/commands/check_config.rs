@@ -12,8 +12,14 @@ pub fn check_config(path: &Path, cfg: &Config) -> Result<(), Fatal> {
     // Building the providers reads every API key variable the config names.
     app::build_providers(cfg, path)?;
     if !cfg.http.listen.is_empty() {
-        let has_token = std::env::var(&cfg.http.admin_token_env).is_ok_and(|t| !t.is_empty());
-        app::require_loopback_or_token(&cfg.http.listen, has_token)?;
+        let token = std::env::var(&cfg.http.admin_token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+        app::require_loopback_or_token(
+            &cfg.http.listen,
+            &cfg.http.admin_token_env,
+            token.as_deref(),
+        )?;
     }
     println!("config {} is valid", path.display());
     println!("  database: {}", app::redact_url(&cfg.database.url));

@@ -76,7 +76,12 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     let server = if cfg.http.listen.is_empty() {
         None
     } else {
-        let listener = http::bind(&cfg.http.listen, state.admin_token.is_some()).await?;
+        let listener = http::bind(
+            &cfg.http.listen,
+            &cfg.http.admin_token_env,
+            state.admin_token.as_deref(),
+        )
+        .await?;
         info!(listen = %cfg.http.listen, admin_api = state.admin_token.is_some(), "http listening");
         Some(tokio::spawn(http::serve(listener, state.clone())))
     };

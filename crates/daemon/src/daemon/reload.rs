@@ -28,7 +28,7 @@ pub fn reload(state: &State) {
     if format!("{:?}", new.providers) != format!("{:?}", old.providers) {
         needs_restart.push("providers");
     }
-    if new.http.listen != old.http.listen || new.http.admin_token_env != old.http.admin_token_env {
+    if format!("{:?}", new.http) != format!("{:?}", old.http) {
         needs_restart.push("http");
     }
     if new.media.dir != old.media.dir {

@@ -1,20 +1,20 @@
 //! The admin API under `/v1`: a one-shot reconcile, the operator's view of
 //! stranded and `needs_operator` jobs, the operator's decision, and an
-//! operator's cancel. Every
-//! route checks the bearer token before it reads a body.
+//! operator's cancel. The bearer token is checked by the router's layer
+//! (`super::require_admin`) before any of these runs or reads a body.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State as Extract};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clawcut_store::{JobFilter, Resolution};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::info;
 
-use super::{error, refuse_unauthorized};
+use super::{TimedBody, error};
 use crate::report::{error_chain, job_json};
 use crate::state::State;
 use crate::worker::ClaimScope;
@@ -29,12 +29,8 @@ pub(super) struct ReconcileBody {
 
 pub(super) async fn reconcile(
     Extract(s): Extract<Arc<State>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    TimedBody(body): TimedBody,
 ) -> Response {
-    if let Some(r) = refuse_unauthorized(&s, &headers) {
-        return r;
-    }
     let req: ReconcileBody = if body.is_empty() {
         ReconcileBody::default()
     } else {
@@ -98,12 +94,8 @@ pub(super) struct ListQuery {
 
 pub(super) async fn list_jobs(
     Extract(s): Extract<Arc<State>>,
-    headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    if let Some(r) = refuse_unauthorized(&s, &headers) {
-        return r;
-    }
     // Parsed by hand so every mistake gets a JSON answer.
     let filter = match q.state.as_deref() {
         Some("stranded") => JobFilter::Stranded,
@@ -163,13 +155,9 @@ impl ResolveBody {
 
 pub(super) async fn resolve(
     Extract(s): Extract<Arc<State>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    TimedBody(body): TimedBody,
 ) -> Response {
-    if let Some(r) = refuse_unauthorized(&s, &headers) {
-        return r;
-    }
     let req: ResolveBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -212,13 +200,9 @@ pub(super) struct CancelBody {
 
 pub(super) async fn cancel(
     Extract(s): Extract<Arc<State>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    TimedBody(body): TimedBody,
 ) -> Response {
-    if let Some(r) = refuse_unauthorized(&s, &headers) {
-        return r;
-    }
     let req: CancelBody = if body.is_empty() {
         CancelBody::default()
     } else {

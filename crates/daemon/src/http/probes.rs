@@ -9,13 +9,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State as Extract;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::bearer_ok;
+use super::serve::Peer;
 use crate::report::{error_chain, pause_json};
 use crate::runtime::health::Liveness;
 use crate::state::State;
@@ -24,15 +26,27 @@ pub(super) async fn healthz() -> Response {
     (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response()
 }
 
-pub(super) async fn readyz(Extract(s): Extract<Arc<State>>) -> Response {
-    let (ready, body) = readiness(&s).await;
+pub(super) async fn readyz(
+    Extract(s): Extract<Arc<State>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
+    let (ready, mut body, detail) = readiness(&s).await;
     // Log changes only: probes come every few seconds.
     if s.health.readiness_changed(ready) {
         if ready {
             info!("readiness: ready");
         } else {
-            warn!(reason = %body["reason"], "readiness: not ready");
+            let reason = detail.clone().unwrap_or_else(|| body["reason"].to_string());
+            warn!(%reason, "readiness: not ready");
         }
+    }
+    // The database's own words (host names, roles, paths) are for the
+    // operator: a client on the network sees only the generic reason.
+    if let Some(d) = detail
+        && trusted(&s, peer.map(|Extension(p)| p), &headers)
+    {
+        body["reason"] = d.into();
     }
     let code = if ready {
         StatusCode::OK
@@ -42,14 +56,32 @@ pub(super) async fn readyz(Extract(s): Extract<Arc<State>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn readiness(s: &State) -> (bool, serde_json::Value) {
-    let unready = |reason: String| (false, json!({ "status": "unready", "reason": reason }));
+/// A loopback peer that is not a proxy passing on someone else's request,
+/// or the admin bearer token.
+fn trusted(s: &State, peer: Option<Peer>, headers: &HeaderMap) -> bool {
+    let forwarded = headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for");
+    let local = peer.is_some_and(|Peer(a)| a.ip().is_loopback()) && !forwarded;
+    local || bearer_ok(s, headers)
+}
+
+/// (ready, the answer, the database's error text when that is the reason).
+async fn readiness(s: &State) -> (bool, serde_json::Value, Option<String>) {
+    let unready = |reason: String| {
+        (
+            false,
+            json!({ "status": "unready", "reason": reason }),
+            None,
+        )
+    };
     if !s.lifecycle.phases().is_running() {
         return unready("shutting down".into());
     }
     match tokio::time::timeout(Duration::from_secs(2), s.worker.store().ping()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return unready(format!("database: {}", error_chain(&e))),
+        Ok(Err(e)) => {
+            let (ready, body, _) = unready("database: unavailable".into());
+            return (ready, body, Some(format!("database: {}", error_chain(&e))));
+        }
         Err(_) => return unready("database: no answer within 2s".into()),
     }
     let snap = s.health.snapshot(s.clock.now_ms());
@@ -95,7 +127,7 @@ async fn readiness(s: &State) -> (bool, serde_json::Value) {
             if !reasons.is_empty() {
                 body["reason"] = json!(reasons.join("; "));
             }
-            (true, body)
+            (true, body, None)
         }
     }
 }

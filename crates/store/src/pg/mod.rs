@@ -18,6 +18,7 @@ use crate::{Backend, SchemaStatus, Snapshot, StoreError, backup, migrate};
 mod sql;
 pub(crate) use sql::CLAIM as CLAIM_SQL;
 pub(crate) use sql::CLAIM_DUE;
+pub(crate) use sql::MAKE_DUE as MAKE_DUE_SQL;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {

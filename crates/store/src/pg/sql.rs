@@ -271,10 +271,13 @@ pub(super) const POSTGRES: Dialect = Dialect {
              lease_owner = NULL, lease_expires_at = NULL,
              fencing_token = fencing_token + 1
          WHERE id = $1 AND status = $4",
-    // An id stored as `<prefix>|<id>` also matches its bare `<id>`.
+    // An id stored as `<prefix>|<id>` also matches its bare `<id>`. Each arm
+    // of the OR is a probe of its own index (`ai_jobs_provider_job`,
+    // `ai_jobs_provider_job_tail`, migration 3).
     make_due: "UPDATE ai_jobs SET next_attempt_at = to_timestamp($3::float8 / 1000.0)
          WHERE provider = $1
-           AND (provider_job_id = $2 OR right(provider_job_id, length($2) + 1) = '|' || $2)
+           AND (provider_job_id = $2
+                OR substr(provider_job_id, strpos(provider_job_id, '|') + 1) = $2)
            AND next_attempt_at > to_timestamp($3::float8 / 1000.0)
            AND status NOT IN ('completed', 'failed', 'canceled')",
     claim_probe: CLAIM_PROBE,
@@ -304,4 +307,10 @@ pub(super) const POSTGRES: Dialect = Dialect {
         ms!("updated_at"),
         " FROM provider_pauses ORDER BY provider"
     ),
+    insert_webhook: "INSERT INTO clawcut_webhook_deliveries (provider, delivery_id, received_at)
+         VALUES ($1, $2, to_timestamp($3::float8 / 1000.0)) ON CONFLICT DO NOTHING",
+    prune_webhooks: "DELETE FROM clawcut_webhook_deliveries
+         WHERE received_at < to_timestamp($1::float8 / 1000.0)",
 };
+
+pub(crate) const MAKE_DUE: &str = POSTGRES.make_due;

@@ -142,6 +142,10 @@ pub struct Dialect {
     /// Returns provider, cause, reason, operation, paused_at, paused_by,
     /// probe_at, cooldown_ms, probes, updated_at.
     pub list_pauses: &'static str,
+    /// 1 provider, 2 delivery id, 3 now; nothing when the pair is there.
+    pub insert_webhook: &'static str,
+    /// 1 before: deliveries recorded earlier are dropped.
+    pub prune_webhooks: &'static str,
 }
 
 /// The operations on one pool, with its backend's statements. Their
@@ -371,6 +375,18 @@ where
 
     async fn provider_pauses(&self) -> Result<Vec<ProviderPause>, StoreError> {
         self.sql().provider_pauses().await
+    }
+
+    async fn note_webhook(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        now: Millis,
+        forget_before: Millis,
+    ) -> Result<bool, StoreError> {
+        self.sql()
+            .note_webhook(provider, delivery_id, now, forget_before)
+            .await
     }
 
     async fn begin_snapshot(&self, sqlite_dest: &Path) -> Result<Snapshot, StoreError> {

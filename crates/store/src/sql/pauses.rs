@@ -42,10 +42,11 @@ where
 {
     pub(super) async fn pause_provider(&self, p: &PauseProvider<'_>) -> Result<bool, StoreError> {
         let op = StoreError::PauseProvider;
+        let reason = clawcut_core::redact::redact(p.reason);
         let inserted = sqlx::query(self.d.insert_pause)
             .bind(p.provider)
             .bind(p.cause.label())
-            .bind(p.reason)
+            .bind(reason.as_ref())
             .bind(p.call.label())
             .bind(p.now)
             .bind(p.worker_id)
@@ -62,7 +63,7 @@ where
         sqlx::query(self.d.update_pause)
             .bind(p.provider)
             .bind(p.cause.label())
-            .bind(p.reason)
+            .bind(reason.as_ref())
             .bind(p.call.label())
             .bind(p.now)
             .execute(self.pool)

@@ -132,7 +132,7 @@ where
         let done = sqlx::query(self.d.cancel_job)
             .bind(job_id)
             .bind(now)
-            .bind(last_error.as_str())
+            .bind(clawcut_core::redact::redact(&last_error).as_ref())
             .bind(from.as_str())
             .execute(&mut *tx)
             .await
@@ -185,6 +185,28 @@ where
             .execute(self.pool)
             .await
             .map_err(StoreError::MakeDue)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(super) async fn note_webhook(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        now: Millis,
+        forget_before: Millis,
+    ) -> Result<bool, StoreError> {
+        sqlx::query(self.d.prune_webhooks)
+            .bind(forget_before)
+            .execute(self.pool)
+            .await
+            .map_err(StoreError::NoteWebhook)?;
+        let done = sqlx::query(self.d.insert_webhook)
+            .bind(provider)
+            .bind(delivery_id)
+            .bind(now)
+            .execute(self.pool)
+            .await
+            .map_err(StoreError::NoteWebhook)?;
         Ok(done.rows_affected() > 0)
     }
 }

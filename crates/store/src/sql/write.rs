@@ -137,7 +137,8 @@ where
             .bind(e.from)
             .bind(e.to.as_str())
             .bind(e.worker_id)
-            .bind(e.detail)
+            // Every text column is written under the one redaction rule.
+            .bind(clawcut_core::redact::redact(e.detail).as_ref())
             .bind(e.now)
             .execute(&mut **tx)
             .await
@@ -157,9 +158,10 @@ where
         let Some(version_id) = version_id else {
             return Ok(());
         };
+        let error = error.map(clawcut_core::redact::redact);
         sqlx::query(self.d.fail_version)
             .bind(version_id)
-            .bind(error)
+            .bind(error.as_deref())
             .bind(now)
             .execute(&mut **tx)
             .await
@@ -378,7 +380,7 @@ where
             .bind(lease.owner.as_str())
             .bind(lease.token)
             .bind(s.now)
-            .bind(reason.as_str())
+            .bind(clawcut_core::redact::redact(&reason).as_ref())
             .execute(&mut *tx)
             .await;
         match done {
@@ -406,6 +408,7 @@ where
     pub(super) async fn settle(&self, lease: &Lease, s: &Settle) -> Result<(), StoreError> {
         let op: OpErr = StoreError::Settle;
         let mut tx = self.begin_write(op).await?;
+        let reason = s.reason.as_deref().map(clawcut_core::redact::redact);
         let version_id: Option<Option<String>> = sqlx::query_scalar(self.d.settle)
             .bind(lease.job_id.as_str())
             .bind(lease.owner.as_str())
@@ -413,7 +416,7 @@ where
             .bind(s.from.as_str())
             .bind(s.to.as_str())
             .bind(s.now)
-            .bind(s.reason.as_deref())
+            .bind(reason.as_deref())
             .bind(s.provider_job_id.as_deref())
             .bind(s.idempotency_key.as_deref())
             .bind(completed_at(s.to, s.now))
@@ -453,6 +456,7 @@ where
         let op: OpErr = StoreError::Reschedule;
         let changed = r.from != r.to;
         let mut tx = self.begin_write(op).await?;
+        let last_error = r.last_error.as_deref().map(clawcut_core::redact::redact);
         let done = sqlx::query(self.d.reschedule)
             .bind(lease.job_id.as_str())
             .bind(lease.owner.as_str())
@@ -462,7 +466,7 @@ where
             .bind(self.counter(r.attempts))
             .bind(self.counter(r.polls))
             .bind(r.next_attempt_at)
-            .bind(r.last_error.as_deref())
+            .bind(last_error.as_deref())
             .bind(changed)
             .bind(r.now)
             .execute(&mut *tx)

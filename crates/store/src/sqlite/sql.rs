@@ -232,11 +232,15 @@ pub(super) const SQLITE: Dialect = Dialect {
              updated_at = ?2, lease_owner = NULL, lease_expires_at = NULL,
              fencing_token = COALESCE(CAST(fencing_token AS INTEGER), 0) + 1
          WHERE id = ?1 AND status = ?4",
-    // An id stored as `<prefix>|<id>` also matches its bare `<id>`.
+    // An id stored as `<prefix>|<id>` also matches its bare `<id>`. Each arm
+    // of the OR is a probe of its own index (`ai_jobs_provider_job`,
+    // `ai_jobs_provider_job_tail`, migration 3): no scan under the write lock.
     make_due: "UPDATE ai_jobs SET next_attempt_at = ?3
-         WHERE provider = ?1
-           AND (provider_job_id = ?2
-                OR substr(provider_job_id, -length(?2) - 1) = '|' || ?2)
+         WHERE rowid IN (
+               SELECT rowid FROM ai_jobs WHERE provider = ?1 AND provider_job_id = ?2
+               UNION
+               SELECT rowid FROM ai_jobs WHERE provider = ?1
+                  AND substr(provider_job_id, instr(provider_job_id, '|') + 1) = ?2)
            AND next_attempt_at > ?3
            AND status NOT IN ('completed', 'failed', 'canceled')",
     claim_probe: CLAIM_PROBE,
@@ -256,4 +260,9 @@ pub(super) const SQLITE: Dialect = Dialect {
     delete_pause: "DELETE FROM provider_pauses WHERE provider = ?1",
     list_pauses: "SELECT provider, cause, reason, operation, paused_at, paused_by, probe_at,
          cooldown_ms, probes, updated_at FROM provider_pauses ORDER BY provider",
+    insert_webhook: "INSERT INTO clawcut_webhook_deliveries (provider, delivery_id, received_at)
+         VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    prune_webhooks: "DELETE FROM clawcut_webhook_deliveries WHERE received_at < ?1",
 };
+
+pub(crate) const MAKE_DUE: &str = SQLITE.make_due;

@@ -20,6 +20,7 @@ mod publish;
 mod report;
 mod schema;
 mod set_aside;
+mod webhooks;
 mod write;
 
 pub use backup::*;
@@ -30,6 +31,7 @@ pub use publish::*;
 pub use report::*;
 pub use schema::*;
 pub use set_aside::*;
+pub use webhooks::*;
 pub use write::*;
 
 /// Every case, for the backend files to instantiate.
@@ -58,6 +60,8 @@ macro_rules! for_each_case {
             reschedule_snooze_and_retry,
             resolve_both_ways_and_not_resolvable,
             make_due_only_when_it_changes_something,
+            make_due_probes_indexes_not_a_scan,
+            webhook_deliveries_are_noted_once,
             status_report_numbers,
             list_jobs_stranded_and_needs_operator,
             corrupt_row_is_an_error_not_a_panic,
