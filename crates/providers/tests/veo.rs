@@ -266,7 +266,8 @@ async fn a_redirected_download_needs_an_allowed_host_and_drops_the_key() {
     );
     // Allowed: followed, and the storage host (which refuses any request
     // carrying the key) serves it.
-    cfg.allowed_download_hosts = vec!["localhost".into()];
+    // With its port: a bare host allows only the scheme's default one.
+    cfg.allowed_download_hosts = vec![format!("localhost:{}", fake.addr().port())];
     let got = fetch(cfg).await.unwrap();
     assert_eq!(std::fs::read(&got.path).unwrap(), fake.content(&name));
 }
