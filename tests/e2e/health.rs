@@ -500,3 +500,66 @@ async fn a_pause_without_jobs_neither_spins_nor_blocks_shutdown(backend: Backend
     assert_eq!(openai.total_requests(), 0);
 }
 on_both_backends!(a_pause_without_jobs_neither_spins_nor_blocks_shutdown);
+
+// ---------------------------------------------------------------------------
+// An operator fixed the key: `resume-provider` lifts the pause at once, not
+// after the next probe (an hour away here).
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_resumes_a_paused_provider_at_once() {
+    let openai = FakeOpenAi::start(KEY).await;
+    let slow_probe = "[backoff]\ninitial = \"100ms\"\nmax = \"300ms\"\nmax_attempts = 3\n\n\
+                      [provider_health]\noutage_after = 3\ncooldown = \"1h\"\nmax_cooldown = \"1h\"\n";
+    let env = Env::sqlite(&openai.base_url(), slow_probe);
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    let ids = ["m1", "m2"];
+    for id in ids {
+        openai.script(&format!("video_{id}"), Script::completes_after(1));
+        db.insert_job_with_scene(&job(id, "openai", &format!("video_{id}")))
+            .await
+            .unwrap();
+    }
+    openai.set_outage(Some(Outage::new(
+        401,
+        r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+    )));
+    let d = env.start("resume");
+    d.wait_log("provider paused", Duration::from_secs(20)).await;
+    // Not paused: refused, nothing changes.
+    let out = env.output(&["resume-provider", "nope"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not paused"));
+
+    openai.set_outage(None);
+    let out = env.output(&["resume-provider", "openai", "--operator", "alice", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["resumed"], true, "{said}");
+    assert_eq!(said["operator"], "alice");
+    assert_eq!(said["was"]["cause"], "unauthorized");
+    d.wait_log(
+        "provider resumed (recorded in the database)",
+        Duration::from_secs(10),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the jobs complete long before the probe",
+        || async { all_completed(&db, &ids).await.then_some(()) },
+    )
+    .await;
+    assert!(
+        status_json(&env)["paused_providers"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let again = env.output(&["resume-provider", "openai"]);
+    assert_eq!(again.status.code(), Some(65));
+}

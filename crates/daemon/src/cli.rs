@@ -42,6 +42,9 @@ pub enum Command {
     /// An operator stops a job: the provider's own cancel call where it has
     /// one, then `canceled` with an audit event naming the operator.
     Cancel(CancelArgs),
+    /// Lift a provider's pause now (after fixing its key or topping up the
+    /// account) instead of waiting for the next probe.
+    ResumeProvider(ResumeProviderArgs),
     /// A consistent snapshot of the database and every media file a ready
     /// scene version points at, with a checksummed manifest, taken while the
     /// daemon runs. Incremental: content DIR already holds is not copied again.
@@ -80,6 +83,18 @@ pub struct ResolveArgs {
     /// Who decided, for the audit event (default: $USER).
     #[arg(long)]
     pub operator: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeProviderArgs {
+    /// The provider's name (its `[providers.NAME]` table, `ai_jobs.provider`).
+    pub name: String,
+    /// Who decided, for the log (default: $USER).
+    #[arg(long)]
+    pub operator: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -89,6 +89,7 @@ async fn dispatch(cli: Cli) -> Result<(), Fatal> {
         Command::Reconcile(args) => commands::reconcile(&cli.config, &load()?, args).await,
         Command::Resolve(args) => commands::resolve(&load()?, args).await,
         Command::Cancel(args) => commands::cancel(&cli.config, &load()?, args).await,
+        Command::ResumeProvider(args) => commands::resume_provider(&load()?, args).await,
         Command::Backup(args) => commands::backup(&load()?, args).await,
         // The config only serves to refuse the live database and media dir,
         // so a restore on a machine without one still works.
