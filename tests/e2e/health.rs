@@ -563,3 +563,58 @@ async fn an_operator_resumes_a_paused_provider_at_once() {
     let again = env.output(&["resume-provider", "openai"]);
     assert_eq!(again.status.code(), Some(65));
 }
+
+/// The same from the admin API: `POST /v1/providers/{name}/resume`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_resumes_a_paused_provider() {
+    const TOKEN: &str = "health-admin-token-0123456789";
+    let openai = FakeOpenAi::start(KEY).await;
+    let slow_probe = "[backoff]\ninitial = \"100ms\"\nmax = \"300ms\"\nmax_attempts = 3\n\n\
+                      [provider_health]\noutage_after = 3\ncooldown = \"1h\"\nmax_cooldown = \"1h\"\n";
+    let env = Env::sqlite(&openai.base_url(), slow_probe);
+    let port = free_port();
+    env.edit_config(
+        "listen = \"\"",
+        &format!("listen = \"127.0.0.1:{port}\"\nadmin_token_env = \"E2E_HEALTH_ADMIN\""),
+    );
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    openai.script("video_n1", Script::completes_after(1));
+    db.insert_job_with_scene(&job("n1", "openai", "video_n1"))
+        .await
+        .unwrap();
+    openai.set_outage(Some(Outage::new(
+        401,
+        r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+    )));
+    let d = env.start_with("api_resume", |c| {
+        c.env("E2E_HEALTH_ADMIN", TOKEN);
+    });
+    d.wait_log("provider paused", Duration::from_secs(20)).await;
+    openai.set_outage(None);
+    let client = reqwest::Client::new();
+    let post = |token: &'static str| {
+        client
+            .post(format!(
+                "http://127.0.0.1:{port}/v1/providers/openai/resume"
+            ))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(r#"{"operator":"bob"}"#)
+            .send()
+    };
+    assert_eq!(post("wrong-token").await.unwrap().status().as_u16(), 401);
+    let ok = post(TOKEN).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let said: Value = ok.json().await.unwrap();
+    assert_eq!(said["operator"], "api:bob", "{said}");
+    assert_eq!(said["was"]["cause"], "unauthorized");
+    // This replica's readiness shows it at once.
+    let (_, ready) = get(port, "/readyz").await;
+    assert!(ready.contains("\"paused_providers\":[]"), "{ready}");
+    assert_eq!(post(TOKEN).await.unwrap().status().as_u16(), 409);
+    eventually(Duration::from_secs(30), "the job completes", || async {
+        all_completed(&db, &["n1"]).await.then_some(())
+    })
+    .await;
+}

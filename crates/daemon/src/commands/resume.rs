@@ -5,7 +5,6 @@
 
 use anyhow::Context;
 use serde_json::json;
-use tracing::info;
 
 use crate::app;
 use crate::cli::ResumeProviderArgs;
@@ -23,30 +22,16 @@ pub async fn resume_provider(cfg: &Config, args: &ResumeProviderArgs) -> Result<
         .clone()
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "operator".into());
-    let pauses = store
-        .provider_pauses()
+    let lifted = crate::worker::health::resume_by_operator(&*store, &args.name, &operator)
         .await
-        .context("read the provider pauses")
+        .context("resume the provider")
         .exit_with(exit::UNAVAILABLE)?;
-    let Some(pause) = pauses.into_iter().find(|p| p.provider == args.name) else {
+    let Some(pause) = lifted else {
         return Err(fatal(
             exit::DATAERR,
             format!("provider {:?} is not paused", args.name),
         ));
     };
-    let resumed = store
-        .resume_provider(&args.name)
-        .await
-        .context("resume the provider")
-        .exit_with(exit::UNAVAILABLE)?;
-    if !resumed {
-        // A probe got there first.
-        return Err(fatal(
-            exit::DATAERR,
-            format!("provider {:?} is not paused", args.name),
-        ));
-    }
-    info!(provider = %args.name, operator = %operator, cause = pause.cause.label(), "provider resumed by an operator");
     if args.json {
         let out = json!({
             "provider": args.name,

@@ -290,3 +290,56 @@ mod tests {
         }
     }
 }
+
+/// `{}` or `{"operator": "..."}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResumeBody {
+    operator: Option<String>,
+}
+
+/// `POST /v1/providers/{name}/resume`: as `clawcut-worker resume-provider`.
+/// 409 when the provider is not paused.
+pub(super) async fn resume_provider(
+    Extract(s): Extract<Arc<State>>,
+    Path(name): Path<String>,
+    TimedBody(body): TimedBody,
+) -> Response {
+    let req: ResumeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ResumeBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body must be {{}} or {{\"operator\": \"...\"}}: {e}"),
+                );
+            }
+        }
+    };
+    let operator = format!("api:{}", req.operator.as_deref().unwrap_or("admin"));
+    let store = s.worker.store().clone();
+    match crate::worker::health::resume_by_operator(&*store, &name, &operator).await {
+        Ok(Some(pause)) => {
+            // This process's board at once; other replicas at their next claim.
+            s.worker.refresh_pauses().await;
+            let now = s.clock.now_ms();
+            (
+                StatusCode::OK,
+                Json(json!({
+                    "provider": name,
+                    "resumed": true,
+                    "operator": operator,
+                    "was": crate::report::pause_json(&pause, now),
+                })),
+            )
+                .into_response()
+        }
+        Ok(None) => error(
+            StatusCode::CONFLICT,
+            format!("provider {name:?} is not paused"),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
+    }
+}

@@ -63,6 +63,7 @@ pub fn router(state: Arc<State>) -> Router {
             .route("/v1/jobs", get(admin::list_jobs))
             .route("/v1/jobs/{id}/resolve", post(admin::resolve))
             .route("/v1/jobs/{id}/cancel", post(admin::cancel))
+            .route("/v1/providers/{name}/resume", post(admin::resume_provider))
             // A route layer runs after routing and before the handler's
             // extractors: a wrong token is refused before one body byte is
             // read, whatever the body's size or pace.

@@ -291,6 +291,34 @@ impl Worker {
     }
 }
 
+/// An operator lifts `provider`'s pause (`resume-provider`, `POST
+/// /v1/providers/{name}/resume`): the pause that was lifted, `None` when
+/// the provider was not paused (or a probe lifted it first).
+pub async fn resume_by_operator(
+    store: &dyn clawcut_store::Store,
+    provider: &str,
+    operator: &str,
+) -> Result<Option<ProviderPause>, StoreError> {
+    let Some(pause) = store
+        .provider_pauses()
+        .await?
+        .into_iter()
+        .find(|p| p.provider == provider)
+    else {
+        return Ok(None);
+    };
+    if !store.resume_provider(provider).await? {
+        return Ok(None);
+    }
+    info!(
+        provider,
+        operator,
+        cause = pause.cause.label(),
+        "provider resumed by an operator"
+    );
+    Ok(Some(pause))
+}
+
 /// Milliseconds until `at`, for the scheduler's timer.
 pub fn until(at: Millis, now: Millis) -> Duration {
     Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
