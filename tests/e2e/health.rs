@@ -23,6 +23,19 @@ const KLING: (&str, &str) = ("ak-health-e2e", "sk-health-e2e-secret");
 const FAST: &str = "[backoff]\ninitial = \"100ms\"\nmax = \"300ms\"\nmax_attempts = 3\n\n\
                     [provider_health]\noutage_after = 3\ncooldown = \"300ms\"\nmax_cooldown = \"600ms\"\n";
 
+/// As [`FAST`], but the first probe is an hour away: only an operator
+/// resumes within a test.
+const SLOW_PROBE: &str = "[backoff]\ninitial = \"100ms\"\nmax = \"300ms\"\nmax_attempts = 3\n\n\
+                          [provider_health]\noutage_after = 3\ncooldown = \"1h\"\nmax_cooldown = \"1h\"\n";
+
+/// OpenAI's answer to a revoked key.
+fn refused_key() -> Outage {
+    Outage::new(
+        401,
+        r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+    )
+}
+
 /// Longer than max_attempts × backoff.max (3 × 300 ms), several times over.
 const HOLD: Duration = Duration::from_secs(3);
 
@@ -299,10 +312,7 @@ async fn account_faults_pause_the_provider_without_spending_attempts() {
     for id in ["a1", "a2"] {
         openai.script(&format!("video_{id}"), Script::completes_after(1));
     }
-    openai.set_outage(Some(Outage::new(
-        401,
-        r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
-    )));
+    openai.set_outage(Some(refused_key()));
     let o = std::sync::Arc::new(openai);
     let o2 = o.clone();
     account_fault_case(
@@ -398,10 +408,7 @@ async fn a_pause_is_shared_by_replicas_and_survives_a_restart() {
             .await
             .unwrap();
     }
-    openai.set_outage(Some(Outage::new(
-        401,
-        r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
-    )));
+    openai.set_outage(Some(refused_key()));
     let a = env.start("replica_a");
     a.wait_log("provider paused", Duration::from_secs(20)).await;
     let b = env.start("replica_b");
@@ -508,9 +515,7 @@ on_both_backends!(a_pause_without_jobs_neither_spins_nor_blocks_shutdown);
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_resumes_a_paused_provider_at_once() {
     let openai = FakeOpenAi::start(KEY).await;
-    let slow_probe = "[backoff]\ninitial = \"100ms\"\nmax = \"300ms\"\nmax_attempts = 3\n\n\
-                      [provider_health]\noutage_after = 3\ncooldown = \"1h\"\nmax_cooldown = \"1h\"\n";
-    let env = Env::sqlite(&openai.base_url(), slow_probe);
+    let env = Env::sqlite(&openai.base_url(), SLOW_PROBE);
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();
     let ids = ["m1", "m2"];
@@ -520,10 +525,7 @@ async fn an_operator_resumes_a_paused_provider_at_once() {
             .await
             .unwrap();
     }
-    openai.set_outage(Some(Outage::new(
-        401,
-        r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
-    )));
+    openai.set_outage(Some(refused_key()));
     let d = env.start("resume");
     d.wait_log("provider paused", Duration::from_secs(20)).await;
     // Not paused: refused, nothing changes.
@@ -569,9 +571,7 @@ async fn an_operator_resumes_a_paused_provider_at_once() {
 async fn the_admin_api_resumes_a_paused_provider() {
     const TOKEN: &str = "health-admin-token-0123456789";
     let openai = FakeOpenAi::start(KEY).await;
-    let slow_probe = "[backoff]\ninitial = \"100ms\"\nmax = \"300ms\"\nmax_attempts = 3\n\n\
-                      [provider_health]\noutage_after = 3\ncooldown = \"1h\"\nmax_cooldown = \"1h\"\n";
-    let env = Env::sqlite(&openai.base_url(), slow_probe);
+    let env = Env::sqlite(&openai.base_url(), SLOW_PROBE);
     let port = free_port();
     env.edit_config(
         "listen = \"\"",
@@ -583,10 +583,7 @@ async fn the_admin_api_resumes_a_paused_provider() {
     db.insert_job_with_scene(&job("n1", "openai", "video_n1"))
         .await
         .unwrap();
-    openai.set_outage(Some(Outage::new(
-        401,
-        r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
-    )));
+    openai.set_outage(Some(refused_key()));
     let d = env.start_with("api_resume", |c| {
         c.env("E2E_HEALTH_ADMIN", TOKEN);
     });

@@ -18,51 +18,42 @@ struct Migration {
     sql: &'static str,
 }
 
-const SQLITE: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "init",
-        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "provider pauses",
-        sql: include_str!("../../../migrations/sqlite/0002_provider_pauses.sql"),
-    },
-    Migration {
-        version: 3,
-        description: "webhooks",
-        sql: include_str!("../../../migrations/sqlite/0003_webhooks.sql"),
-    },
-    Migration {
-        version: 4,
-        description: "due index",
-        sql: include_str!("../../../migrations/sqlite/0004_due_index.sql"),
-    },
-];
+/// The migrations of one backend's folder, in order. One list for both, so
+/// the two can never disagree on a version's number or name.
+macro_rules! migrations {
+    ($dir:literal) => {
+        &[
+            Migration {
+                version: 1,
+                description: "init",
+                sql: include_str!(concat!("../../../migrations/", $dir, "/0001_init.sql")),
+            },
+            Migration {
+                version: 2,
+                description: "provider pauses",
+                sql: include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0002_provider_pauses.sql"
+                )),
+            },
+            Migration {
+                version: 3,
+                description: "webhooks",
+                sql: include_str!(concat!("../../../migrations/", $dir, "/0003_webhooks.sql")),
+            },
+            Migration {
+                version: 4,
+                description: "due index",
+                sql: include_str!(concat!("../../../migrations/", $dir, "/0004_due_index.sql")),
+            },
+        ]
+    };
+}
 
-const POSTGRES: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "init",
-        sql: include_str!("../../../migrations/postgres/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "provider pauses",
-        sql: include_str!("../../../migrations/postgres/0002_provider_pauses.sql"),
-    },
-    Migration {
-        version: 3,
-        description: "webhooks",
-        sql: include_str!("../../../migrations/postgres/0003_webhooks.sql"),
-    },
-    Migration {
-        version: 4,
-        description: "due index",
-        sql: include_str!("../../../migrations/postgres/0004_due_index.sql"),
-    },
-];
+const SQLITE: &[Migration] = migrations!("sqlite");
+
+const POSTGRES: &[Migration] = migrations!("postgres");
 
 /// Arbitrary but fixed: every clawcut-worker process migrating the same
 /// PostgreSQL database serializes on it.

@@ -27,22 +27,25 @@ pub(super) struct ReconcileBody {
     ai_job_id: Option<String>,
 }
 
+/// A body that may be empty (then the defaults) or JSON of the route's
+/// shape; anything else is refused with a message naming the shape (a 400).
+fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("body must be {{}} or {shape}: {e}"))
+}
+
 pub(super) async fn reconcile(
     Extract(s): Extract<Arc<State>>,
     TimedBody(body): TimedBody,
 ) -> Response {
-    let req: ReconcileBody = if body.is_empty() {
-        ReconcileBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("body must be {{}} or {{\"ai_job_id\": \"...\"}}: {e}"),
-                );
-            }
-        }
+    let req: ReconcileBody = match optional_body(&body, r#"{"ai_job_id": "..."}"#) {
+        Ok(b) => b,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let opts = PassOptions {
         limit: None,
@@ -203,20 +206,9 @@ pub(super) async fn cancel(
     Path(id): Path<String>,
     TimedBody(body): TimedBody,
 ) -> Response {
-    let req: CancelBody = if body.is_empty() {
-        CancelBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "body must be {{}} or {{\"reason\": \"...\", \"operator\": \"...\"}}: {e}"
-                    ),
-                );
-            }
-        }
+    let req: CancelBody = match optional_body(&body, r#"{"reason": "...", "operator": "..."}"#) {
+        Ok(b) => b,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let operator = format!("api:{}", req.operator.as_deref().unwrap_or("admin"));
     info!(job = %id, %operator, "admin api: cancel requested");
@@ -305,18 +297,9 @@ pub(super) async fn resume_provider(
     Path(name): Path<String>,
     TimedBody(body): TimedBody,
 ) -> Response {
-    let req: ResumeBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ResumeBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("body must be {{}} or {{\"operator\": \"...\"}}: {e}"),
-                );
-            }
-        }
+    let req: ResumeBody = match optional_body(&body, r#"{"operator": "..."}"#) {
+        Ok(b) => b,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let operator = format!("api:{}", req.operator.as_deref().unwrap_or("admin"));
     let store = s.worker.store().clone();

@@ -23,7 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use clawcut_core::{FaultScope, Millis, OutageCount, PauseCause, ProviderError, health::Answer};
+use clawcut_core::{
+    FaultScope, HealthPolicy, Millis, OutageCount, PauseCause, ProviderError, health::Answer,
+};
 use clawcut_store::{Claimed, PauseProvider, Probe, ProviderCall, ProviderPause, StoreError};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -61,21 +63,31 @@ impl Health {
     }
 
     pub fn is_paused(&self, provider: &str) -> bool {
+        self.pause_of(provider).is_some()
+    }
+
+    /// The provider's pause as last read, without copying the board.
+    pub fn pause_of(&self, provider: &str) -> Option<ProviderPause> {
         self.board
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pauses
-            .contains_key(provider)
+            .get(provider)
+            .cloned()
     }
 
-    fn count(&self, provider: &str, answer: Answer<'_>, w: &Worker) -> Option<PauseCause> {
-        let policy = w.settings().health;
+    fn count(
+        &self,
+        provider: &str,
+        answer: Answer<'_>,
+        policy: &HealthPolicy,
+    ) -> Option<PauseCause> {
         self.counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(provider.to_owned())
             .or_default()
-            .observe(answer, &policy)
+            .observe(answer, policy)
     }
 
     fn is_stale(&self) -> bool {
@@ -106,7 +118,7 @@ impl Worker {
             kind: e.kind,
             job_id: &cx.job.id,
         };
-        if let Some(cause) = self.health.count(provider, answer, self) {
+        if let Some(cause) = self.health.count(provider, answer, &cx.s.health) {
             self.pause(cx, cause, e, call).await;
             return true;
         }
@@ -128,16 +140,17 @@ impl Worker {
     /// The provider answered about the job: it is up. A probe's answer
     /// lifts its pause.
     async fn answered(&self, cx: &Ctx<'_>, provider: &str) {
-        let _ = self.health.count(provider, Answer::Answered, self);
-        if !cx.probe || !self.health.is_paused(provider) {
+        let _ = self.health.count(provider, Answer::Answered, &cx.s.health);
+        if !cx.probe {
             return;
         }
-        let since = self.health.board().pauses.get(provider).cloned();
+        let Some(since) = self.health.pause_of(provider) else {
+            return;
+        };
         match self.store.resume_provider(provider).await {
             Ok(true) => {
-                let paused_for = since.map_or(Duration::ZERO, |p| {
-                    Duration::from_secs(until(self.now_ms(), p.paused_at).as_secs())
-                });
+                let paused_for =
+                    Duration::from_secs(until(self.now_ms(), since.paused_at).as_secs());
                 info!(
                     provider,
                     job = %cx.job.id,
