@@ -9,6 +9,7 @@ mod crash;
 mod hardening;
 mod health;
 mod http;
+mod ops;
 mod reconcile;
 mod replicas;
 mod scheduler;
