@@ -2,8 +2,8 @@
 //!
 //! A job list combines optional filters, so its statement is assembled
 //! here from fixed fragments; every value is bound, never spliced in (the
-//! only numbers written into the text are the count cap and the timeout,
-//! both ours). The fragments that differ between the backends
+//! only numbers written into the text are the row limits, the count cap
+//! and the timeout, all ours and bounded). The fragments that differ between the backends
 //! (placeholders, timestamp conversions, the event order) come from
 //! [`Backend`].
 
@@ -226,7 +226,10 @@ where
             w += &format!(" AND (updated_at, id) {cmp} ({k}, {id})");
         }
         let page = i64::from(q.limit.clamp(1, 1000));
-        let lim = st.push(Bind::Int(page + 1));
+        // The limit is written into the text (ours, and bounded): bound as a
+        // parameter, PostgreSQL's generic plan cannot know it is small and
+        // may sort the whole table instead of walking the index.
+        let lim = page + 1;
         let text = format!(
             "SELECT {cols}, {key} AS sort_key FROM ai_jobs WHERE {w}
              ORDER BY updated_at {dir}, id {dir} LIMIT {lim}",
@@ -282,7 +285,7 @@ where
         let b = self.d.backend;
         let mut st = Stmt::new(b);
         let id = st.text(job_id);
-        let lim = st.push(Bind::Int(i64::from(limit)));
+        let lim = limit;
         let text = format!(
             "SELECT id, ai_job_id, from_status, to_status, worker_id, detail, {at} AS at
              FROM ai_job_events WHERE ai_job_id = {id} ORDER BY {order} LIMIT {lim}",
@@ -349,8 +352,8 @@ where
         limits: PanelLimits,
     ) -> Result<Vec<ErrorGroup>, StoreError> {
         let b = self.d.backend;
-        let mut st = Stmt::new(b);
-        let lim = st.push(Bind::Int(i64::from(limit)));
+        let st = Stmt::new(b);
+        let lim = limit;
         let text = format!(
             "SELECT provider, head, COUNT(*) AS n, MIN(at) AS oldest FROM (
                  SELECT provider, {head} AS head, {at} AS at FROM ai_jobs
@@ -379,8 +382,8 @@ where
         limits: PanelLimits,
     ) -> Result<Vec<Transition>, StoreError> {
         let b = self.d.backend;
-        let mut st = Stmt::new(b);
-        let lim = st.push(Bind::Int(i64::from(limit)));
+        let st = Stmt::new(b);
+        let lim = limit;
         // The newest events through their time index; each one's previous
         // event through the (job, time) index: `limit` probes, whatever the
         // table holds.
