@@ -9,6 +9,7 @@ mod crash;
 mod hardening;
 mod health;
 mod http;
+mod panel;
 mod reconcile;
 mod replicas;
 mod scheduler;
