@@ -202,7 +202,7 @@ await check('a wrong token is refused: 401, "wrong token", no session cookie', a
   eq(resp.status(), 401, 'POST /ops/login status');
   await page.waitForLoadState();
   assert((await text(page, '#flash')).toLowerCase().includes('wrong token'), `#flash says: ${await text(page, '#flash')}`);
-  const cookies = await admin.cookies(BASE);
+  const cookies = await admin.cookies();
   assert(!cookies.some((c) => c.name === 'clawcut_ops'), `a session cookie was set: ${JSON.stringify(cookies)}`);
   // The same over plain HTTP: no Set-Cookie at all.
   const r = await admin.request.post(url('/ops/login'), { form: { token: ADMIN + 'x', operator: 'x' }, maxRedirects: 0 });
@@ -212,7 +212,7 @@ await check('a wrong token is refused: 401, "wrong token", no session cookie', a
 
 await check('sign in: 303 to /ops, a Secure HttpOnly SameSite=Strict cookie on /ops', async () => {
   await signIn(page, ADMIN, OPERATOR);
-  const c = (await admin.cookies(BASE)).find((c) => c.name === 'clawcut_ops');
+  const c = (await admin.cookies()).find((c) => c.name === 'clawcut_ops');
   assert(c, 'no clawcut_ops cookie after signing in');
   eq(c.httpOnly, true, 'HttpOnly');
   eq(c.secure, true, 'Secure');
@@ -381,6 +381,10 @@ await check('a job page: its timeline, its clip checksum, verify, the export, th
     }
     const t0 = Date.now();
     while (Date.now() - t0 < 8000 && !(el.readyState >= 2 && el.currentTime > 0)) await new Promise((r) => setTimeout(r, 100));
+    // The page refreshes itself: a refresh must not pull the video from
+    // under an operator who is watching it.
+    const every = Number(document.getElementById('content').dataset.refresh || 0);
+    if (every > 0) await new Promise((r) => setTimeout(r, Math.min(every, 5000) + 500));
     return {
       playError,
       readyState: el.readyState,
@@ -485,11 +489,12 @@ await check('screenshots: the overview on a desktop', async () => {
 
 await check('the page at phone width (390x844): no horizontal scroll', async () => {
   const phone = await newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
-  await phone.addCookies(await admin.cookies(BASE));
+  await phone.addCookies(await admin.cookies());
   const p = await phone.newPage();
   const wide = [];
   for (const path of ['/ops', '/ops/jobs?view=all', `/ops/jobs/${SEED.reconcile}`, '/ops/inbox']) {
     await p.goto(url(path));
+    eq(pathOf(p.url()), pathOf(url(path)), 'signed in on the phone, the page');
     await p.locator('main#content').waitFor();
     const m = await p.evaluate(() => ({ scroll: document.documentElement.scrollWidth, inner: window.innerWidth }));
     if (m.scroll > m.inner) wide.push(`${path}: scrollWidth ${m.scroll} > innerWidth ${m.inner}`);
@@ -509,6 +514,7 @@ await check('accessibility (axe-core): no serious or critical violation', async 
   const report = [];
   const audit = async (path) => {
     await p.goto(url(path));
+    eq(pathOf(p.url()), pathOf(url(path)), 'the audited page');
     await p.locator('main#content, form#login').first().waitFor();
     await p.addScriptTag({ path: AXE });
     const v = await p.evaluate(async () => {
@@ -518,7 +524,7 @@ await check('accessibility (axe-core): no serious or critical violation', async 
     for (const x of v) report.push({ path, ...x });
   };
   await audit('/ops/login');
-  await a11y.addCookies(await admin.cookies(BASE));
+  await a11y.addCookies(await admin.cookies());
   for (const path of [
     '/ops',
     '/ops/jobs?view=stranded',
