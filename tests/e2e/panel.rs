@@ -55,9 +55,8 @@ struct Tools {
 fn browser_tools() -> Option<Tools> {
     let root = repo_root();
     let node = PathBuf::from(std::env::var("NODE").unwrap_or_else(|_| "node".into()));
-    let chromium = PathBuf::from(
-        std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-    );
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
     let mut missing = Vec::new();
     let node_ok = Command::new(&node)
         .arg("--version")
@@ -207,7 +206,9 @@ async fn seed(db: &AppDb, env: &Env) -> Seed {
     let ago = now_ms() - 600_000;
     let job = |id: &str, status: &str, pid: Option<&str>| {
         let mut j = NewJob::video(id, status, pid, ago);
-        j.request = r#"{"prompt":"a lighthouse at dusk","model":"sora-2","seconds":"4","size":"1280x720"}"#.into();
+        j.request =
+            r#"{"prompt":"a lighthouse at dusk","model":"sora-2","seconds":"4","size":"1280x720"}"#
+                .into();
         j
     };
     let mut s = Seed {
@@ -268,9 +269,7 @@ async fn seed(db: &AppDb, env: &Env) -> Seed {
     db.insert_job_with_scene(&job(done, "processing", Some("vid_old_1")))
         .await
         .unwrap();
-    let path = env
-        .media()
-        .join(format!("videos/s-{done}/v-{done}.mp4"));
+    let path = env.media().join(format!("videos/s-{done}/v-{done}.mp4"));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, CLIP).unwrap();
     let (sha, bytes, t) = (sha256_hex(CLIP), CLIP.len(), ago + 60_000);
@@ -342,10 +341,14 @@ async fn the_operator_panel_in_a_real_browser() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    eventually(Duration::from_secs(30), "GET /ops/login answers", || async {
-        let r = client.get(format!("{base}/ops/login")).send().await.ok()?;
-        (r.status().as_u16() == 200).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "GET /ops/login answers",
+        || async {
+            let r = client.get(format!("{base}/ops/login")).send().await.ok()?;
+            (r.status().as_u16() == 200).then_some(())
+        },
+    )
     .await;
 
     let shots = screenshot_dir();
@@ -403,7 +406,9 @@ async fn the_operator_panel_in_a_real_browser() {
         "the event names the operator: {resolved:?}"
     );
     assert!(
-        resolved.detail.contains("provider confirms it never got it"),
+        resolved
+            .detail
+            .contains("provider confirms it never got it"),
         "the event has the reason: {resolved:?}"
     );
 
