@@ -311,6 +311,10 @@ pub(super) const POSTGRES: Dialect = Dialect {
          VALUES ($1, $2, to_timestamp($3::float8 / 1000.0)) ON CONFLICT DO NOTHING",
     prune_webhooks: "DELETE FROM clawcut_webhook_deliveries
          WHERE received_at < to_timestamp($1::float8 / 1000.0)",
+    backend: crate::Backend::Postgres,
+    job_cols: job_cols!(),
+    eligible_where: eligible!(),
+    stranded_where: stranded!(),
 };
 
 pub(crate) const MAKE_DUE: &str = POSTGRES.make_due;

@@ -263,6 +263,10 @@ pub(super) const SQLITE: Dialect = Dialect {
     insert_webhook: "INSERT INTO clawcut_webhook_deliveries (provider, delivery_id, received_at)
          VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     prune_webhooks: "DELETE FROM clawcut_webhook_deliveries WHERE received_at < ?1",
+    backend: crate::Backend::Sqlite,
+    job_cols: job_cols!(),
+    eligible_where: eligible!(),
+    stranded_where: stranded!(),
 };
 
 pub(crate) const MAKE_DUE: &str = SQLITE.make_due;
