@@ -264,11 +264,50 @@ await check('the stranded jobs: every one listed with its cells; search by job, 
   assert((await e1.locator('.last-error').innerText()).includes('Server(503)'), 'the last error is shown');
   eq((await e1.locator('.attempts').innerText()).trim(), '3', `${SEED.errors[0]} attempts`);
   eq((await e1.locator('.provider').innerText()).trim(), 'openai', `${SEED.errors[0]} provider`);
+  const listed = async (query) => {
+    await page.goto(url(`/ops/jobs?${query}`));
+    return (await page.locator('table#jobs tr[data-job]').evaluateAll((rs) => rs.map((r) => r.dataset.job))).sort();
+  };
+  const same = (got, want, what) => eq(JSON.stringify(got), JSON.stringify([...want].sort()), what);
   for (const [q, id] of [[SEED.stranded[1], SEED.stranded[1]], ['vid_done_2', SEED.stranded[1]], [`s-${SEED.stranded[1]}`, SEED.stranded[1]]]) {
-    await page.goto(url(`/ops/jobs?view=all&q=${encodeURIComponent(q)}`));
-    const ids = await page.locator('table#jobs tr[data-job]').evaluateAll((rs) => rs.map((r) => r.dataset.job));
-    eq(JSON.stringify(ids), JSON.stringify([id]), `search q=${q}`);
+    same(await listed(`view=all&q=${encodeURIComponent(q)}`), [id], `search q=${q}`);
   }
+  same(await listed('view=all&status=pending'), SEED.errors, 'view=all&status=pending');
+  same(await listed('view=needs_operator'), [SEED.inbox.id], 'view=needs_operator');
+  same(await listed('view=stranded&provider=nobody'), [], 'view=stranded&provider=nobody');
+  // The error group's own list, by the key its bulk link carries.
+  await page.goto(url('/ops'));
+  const href = await page.locator('#error-groups tr.error-group[data-status="503"] a.bulk-retry').getAttribute('href');
+  const group = new URL(href, BASE).searchParams.get('group');
+  assert(group, `a.bulk-retry has no group: ${href}`);
+  same(await listed(`view=all&group=${encodeURIComponent(group)}`), SEED.errors, `view=all&group=${group}`);
+});
+
+await check('self-refresh: the overview re-fetches itself, and pauses while the tab is hidden', async () => {
+  await page.goto(url('/ops'));
+  const every = Number(await page.locator('main#content').getAttribute('data-refresh'));
+  assert(every > 0, `main#content has no data-refresh on the overview`);
+  const wait = Math.min(every + Math.max(1000, every / 2), 31_000);
+  let fetches = 0;
+  const count = (r) => {
+    if (pathOf(r.url()) === '/ops' && r.resourceType() !== 'document') fetches++;
+  };
+  page.on('request', count);
+  await page.waitForTimeout(wait);
+  const visible = fetches;
+  // Hide the tab as far as the page can tell.
+  await page.evaluate(() => {
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+    document.dispatchEvent(new Event('visibilitychange'));
+  });
+  await page.waitForTimeout(every <= 1000 ? 300 : 100);
+  fetches = 0;
+  await page.waitForTimeout(wait);
+  const hidden = fetches;
+  page.off('request', count);
+  assert(visible >= 1, `no refresh in ${wait} ms with data-refresh=${every}`);
+  eq(hidden, 0, `refreshes in ${wait} ms while hidden`);
 });
 
 await check('a read-only token: it signs in and looks, and every mutating POST is 403', async () => {
