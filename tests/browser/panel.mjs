@@ -85,8 +85,8 @@ const browser = await chromium.launch({
 
 async function newContext(opts = {}) {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...opts });
-  ctx.setDefaultTimeout(10_000);
-  ctx.setDefaultNavigationTimeout(15_000);
+  ctx.setDefaultTimeout(15_000);
+  ctx.setDefaultNavigationTimeout(20_000);
   return ctx;
 }
 
