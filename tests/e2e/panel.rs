@@ -231,6 +231,17 @@ async fn seed(db: &AppDb, env: &Env) -> Seed {
             .unwrap();
         s.stranded.push(id);
     }
+    // The read-only session's and the forged requests' targets are not due
+    // for hours (a long poll hint), so that no pass of the daemon's (a bulk
+    // retry wakes the loop) touches them: only an accepted action could.
+    let later = now_ms() + FAR_FUTURE_MS;
+    for id in [&s.untouched, &s.csrf_target] {
+        db.exec(&format!(
+            "UPDATE ai_jobs SET next_attempt_at = {later} WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    }
     db.insert_job_with_scene(&job(&s.running, "processing", Some("vid_run_1")))
         .await
         .unwrap();
