@@ -226,12 +226,7 @@ await check('sign in: 303 to /ops, a Secure HttpOnly SameSite=Strict cookie on /
 await check('the overview: counts, oldest eligible, providers, activity, error groups', async () => {
   await page.goto(url('/ops'));
   const count = (status) => num(page, `#counts tr[data-status="${status}"] td.count`);
-  // Seeded: 3 stranded and 1 running (processing), the error group of 4
-  // (pending), 1 needs_operator, 1 completed.
-  eq(await count('processing'), 4, 'processing');
-  eq(await count('pending'), 4, 'pending');
-  eq(await count('needs_operator'), 1, 'needs_operator');
-  eq(await count('completed'), 1, 'completed');
+  for (const [status, n] of Object.entries(SEED.counts)) eq(await count(status), n, `#counts ${status}`);
   await page.locator('#oldest-eligible').waitFor();
   const paused = await text(page, '#providers tr[data-provider="openai"] .paused');
   eq(paused.toLowerCase(), 'up', 'openai .paused');
@@ -242,6 +237,37 @@ await check('the overview: counts, oldest eligible, providers, activity, error g
   await g.locator('a.bulk-retry').waitFor();
   for (const id of ['nav-overview', 'nav-jobs', 'nav-stranded', 'nav-inbox']) await page.locator(`a#${id}`).waitFor();
   await page.locator('a#reconcile-all').waitFor();
+});
+
+await check('screenshots of the overview: desktop (1280 wide) and phone (390x844)', async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  await page.goto(url('/ops'));
+  await page.locator('#counts').waitFor();
+  await page.screenshot({ path: join(SHOTS, 'ops-desktop.png'), fullPage: true });
+  const phone = await newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  await phone.addCookies(await admin.cookies());
+  const p = await phone.newPage();
+  await p.goto(url('/ops'));
+  eq(pathOf(p.url()), '/ops', 'signed in on the phone, the page');
+  await p.locator('#counts').waitFor();
+  await p.screenshot({ path: join(SHOTS, 'ops-phone.png'), fullPage: true });
+  await phone.close();
+});
+
+await check('pagination: the full list pages on with a#next-page, no row twice, none lost', async () => {
+  await page.goto(url('/ops/jobs?view=all'));
+  const total = await num(page, '#jobs-count');
+  const seen = [];
+  for (let n = 0; n < 10; n++) {
+    seen.push(...(await page.locator('table#jobs tr[data-job]').evaluateAll((rs) => rs.map((r) => r.dataset.job))));
+    const next = page.locator('a#next-page');
+    if ((await next.count()) === 0) break;
+    const before = page.url();
+    await Promise.all([page.waitForURL((u) => u.href !== before), next.click()]);
+  }
+  assert(total > 50, `the seed has more than a page of jobs: #jobs-count ${total}`);
+  eq(new Set(seen).size, seen.length, 'distinct rows over the pages');
+  eq(seen.length, total, 'rows over every page');
 });
 
 await check('the stranded jobs: every one listed with its cells; search by job, provider job and scene id', async () => {
@@ -457,6 +483,9 @@ await check('a job page: its timeline, its clip checksum, verify, the export, th
   eq(await text(page, '#video-sha256'), SEED.clip.sha256, `${SEED.completed} #video-sha256`);
   await page.goto(url(`/ops/jobs/${SEED.completed}/verify`));
   eq(await page.locator('#verify-result').getAttribute('data-ok'), 'true', `#verify-result of ${SEED.completed}`);
+  // One whose file was damaged on disk after it completed.
+  await page.goto(url(`/ops/jobs/${SEED.damaged}/verify`));
+  eq(await page.locator('#verify-result').getAttribute('data-ok'), 'false', `#verify-result of ${SEED.damaged}`);
 });
 
 await check('resolve a needs_operator job: the inbox, the resubmit warning, fail with a reason', async () => {
@@ -512,18 +541,12 @@ await check('a bulk retry of an error group is tied to its snapshot: a job chang
   await other.close();
 
   await confirm(page, { reason: 'openai is back up', landsOn: (p) => /^\/ops\/bulk\/[^/]+$/.test(p) && p !== '/ops/bulk/new' });
+  const every = Number(await page.locator('main#content').getAttribute('data-refresh'));
+  assert(every > 0 || (await page.locator('#bulk-state').getAttribute('data-state')) === 'done', 'the running bulk page refreshes itself');
   await page.locator('#bulk-state[data-state="done"]').waitFor({ timeout: 30_000 });
   eq(await num(page, '#bulk-done'), SEED.errors.length - 1, '#bulk-done');
   eq(await num(page, '#bulk-skipped'), 1, '#bulk-skipped');
   eq(await num(page, '#bulk-failed'), 0, '#bulk-failed');
-});
-
-await check('screenshots: the overview on a desktop', async () => {
-  mkdirSync(SHOTS, { recursive: true });
-  await page.setViewportSize({ width: 1280, height: 800 });
-  await page.goto(url('/ops'));
-  await page.locator('#counts').waitFor();
-  await page.screenshot({ path: join(SHOTS, 'ops-desktop.png'), fullPage: true });
 });
 
 await check('the page at phone width (390x844): no horizontal scroll', async () => {
@@ -537,10 +560,7 @@ await check('the page at phone width (390x844): no horizontal scroll', async () 
     await p.locator('main#content').waitFor();
     const m = await p.evaluate(() => ({ scroll: document.documentElement.scrollWidth, inner: window.innerWidth }));
     if (m.scroll > m.inner) wide.push(`${path}: scrollWidth ${m.scroll} > innerWidth ${m.inner}`);
-    if (path === '/ops') {
-      assert(m.scroll <= m.inner, `the overview scrolls sideways: ${JSON.stringify(m)}`);
-      await p.screenshot({ path: join(SHOTS, 'ops-phone.png'), fullPage: true });
-    }
+    if (path === '/ops') assert(m.scroll <= m.inner, `the overview scrolls sideways: ${JSON.stringify(m)}`);
   }
   if (wide.length) console.log(`    note: wider than a phone: ${wide.join('; ')}`);
   await phone.close();
@@ -561,6 +581,7 @@ await check('accessibility (axe-core): no serious or critical violation', async 
       return r.violations.map((x) => ({ id: x.id, impact: x.impact, help: x.help, nodes: x.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
     });
     for (const x of v) report.push({ path, ...x });
+    if (path !== '/ops/login') eq(await p.locator('header form#logout').count(), 1, `${path}: form#logout in the header`);
   };
   await audit('/ops/login');
   await a11y.addCookies(await admin.cookies());
@@ -577,6 +598,13 @@ await check('accessibility (axe-core): no serious or critical violation', async 
   const bad = report.filter((x) => x.impact === 'serious' || x.impact === 'critical');
   assert(bad.length === 0, `${bad.length} serious/critical violations (above)`);
   await a11y.close();
+});
+
+await check('reconcile all: the confirmation, then back on the overview', async () => {
+  await page.goto(url('/ops'));
+  await Promise.all([page.waitForURL((u) => pathOf(u.href) === '/ops/reconcile'), page.locator('a#reconcile-all').click()]);
+  await confirm(page, { landsOn: (p) => p === '/ops' });
+  await page.locator('#counts').waitFor();
 });
 
 await check('sign out: form#logout ends the session', async () => {

@@ -198,7 +198,12 @@ struct Seed {
     changed: String,
     /// Completed, with its file in the media dir.
     completed: String,
+    /// Completed, but its file no longer matches its checksum.
+    damaged: String,
 }
+
+/// Older completed jobs, so the full list has a second page (50 a page).
+const HISTORY: usize = 55;
 
 const FAR_FUTURE_MS: i64 = 6 * 3_600_000;
 
@@ -223,6 +228,7 @@ async fn seed(db: &AppDb, env: &Env) -> Seed {
         errors: vec![],
         changed: "job_err_4".into(),
         completed: "job_done".into(),
+        damaged: "job_damaged".into(),
     };
     for n in 1..=3 {
         let id = format!("job_strand_{n}");
@@ -275,29 +281,48 @@ async fn seed(db: &AppDb, env: &Env) -> Seed {
         s.errors.push(id);
     }
 
-    // A completed job with its clip on disk, as the daemon leaves one.
-    let done = &s.completed;
-    db.insert_job_with_scene(&job(done, "processing", Some("vid_old_1")))
-        .await
-        .unwrap();
-    let path = env.media().join(format!("videos/s-{done}/v-{done}.mp4"));
+    // A completed job with its clip on disk, as the daemon leaves one; one
+    // whose file was damaged on disk since; and a history of older finished
+    // jobs, more than one page of the list.
+    completed(db, env, &s.completed, CLIP, ago + 60_000).await;
+    let mut damaged = CLIP.to_vec();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0xff;
+    completed(db, env, &s.damaged, &damaged, ago + 90_000).await;
+    for n in 0..HISTORY {
+        let id = format!("job_old_{n:02}");
+        let mut j = job(&id, "completed", Some(&format!("vid_old_{n:02}")));
+        j.created_at -= 86_400_000 + n as i64 * 60_000;
+        j.updated_at = j.created_at + 120_000;
+        db.insert_job_with_scene(&j).await.unwrap();
+    }
+    s
+}
+
+/// `id` as the daemon leaves a completed job: its clip at the final path,
+/// the row, its scene version and scene, and the completing event. The row
+/// records the sha256 of [`CLIP`]; `on_disk` is what the file holds.
+async fn completed(db: &AppDb, env: &Env, id: &str, on_disk: &[u8], t: i64) {
+    let mut j = NewJob::video(id, "processing", Some(&format!("vid_{id}")), t - 300_000);
+    j.updated_at = t - 300_000;
+    db.insert_job_with_scene(&j).await.unwrap();
+    let path = env.media().join(format!("videos/s-{id}/v-{id}.mp4"));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, CLIP).unwrap();
-    let (sha, bytes, t) = (sha256_hex(CLIP), CLIP.len(), ago + 60_000);
+    std::fs::write(&path, on_disk).unwrap();
+    let (sha, bytes) = (sha256_hex(CLIP), CLIP.len());
     let p = path.display();
     db.exec(&format!(
         "UPDATE ai_jobs SET status = 'completed', polls = 2, completed_at = {t}, updated_at = {t},
-             video_path = '{p}', video_sha256 = '{sha}', video_bytes = {bytes} WHERE id = '{done}';
+             video_path = '{p}', video_sha256 = '{sha}', video_bytes = {bytes} WHERE id = '{id}';
          UPDATE scene_versions SET status = 'ready', video_path = '{p}', video_sha256 = '{sha}',
-             video_bytes = {bytes}, updated_at = {t} WHERE id = 'v-{done}';
-         UPDATE scenes SET current_version_id = 'v-{done}' WHERE id = 's-{done}';
+             video_bytes = {bytes}, updated_at = {t} WHERE id = 'v-{id}';
+         UPDATE scenes SET current_version_id = 'v-{id}' WHERE id = 's-{id}';
          INSERT INTO ai_job_events (ai_job_id, from_status, to_status, worker_id, detail, created_at)
-             VALUES ('{done}', 'processing', 'completed', 'seed-worker',
-                     '{{\"event\":\"completed\"}}', {t});"
+             VALUES ('{id}', 'processing', 'completed', 'vm:1:seed',
+                     '{{\"video\":{{\"bytes\":{bytes},\"sha256\":\"{sha}\"}}}}', {t});"
     ))
     .await
     .unwrap();
-    s
 }
 
 fn seed_json(s: &Seed) -> Value {
@@ -311,6 +336,9 @@ fn seed_json(s: &Seed) -> Value {
         "errors": s.errors,
         "changed": s.changed,
         "completed": s.completed,
+        "damaged": s.damaged,
+        // By status, as seeded.
+        "counts": {"processing": 4, "pending": 4, "needs_operator": 1, "completed": 2 + HISTORY},
         "clip": {"sha256": sha256_hex(CLIP), "bytes": CLIP.len()},
         "operator": OPERATOR,
     })
