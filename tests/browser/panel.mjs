@@ -250,7 +250,7 @@ await check('screenshots of the overview: desktop (1280 wide) and phone (390x844
   await p.goto(url('/ops'));
   eq(pathOf(p.url()), '/ops', 'signed in on the phone, the page');
   await p.locator('#counts').waitFor();
-  await p.screenshot({ path: join(SHOTS, 'ops-phone.png'), fullPage: true });
+  await p.screenshot({ path: join(SHOTS, 'ops-phone.png') });
   await phone.close();
 });
 
