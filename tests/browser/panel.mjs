@@ -168,6 +168,12 @@ page.on('console', (m) => {
   if (m.type() === 'error') consoleErrors.push(`${current}: ${m.text()}`);
 });
 page.on('pageerror', (e) => consoleErrors.push(`${current}: ${e.message}`));
+// Works without internet: nothing a page loads comes from elsewhere.
+const offOrigin = [];
+admin.on('request', (r) => {
+  const u = r.url();
+  if (!u.startsWith(`${BASE}/`) && !/^(data|blob|about):/.test(u)) offOrigin.push(`${current}: ${u}`);
+});
 
 await check('without a session: GET /ops is 303 to /ops/login, a POST is 401', async () => {
   const anon = admin.request; // no cookie yet in this context
@@ -227,6 +233,8 @@ await check('the overview: counts, oldest eligible, providers, activity, error g
   await page.goto(url('/ops'));
   const count = (status) => num(page, `#counts tr[data-status="${status}"] td.count`);
   for (const [status, n] of Object.entries(SEED.counts)) eq(await count(status), n, `#counts ${status}`);
+  const csp = (await admin.request.get(url('/ops'))).headers()['content-security-policy'] || '';
+  assert(/script-src 'self'/.test(csp) || (/default-src 'self'/.test(csp) && !/script-src/.test(csp)), `Content-Security-Policy: ${csp}`);
   await page.locator('#oldest-eligible').waitFor();
   const paused = await text(page, '#providers tr[data-provider="openai"] .paused');
   eq(paused.toLowerCase(), 'up', 'openai .paused');
@@ -605,6 +613,16 @@ await check('reconcile all: the confirmation, then back on the overview', async 
   await Promise.all([page.waitForURL((u) => pathOf(u.href) === '/ops/reconcile'), page.locator('a#reconcile-all').click()]);
   await confirm(page, { landsOn: (p) => p === '/ops' });
   await page.locator('#counts').waitFor();
+  // The same action: with a same-origin Referer and no Origin, and with the
+  // bearer header and no CSRF token, it is accepted.
+  const csrf = await csrfOf(page);
+  const viaReferer = await admin.request.post(url('/ops/reconcile'), { form: { csrf }, headers: { Referer: url('/ops/reconcile') }, maxRedirects: 0 });
+  eq(viaReferer.status(), 303, 'POST /ops/reconcile with the cookie, the csrf and a same-origin Referer');
+  const bare = await http.newContext();
+  const viaBearer = await bare.post(url('/ops/reconcile'), { headers: { Authorization: `Bearer ${ADMIN}` }, maxRedirects: 0 });
+  await bare.dispose();
+  eq(viaBearer.status(), 303, 'POST /ops/reconcile with the admin bearer header');
+  eq(pathOf(new URL(viaBearer.headers()['location'] || '', BASE).href), '/ops', 'its Location');
 });
 
 await check('sign out: form#logout ends the session', async () => {
@@ -617,6 +635,10 @@ await check('sign out: form#logout ends the session', async () => {
   eq(pathOf(page.url()), '/ops/login', 'GET /ops after signing out lands on');
   const r = await admin.request.post(url('/ops/reconcile'), { form: { csrf: 'x' }, maxRedirects: 0 });
   eq(r.status(), 401, 'POST /ops/reconcile after signing out');
+});
+
+await check('no request left the daemon (no CDN)', async () => {
+  assert(offOrigin.length === 0, offOrigin.slice(0, 10).join('\n'));
 });
 
 await check('no script errors in the pages', async () => {
