@@ -58,15 +58,26 @@ fn browser_tools() -> Option<Tools> {
     let chromium =
         PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
     let mut missing = Vec::new();
-    let node_ok = Command::new(&node)
+    // Playwright wants Node 20 or later.
+    let node_major = Command::new(&node)
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !node_ok {
-        missing.push(format!(
-            "node ({}) does not run: apt-get install nodejs npm",
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let v = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            v.strip_prefix('v')?.split('.').next()?.parse::<u32>().ok()
+        });
+    match node_major {
+        None => missing.push(format!(
+            "node ({}) does not run: apt-get install nodejs npm (or set $NODE)",
             node.display()
-        ));
+        )),
+        Some(v) if v < 20 => missing.push(format!(
+            "node ({}) is version {v}; Playwright needs 20 or later",
+            node.display()
+        )),
+        Some(_) => {}
     }
     if !chromium.is_file() {
         missing.push(format!(
