@@ -11,8 +11,10 @@
 //! needed: without them the test is skipped loudly, except under `CI=true`
 //! where that is a failure.
 //!
-//! Screenshots go to `target/panel-screenshots/`, or to `docs/screenshots/`
-//! (the README's) with `UPDATE_SCREENSHOTS=1`.
+//! It runs on SQLite and on PostgreSQL (`in_a_real_browser::sqlite`,
+//! `::postgres`). Screenshots go to `target/panel-screenshots/`, or, from
+//! the SQLite run, to `docs/screenshots/` (the README's) with
+//! `UPDATE_SCREENSHOTS=1`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -105,9 +107,12 @@ fn browser_tools() -> Option<Tools> {
     None
 }
 
-/// Where the script writes its screenshots.
-fn screenshot_dir() -> PathBuf {
-    if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+/// Where the script writes its screenshots: `target/panel-screenshots/`
+/// (`…/postgres/` for that run), or the README's `docs/screenshots/` from
+/// the SQLite run with `UPDATE_SCREENSHOTS=1`.
+fn screenshot_dir(backend: Backend) -> PathBuf {
+    let update = std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1");
+    if update && backend == Backend::Sqlite {
         return repo_root().join("docs/screenshots");
     }
     // The test binary is <target>/debug/deps/e2e-…: its target directory.
@@ -115,7 +120,11 @@ fn screenshot_dir() -> PathBuf {
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
         .unwrap_or_else(|| repo_root().join("target"));
-    target.join("panel-screenshots")
+    let dir = target.join("panel-screenshots");
+    match backend {
+        Backend::Sqlite => dir,
+        Backend::Postgres => dir.join("postgres"),
+    }
 }
 
 /// A fake OpenAI Videos API whose behaviour is named by the video id:
@@ -218,7 +227,15 @@ const HISTORY: usize = 55;
 
 const FAR_FUTURE_MS: i64 = 6 * 3_600_000;
 
-async fn seed(db: &AppDb, env: &Env) -> Seed {
+/// A timestamp (epoch ms) as the backend's SQL writes it.
+fn at(b: Backend, ms: i64) -> String {
+    match b {
+        Backend::Sqlite => ms.to_string(),
+        Backend::Postgres => format!("to_timestamp({ms}::float8 / 1000.0)"),
+    }
+}
+
+async fn seed(b: Backend, db: &AppDb, env: &Env) -> Seed {
     let ago = now_ms() - 600_000;
     let job = |id: &str, status: &str, pid: Option<&str>| {
         let mut j = NewJob::video(id, status, pid, ago);
@@ -251,7 +268,7 @@ async fn seed(db: &AppDb, env: &Env) -> Seed {
     // The read-only session's and the forged requests' targets are not due
     // for hours (a long poll hint), so that no pass of the daemon's (a bulk
     // retry wakes the loop) touches them: only an accepted action could.
-    let later = now_ms() + FAR_FUTURE_MS;
+    let later = at(b, now_ms() + FAR_FUTURE_MS);
     for id in [&s.untouched, &s.csrf_target] {
         db.exec(&format!(
             "UPDATE ai_jobs SET next_attempt_at = {later} WHERE id = '{id}'"
@@ -276,7 +293,7 @@ async fn seed(db: &AppDb, env: &Env) -> Seed {
 
     // An error group: four jobs that met a 503 at the same provider, backed
     // off far into the future.
-    let next = now_ms() + FAR_FUTURE_MS;
+    let next = at(b, now_ms() + FAR_FUTURE_MS);
     for n in 1..=4 {
         let id = format!("job_err_{n}");
         db.insert_job_with_scene(&job(&id, "pending", Some(&format!("vid_503_{n}"))))
@@ -295,11 +312,11 @@ async fn seed(db: &AppDb, env: &Env) -> Seed {
     // A completed job with its clip on disk, as the daemon leaves one; one
     // whose file was damaged on disk since; and a history of older finished
     // jobs, more than one page of the list.
-    completed(db, env, &s.completed, CLIP, ago + 60_000).await;
+    completed(b, db, env, &s.completed, CLIP, ago + 60_000).await;
     let mut damaged = CLIP.to_vec();
     let mid = damaged.len() / 2;
     damaged[mid] ^= 0xff;
-    completed(db, env, &s.damaged, &damaged, ago + 90_000).await;
+    completed(b, db, env, &s.damaged, &damaged, ago + 90_000).await;
     for n in 0..HISTORY {
         let id = format!("job_old_{n:02}");
         let mut j = job(&id, "completed", Some(&format!("vid_old_{n:02}")));
@@ -313,9 +330,10 @@ async fn seed(db: &AppDb, env: &Env) -> Seed {
 /// `id` as the daemon leaves a completed job: its clip at the final path,
 /// the row, its scene version and scene, and the completing event. The row
 /// records the sha256 of [`CLIP`]; `on_disk` is what the file holds.
-async fn completed(db: &AppDb, env: &Env, id: &str, on_disk: &[u8], t: i64) {
-    let mut j = NewJob::video(id, "processing", Some(&format!("vid_{id}")), t - 300_000);
-    j.updated_at = t - 300_000;
+async fn completed(b: Backend, db: &AppDb, env: &Env, id: &str, on_disk: &[u8], ms: i64) {
+    let mut j = NewJob::video(id, "processing", Some(&format!("vid_{id}")), ms - 300_000);
+    j.updated_at = ms - 300_000;
+    let t = at(b, ms);
     db.insert_job_with_scene(&j).await.unwrap();
     let path = env.media().join(format!("videos/s-{id}/v-{id}.mp4"));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -359,18 +377,23 @@ fn detail(e: &clawcut_test_support::db::EventRow) -> Value {
     serde_json::from_str(&e.detail).unwrap_or(Value::Null)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_operator_panel_in_a_real_browser() {
+on_both_backends!(in_a_real_browser);
+
+async fn in_a_real_browser(backend: Backend) {
     let Some(tools) = browser_tools() else {
         return;
     };
     let provider = fake_provider().await;
     // No pass of its own during the test (none at startup, the next in an
     // hour): every change is the browser's doing.
-    let env = Env::sqlite(
+    let Some(env) = env_for(
+        backend,
+        "panel",
         &provider,
         "[reconcile]\ninterval = \"1h\"\non_startup = false\nmin_age = \"1s\"\nlease_ttl = \"30s\"\nshutdown_grace = \"2s\"\nconcurrency = 4\n",
-    );
+    ) else {
+        return;
+    };
     let port = free_port();
     env.edit_config(
         "[http]\nlisten = \"\"",
@@ -380,7 +403,7 @@ async fn the_operator_panel_in_a_real_browser() {
     );
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();
-    let s = seed(&db, &env).await;
+    let s = seed(backend, &db, &env).await;
 
     let daemon = env.start_with("panel", |c| {
         c.env("E2E_ADMIN", ADMIN_TOKEN)
@@ -401,7 +424,7 @@ async fn the_operator_panel_in_a_real_browser() {
     )
     .await;
 
-    let shots = screenshot_dir();
+    let shots = screenshot_dir(backend);
     std::fs::create_dir_all(&shots).unwrap();
     let root = repo_root();
     let (node, chromium) = (tools.node, tools.chromium);
