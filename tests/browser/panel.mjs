@@ -6,6 +6,7 @@
 //   SCREENSHOT_DIR  where ops-desktop.png and ops-phone.png go
 //   SEED            the seeded jobs by role, as JSON (see panel.rs)
 //   CHROMIUM        the browser (default /usr/bin/chromium)
+//   PAGE_SHOTS      optional: a screenshot of every page audited goes there
 // Prints one line per check ("ok - ..." / "not ok - ...") and a closing
 // "N passed, N failed"; exits 1 when any check failed.
 
@@ -31,6 +32,8 @@ const READONLY = env('READONLY_TOKEN');
 const SHOTS = env('SCREENSHOT_DIR');
 const SEED = JSON.parse(env('SEED'));
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// Optional: a full-page screenshot of every audited page goes here.
+const PAGE_SHOTS = process.env.PAGE_SHOTS || '';
 const OPERATOR = SEED.operator || 'Olivia Operator';
 const EVIL = 'http://evil.example';
 
@@ -590,6 +593,11 @@ await check('accessibility (axe-core): no serious or critical violation', async 
     });
     for (const x of v) report.push({ path, ...x });
     if (path !== '/ops/login') eq(await p.locator('header form#logout').count(), 1, `${path}: form#logout in the header`);
+    if (PAGE_SHOTS) {
+      mkdirSync(PAGE_SHOTS, { recursive: true });
+      const name = path.replace(/^\/ops\/?/, 'ops/').replace(/[^a-z0-9_]+/gi, '-').replace(/-+$/, '');
+      await p.screenshot({ path: join(PAGE_SHOTS, `${name}.png`), fullPage: true });
+    }
   };
   await audit('/ops/login');
   await a11y.addCookies(await admin.cookies());
@@ -599,6 +607,9 @@ await check('accessibility (axe-core): no serious or critical violation', async 
     `/ops/jobs/${SEED.reconcile}`,
     '/ops/inbox',
     `/ops/jobs/${SEED.untouched}/cancel`,
+    `/ops/jobs/${SEED.untouched}/reconcile`,
+    `/ops/jobs/${SEED.damaged}/verify`,
+    '/ops/reconcile',
   ]) {
     await audit(path);
   }

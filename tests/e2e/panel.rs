@@ -107,14 +107,8 @@ fn browser_tools() -> Option<Tools> {
     None
 }
 
-/// Where the script writes its screenshots: `target/panel-screenshots/`
-/// (`…/postgres/` for that run), or the README's `docs/screenshots/` from
-/// the SQLite run with `UPDATE_SCREENSHOTS=1`.
-fn screenshot_dir(backend: Backend) -> PathBuf {
-    let update = std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1");
-    if update && backend == Backend::Sqlite {
-        return repo_root().join("docs/screenshots");
-    }
+/// `target/panel-screenshots/` (`…/postgres/` for that run).
+fn shots_in_target(backend: Backend) -> PathBuf {
     // The test binary is <target>/debug/deps/e2e-…: its target directory.
     let target = std::env::current_exe()
         .ok()
@@ -125,6 +119,17 @@ fn screenshot_dir(backend: Backend) -> PathBuf {
         Backend::Sqlite => dir,
         Backend::Postgres => dir.join("postgres"),
     }
+}
+
+/// Where the script writes the README's two screenshots:
+/// [`shots_in_target`], or `docs/screenshots/` from the SQLite run with
+/// `UPDATE_SCREENSHOTS=1`.
+fn screenshot_dir(backend: Backend) -> PathBuf {
+    let update = std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1");
+    if update && backend == Backend::Sqlite {
+        return repo_root().join("docs/screenshots");
+    }
+    shots_in_target(backend)
 }
 
 /// A fake OpenAI Videos API whose behaviour is named by the video id:
@@ -425,6 +430,8 @@ async fn in_a_real_browser(backend: Backend) {
     .await;
 
     let shots = screenshot_dir(backend);
+    // Every page the accessibility check visits, for a human to look at.
+    let page_shots = shots_in_target(backend).join("pages");
     std::fs::create_dir_all(&shots).unwrap();
     let root = repo_root();
     let (node, chromium) = (tools.node, tools.chromium);
@@ -437,6 +444,7 @@ async fn in_a_real_browser(backend: Backend) {
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .env("READONLY_TOKEN", READONLY_TOKEN)
             .env("SCREENSHOT_DIR", &shots)
+            .env("PAGE_SHOTS", &page_shots)
             .env("CHROMIUM", &chromium)
             .env("SEED", seed)
             .output()
