@@ -162,6 +162,44 @@ const mutating = (csrf) => [
   ['/ops/bulk', { csrf, snapshot: 'x', reason: 'read-only must not retry' }],
 ];
 
+/**
+ * Run axe-core on each page (signed in as the admin; `/ops/login` signed
+ * out), print every violation, fail on a serious or critical one. Also: each
+ * signed-in page has the sign-out form, and (with PAGE_SHOTS) a screenshot.
+ */
+async function axeAudit(paths) {
+  // The panel's CSP (script-src 'self') would refuse the injected axe.
+  const a11y = await newContext({ bypassCSP: true });
+  const p = await a11y.newPage();
+  const report = [];
+  for (const path of paths) {
+    if (path === '/ops/login') await a11y.clearCookies();
+    else await a11y.addCookies(await admin.cookies());
+    await p.goto(url(path));
+    eq(pathOf(p.url()), pathOf(url(path)), 'the audited page');
+    await p.locator('main#content, form#login').first().waitFor();
+    await p.addScriptTag({ path: AXE });
+    const v = await p.evaluate(async () => {
+      const r = await window.axe.run(document, { resultTypes: ['violations'] });
+      return r.violations.map((x) => ({ id: x.id, impact: x.impact, help: x.help, nodes: x.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+    });
+    for (const x of v) report.push({ path, ...x });
+    if (path !== '/ops/login') eq(await p.locator('header form#logout').count(), 1, `${path}: form#logout in the header`);
+    if (PAGE_SHOTS) {
+      mkdirSync(PAGE_SHOTS, { recursive: true });
+      const name = path.replace(/^\/ops\/?/, 'ops/').replace(/[^a-z0-9_]+/gi, '-').replace(/-+$/, '');
+      await p.screenshot({ path: join(PAGE_SHOTS, `${name}.png`), fullPage: true });
+    }
+  }
+  await a11y.close();
+  for (const x of report) console.log(`    axe ${x.impact}: ${x.path}: ${x.id}: ${x.help} (${x.nodes.join(', ')})`);
+  const bad = report.filter((x) => x.impact === 'serious' || x.impact === 'critical');
+  assert(bad.length === 0, `${bad.length} serious/critical violations (above)`);
+}
+
+/** The bulk action's own page, once there is one. */
+let bulkPath = '';
+
 // ---------------------------------------------------------------------------
 
 const admin = await newContext();
@@ -318,6 +356,29 @@ await check('the stranded jobs: every one listed with its cells; search by job, 
   const group = new URL(href, BASE).searchParams.get('group');
   assert(group, `a.bulk-retry has no group: ${href}`);
   same(await listed(`view=all&group=${encodeURIComponent(group)}`), SEED.errors, `view=all&group=${group}`);
+});
+
+await check('accessibility (axe-core) of every page: no serious or critical violation', async () => {
+  await page.goto(url('/ops'));
+  const href = await page.locator('#error-groups tr.error-group[data-status="503"] a.bulk-retry').getAttribute('href');
+  const bulkNew = `/ops/bulk/new${new URL(href, BASE).search}`;
+  await axeAudit([
+    '/ops/login',
+    '/ops',
+    '/ops/jobs?view=stranded',
+    '/ops/jobs?view=all',
+    `/ops/jobs/${SEED.completed}`,
+    `/ops/jobs/${SEED.inbox.id}`,
+    '/ops/inbox',
+    `/ops/jobs/${SEED.inbox.id}/resolve?action=resubmit`,
+    `/ops/jobs/${SEED.inbox.id}/resolve?action=fail`,
+    `/ops/jobs/${SEED.untouched}/cancel`,
+    `/ops/jobs/${SEED.untouched}/reconcile`,
+    '/ops/reconcile',
+    `/ops/jobs/${SEED.completed}/verify`,
+    `/ops/jobs/${SEED.damaged}/verify`,
+    bulkNew,
+  ]);
 });
 
 await check('self-refresh: the overview re-fetches itself, and pauses while the tab is hidden', async () => {
@@ -554,6 +615,7 @@ await check('a bulk retry of an error group is tied to its snapshot: a job chang
   await confirm(page, { reason: 'openai is back up', landsOn: (p) => /^\/ops\/bulk\/[^/]+$/.test(p) && p !== '/ops/bulk/new' });
   const every = Number(await page.locator('main#content').getAttribute('data-refresh'));
   assert(every > 0 || (await page.locator('#bulk-state').getAttribute('data-state')) === 'done', 'the running bulk page refreshes itself');
+  bulkPath = pathOf(page.url());
   await page.locator('#bulk-state[data-state="done"]').waitFor({ timeout: 30_000 });
   eq(await num(page, '#bulk-done'), SEED.errors.length - 1, '#bulk-done');
   eq(await num(page, '#bulk-skipped'), 1, '#bulk-skipped');
@@ -577,46 +639,8 @@ await check('the page at phone width (390x844): no horizontal scroll', async () 
   await phone.close();
 });
 
-await check('accessibility (axe-core): no serious or critical violation', async () => {
-  // The panel's CSP (script-src 'self') would refuse the injected axe.
-  const a11y = await newContext({ bypassCSP: true });
-  const p = await a11y.newPage();
-  const report = [];
-  const audit = async (path) => {
-    await p.goto(url(path));
-    eq(pathOf(p.url()), pathOf(url(path)), 'the audited page');
-    await p.locator('main#content, form#login').first().waitFor();
-    await p.addScriptTag({ path: AXE });
-    const v = await p.evaluate(async () => {
-      const r = await window.axe.run(document, { resultTypes: ['violations'] });
-      return r.violations.map((x) => ({ id: x.id, impact: x.impact, help: x.help, nodes: x.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
-    });
-    for (const x of v) report.push({ path, ...x });
-    if (path !== '/ops/login') eq(await p.locator('header form#logout').count(), 1, `${path}: form#logout in the header`);
-    if (PAGE_SHOTS) {
-      mkdirSync(PAGE_SHOTS, { recursive: true });
-      const name = path.replace(/^\/ops\/?/, 'ops/').replace(/[^a-z0-9_]+/gi, '-').replace(/-+$/, '');
-      await p.screenshot({ path: join(PAGE_SHOTS, `${name}.png`), fullPage: true });
-    }
-  };
-  await audit('/ops/login');
-  await a11y.addCookies(await admin.cookies());
-  for (const path of [
-    '/ops',
-    '/ops/jobs?view=stranded',
-    `/ops/jobs/${SEED.reconcile}`,
-    '/ops/inbox',
-    `/ops/jobs/${SEED.untouched}/cancel`,
-    `/ops/jobs/${SEED.untouched}/reconcile`,
-    `/ops/jobs/${SEED.damaged}/verify`,
-    '/ops/reconcile',
-  ]) {
-    await audit(path);
-  }
-  for (const x of report) console.log(`    axe ${x.impact}: ${x.path}: ${x.id}: ${x.help} (${x.nodes.join(', ')})`);
-  const bad = report.filter((x) => x.impact === 'serious' || x.impact === 'critical');
-  assert(bad.length === 0, `${bad.length} serious/critical violations (above)`);
-  await a11y.close();
+await check('accessibility after the actions (axe-core): no serious or critical violation', async () => {
+  await axeAudit([`/ops/jobs/${SEED.reconcile}`, `/ops/jobs/${SEED.running}`, ...(bulkPath ? [bulkPath] : []), '/ops']);
 });
 
 await check('reconcile all: the confirmation, then back on the overview', async () => {
