@@ -240,7 +240,7 @@ await check('the sign-in form: labelled fields, a Sign in button', async () => {
 
 await check('a wrong token is refused: 401, "wrong token", no session cookie', async () => {
   await page.goto(url('/ops/login'));
-  await page.getByLabel('Token').fill('not-the-token');
+  await page.getByLabel('Token').fill(SEED.wrongToken);
   await page.getByLabel('Your name').fill(OPERATOR);
   const [resp] = await Promise.all([
     page.waitForResponse((r) => r.request().method() === 'POST' && pathOf(r.url()) === '/ops/login'),

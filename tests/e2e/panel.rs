@@ -37,6 +37,8 @@ const THUMB: &[u8] = include_bytes!("fixtures/thumb.webp");
 
 const READONLY_TOKEN: &str = "ro-e2e-token-1a2b3c4d5e6f";
 const OPERATOR: &str = "Olivia Operator";
+/// What the script types at sign-in to be refused.
+const WRONG_TOKEN: &str = "not-the-token";
 
 /// The repository's root (this crate is `crates/daemon`).
 fn repo_root() -> PathBuf {
@@ -375,6 +377,7 @@ fn seed_json(s: &Seed) -> Value {
         "counts": {"processing": 4, "pending": 4, "needs_operator": 1, "completed": 2 + HISTORY},
         "clip": {"sha256": sha256_hex(CLIP), "bytes": CLIP.len()},
         "operator": OPERATOR,
+        "wrongToken": WRONG_TOKEN,
     })
 }
 
@@ -531,6 +534,12 @@ async fn in_a_real_browser(backend: Backend) {
         assert_eq!(j.status, "processing", "{j:?}");
         assert_eq!(j.attempts, 0, "{j:?}");
         assert!(db.events(id).await.unwrap().is_empty(), "no event for {id}");
+    }
+    // No token the daemon was given or refused is in its log (the admin
+    // token and the API key are checked for every daemon of the suite).
+    let logs = daemon.logs();
+    for t in [READONLY_TOKEN, WRONG_TOKEN, &format!("{ADMIN_TOKEN}x")] {
+        assert!(!logs.contains(t), "{t} is in the daemon's log");
     }
     drop(daemon);
 }
