@@ -579,6 +579,9 @@ await check('resolve a needs_operator job: the inbox, the resubmit warning, fail
   eq(await page.locator('form#confirm input[type=hidden][name=action]').getAttribute('value'), 'fail', 'hidden action');
   const reason = page.locator('form#confirm textarea[name=reason]');
   eq(await reason.evaluate((t) => t.required), true, 'the reason is required');
+  // And the server requires it too: a blank one is refused, nothing done.
+  const blank = await pagePost(page, `/ops/jobs/${id}/resolve`, { csrf: await csrfOf(page), action: 'fail', reason: '  ' });
+  assert(blank >= 400 && blank < 500 && blank !== 401 && blank !== 403, `POST resolve with a blank reason: ${blank}`);
   await confirm(page, { reason: 'provider confirms it never got it', landsOn: (p) => p === `/ops/jobs/${id}` });
   eq(await page.locator('#job-status').getAttribute('data-status'), 'failed', 'after failing');
   await page.goto(url('/ops/inbox'));
