@@ -266,6 +266,15 @@ await check('sign in: 303 to /ops, a Secure HttpOnly SameSite=Strict cookie on /
   eq(c.sameSite, 'Strict', 'SameSite');
   eq(c.path, '/ops', 'Path');
   assert(!(await page.evaluate(() => document.cookie)).includes('clawcut_ops'), 'the cookie is readable from script');
+  // The same over plain HTTP: 303 to /ops and the cookie's attributes.
+  const bare = await http.newContext();
+  const r = await bare.post(url('/ops/login'), { form: { token: ADMIN, operator: OPERATOR }, maxRedirects: 0 });
+  eq(r.status(), 303, 'POST /ops/login status');
+  eq(pathOf(new URL(r.headers()['location'] || '', BASE).href), '/ops', 'POST /ops/login Location');
+  const set = r.headersArray().filter((h) => h.name.toLowerCase() === 'set-cookie').map((h) => h.value).find((v) => v.startsWith('clawcut_ops='));
+  assert(set, 'no Set-Cookie: clawcut_ops=...');
+  for (const attr of [/;\s*HttpOnly/i, /;\s*Secure/i, /;\s*SameSite=Strict/i, /;\s*Path=\/ops(;|$)/]) assert(attr.test(set), `Set-Cookie lacks ${attr}: ${set.replace(/=[^;]+/, '=…')}`);
+  await bare.dispose();
   await page.locator('form#logout').waitFor();
   await page.locator('main#content').waitFor();
 });
