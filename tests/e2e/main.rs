@@ -9,6 +9,7 @@ mod crash;
 mod hardening;
 mod health;
 mod http;
+mod ops;
 mod panel;
 mod reconcile;
 mod replicas;
