@@ -21,7 +21,7 @@ const AXE = require.resolve('axe-core/axe.min.js');
 const env = (k) => {
   const v = process.env[k];
   if (!v) {
-    console.error(`panel.mjs: ${k} is not set (run through: cargo test -p clawcut-worker --test e2e panel)`);
+    console.error(`panel.mjs: ${k} is not set (run through: cargo test -p clawcut-worker --test e2e panel::in_a_real_browser)`);
     process.exit(2);
   }
   return v;
