@@ -10,6 +10,7 @@ mod hardening;
 mod health;
 mod http;
 mod ops;
+mod panel;
 mod reconcile;
 mod replicas;
 mod scheduler;
