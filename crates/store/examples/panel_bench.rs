@@ -269,6 +269,12 @@ async fn seeded(url: &str, pg: bool, n: u64) -> std::sync::Arc<dyn Store> {
     for sql in seed_sql(pg, n) {
         exec(url, &sql).await;
     }
+    if pg {
+        // What autovacuum does after a bulk load; without statistics the
+        // planner guesses a handful of rows and sorts them all instead of
+        // walking `ai_jobs_recent`.
+        exec(url, "ANALYZE").await;
+    }
     store
 }
 
@@ -326,6 +332,15 @@ async fn main() {
         bench("sqlite", &small, &big, false, n).await;
     }
     if which == "postgres" || which == "both" {
+        // Two empty databases on a server of your own (to watch its plans
+        // with auto_explain, say) instead of a throwaway cluster.
+        if let (Ok(a), Ok(b)) = (
+            std::env::var("PANEL_BENCH_PG_SMALL"),
+            std::env::var("PANEL_BENCH_PG_BIG"),
+        ) {
+            bench("postgres", &a, &b, true, n).await;
+            return;
+        }
         match clawcut_test_support::pg::require() {
             Some(pg) => {
                 let (a, b) = (pg.fresh_db("panel_small"), pg.fresh_db("panel_big"));

@@ -225,13 +225,15 @@ pub(super) const POSTGRES: Dialect = Dialect {
         job_cols!(),
         " FROM ai_jobs WHERE ",
         stranded!(),
-        " ORDER BY updated_at, id LIMIT $3"
+        // Qualified: bare, `updated_at` is the output column (epoch ms,
+        // computed), which no index orders.
+        " ORDER BY ai_jobs.updated_at, ai_jobs.id LIMIT $3"
     ),
     list_needs_operator: concat!(
         "SELECT ",
         job_cols!(),
         " FROM ai_jobs WHERE status = 'needs_operator' AND kind = 'video'
-          ORDER BY updated_at, id LIMIT $1"
+          ORDER BY ai_jobs.updated_at, ai_jobs.id LIMIT $1"
     ),
     // The range term lets the due index bound the count to the due rows.
     count_eligible: concat!(

@@ -230,9 +230,13 @@ where
         // parameter, PostgreSQL's generic plan cannot know it is small and
         // may sort the whole table instead of walking the index.
         let lim = page + 1;
+        // The ORDER BY names the table's columns: bare, PostgreSQL would
+        // take `updated_at` for the output column (epoch ms, computed by
+        // `job_cols`) and sort every matching row instead of walking
+        // `ai_jobs_recent`.
         let text = format!(
             "SELECT {cols}, {key} AS sort_key FROM ai_jobs WHERE {w}
-             ORDER BY updated_at {dir}, id {dir} LIMIT {lim}",
+             ORDER BY ai_jobs.updated_at {dir}, ai_jobs.id {dir} LIMIT {lim}",
             cols = self.d.job_cols,
             key = sort_key(b),
         );
