@@ -69,12 +69,12 @@ fn seed_sql(pg: bool, n: u64) -> Vec<String> {
             format!(
                 "{series} INSERT INTO ai_jobs (id, kind, provider, scene_id, request, status, provider_job_id, created_at, updated_at, next_attempt_at, last_error, attempts)
                  SELECT 'job_' || x, 'video', {provider}, 'scene_' || (x / 4), '{{}}', {status}, 'p' || x,
-                        {NOW}::int8 - 86400000::int8 * 30 + x::int8 * 1000, {NOW}::int8 - 86400000::int8 * 30 + x::int8 * 1000 + 600000, {NOW} + 3600000, {error}, 2
+                        {NOW} - 86400000 * 30 + x * 1000, {NOW} - 86400000 * 30 + x * 1000 + 600000, {NOW} + 3600000, {error}, 2
                  FROM g"
             ),
             format!(
                 "{series} INSERT INTO ai_job_events (ai_job_id, from_status, to_status, worker_id, detail, created_at)
-                 SELECT 'job_' || x, 'processing', {status}, 'w', '{{}}', {NOW}::int8 - 86400000::int8 * 30 + x::int8 * 1000 + 600000 FROM g"
+                 SELECT 'job_' || x, 'processing', {status}, 'w', '{{}}', {NOW} - 86400000 * 30 + x * 1000 + 600000 FROM g"
             ),
             "ANALYZE".into(),
         ]
