@@ -124,6 +124,8 @@ pub struct JobQuery<'a> {
 
 #[derive(Debug, Clone)]
 pub struct JobPage {
+    /// The rows, without their `request` (empty here: a list never fetches
+    /// it; [`Store::get_job`](crate::Store::get_job) reads it).
     pub jobs: Vec<Job>,
     /// Present when more rows follow.
     pub next: Option<Cursor>,

@@ -28,8 +28,13 @@ macro_rules! ms {
 /// `row::decode_job` reads. No row's contents can make them fail.
 macro_rules! job_cols {
     () => {
+        job_cols!("request")
+    };
+    ($request:literal) => {
         concat!(
-            "id, kind, provider, scene_id, scene_version_id, request, status, provider_job_id, ",
+            "id, kind, provider, scene_id, scene_version_id, ",
+            $request,
+            ", status, provider_job_id, ",
             ms!("created_at"),
             ", ",
             ms!("updated_at"),
@@ -315,6 +320,7 @@ pub(super) const POSTGRES: Dialect = Dialect {
          WHERE received_at < to_timestamp($1::float8 / 1000.0)",
     backend: crate::Backend::Postgres,
     job_cols: job_cols!(),
+    list_cols: job_cols!("'' AS request"),
     eligible_where: eligible!(),
     stranded_where: stranded!(),
 };

@@ -153,6 +153,9 @@ pub struct Dialect {
     pub backend: Backend,
     /// The columns a [`Job`] is decoded from.
     pub job_cols: &'static str,
+    /// The same for a list: `request` (the app's JSON, as large as a
+    /// prompt and its images) read as `''`, never fetched for a page.
+    pub list_cols: &'static str,
     /// The claim's eligibility rules, parameters 1 to 5 as in `claim`.
     pub eligible_where: &'static str,
     /// Owed work, 1 now, 2 updated_before.

@@ -204,6 +204,14 @@ where
         if let Some(p) = q.provider {
             w += &format!(" AND provider = {}", st.text(p));
         }
+        // An error group is some of the unfinished jobs, which are few
+        // beside the finished history: SQLite walks their partial index
+        // (bare, it walks `ai_jobs_recent` through the whole history to
+        // find a page). The term it needs is `UNFINISHED`, verbatim.
+        let from = match (q.error_head, b) {
+            (Some(_), Backend::Sqlite) => "ai_jobs INDEXED BY ai_jobs_claimable",
+            _ => "ai_jobs",
+        };
         if let Some(h) = q.error_head {
             let p = st.text(h);
             // A group holds unfinished jobs only, as `error_groups` counts.
@@ -235,9 +243,9 @@ where
         // `job_cols`) and sort every matching row instead of walking
         // `ai_jobs_recent`.
         let text = format!(
-            "SELECT {cols}, {key} AS sort_key FROM ai_jobs WHERE {w}
+            "SELECT {cols}, {key} AS sort_key FROM {from} WHERE {w}
              ORDER BY ai_jobs.updated_at {dir}, ai_jobs.id {dir} LIMIT {lim}",
-            cols = self.d.job_cols,
+            cols = self.d.list_cols,
             key = sort_key(b),
         );
         let rows = self.panel_rows(text, &st.binds, q.limits).await?;
@@ -258,7 +266,7 @@ where
         let (count, count_capped) = if q.count {
             let cap = i64::from(q.limits.count_cap);
             let text = format!(
-                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM ai_jobs WHERE {filters} LIMIT {}) c",
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM {from} WHERE {filters} LIMIT {}) c",
                 cap + 1
             );
             let rows = self

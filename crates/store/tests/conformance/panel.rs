@@ -180,6 +180,12 @@ pub async fn panel_pages_visit_every_row_once(url: &str) {
     q.count = false;
     let page = ctx.store.panel_jobs(&q).await.unwrap();
     assert_eq!((page.count, page.count_capped), (None, false));
+
+    // A list never fetches the app's request JSON; the job itself has it.
+    let listed = &page.jobs[0];
+    assert_eq!(listed.request, "");
+    let whole = ctx.store.get_job(&listed.id).await.unwrap().unwrap();
+    assert!(!whole.request.is_empty(), "{:?}", whole.request);
 }
 
 /// `n` pending jobs of `provider` that met `error` (attempts 2), due later.
