@@ -18,7 +18,7 @@ use super::{TimedBody, error};
 use crate::report::{error_chain, job_json};
 use crate::state::State;
 use crate::worker::ClaimScope;
-use crate::worker::cancel::{CancelError, cancel_job};
+use crate::worker::cancel::{CancelError, CancelReport, cancel_job};
 use crate::worker::pass::{PassOptions, run_once};
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,38 +219,51 @@ pub(super) async fn cancel(
     };
     let operator = format!("api:{}", req.operator.as_deref().unwrap_or("admin"));
     info!(job = %id, %operator, "admin api: cancel requested");
-    // Its own task, tracked so shutdown awaits it: a client that hangs up
-    // after the provider accepted the cancel must not leave the local
-    // cancel undone.
+    match cancel_tracked(&s, &id, operator, req.reason).await {
+        Ok(r) => (StatusCode::OK, Json(r.to_json())).into_response(),
+        Err((status, msg)) => error(status, msg),
+    }
+}
+
+/// `cancel_job` on its own tracked task (shutdown awaits it: a client that
+/// hangs up after the provider accepted the cancel must not leave the local
+/// cancel undone), its refusals as the HTTP status they answer with. The
+/// admin API and the panel both cancel through it.
+pub(super) async fn cancel_tracked(
+    s: &State,
+    id: &str,
+    operator: String,
+    reason: Option<String>,
+) -> Result<CancelReport, (StatusCode, String)> {
     let now = s.clock.now_ms();
     let task = s.tasks.spawn({
         let worker = s.worker.clone();
-        let id = id.clone();
+        let id = id.to_owned();
         async move {
             cancel_job(
                 &**worker.store(),
                 |name| worker.provider(name).map(|h| h.provider.clone()),
                 &id,
                 &operator,
-                req.reason.as_deref(),
+                reason.as_deref(),
                 now,
             )
             .await
         }
     });
     match task.await {
-        Ok(Ok(r)) => (StatusCode::OK, Json(r.to_json())).into_response(),
-        Ok(Err(e @ CancelError::NotFound(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e @ CancelError::NotFound(_))) => Err((StatusCode::NOT_FOUND, e.to_string())),
         Ok(Err(
             e @ (CancelError::Final { .. }
             | CancelError::NotOurs { .. }
             | CancelError::OutcomeUnknown { .. }),
-        )) => error(StatusCode::CONFLICT, e.to_string()),
-        Ok(Err(CancelError::Store(e))) => error(StatusCode::SERVICE_UNAVAILABLE, error_chain(&e)),
-        Err(e) => error(
+        )) => Err((StatusCode::CONFLICT, e.to_string())),
+        Ok(Err(CancelError::Store(e))) => Err((StatusCode::SERVICE_UNAVAILABLE, error_chain(&e))),
+        Err(e) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cancel task failed: {e}"),
-        ),
+        )),
     }
 }
 

@@ -20,11 +20,11 @@ use super::auth::{self, Operator, clean_name, identify, peer_ip};
 use super::pages::urlencode;
 use super::view::{Frame, page, problem};
 use crate::http::TimedBody;
+use crate::http::admin::cancel_tracked;
 use crate::http::serve::Peer;
 use crate::report::error_chain;
 use crate::state::State;
 use crate::worker::ClaimScope;
-use crate::worker::cancel::{CancelError, cancel_job};
 use crate::worker::pass::{PassOptions, run_once};
 
 /// A urlencoded form body as name → value (the last of a repeated name).
@@ -223,50 +223,16 @@ pub async fn cancel(
         .map(|r| r.trim().to_owned())
         .filter(|r| !r.is_empty());
     let operator = op.audit_name();
-    let now = s.clock.now_ms();
-    // Its own task, tracked: a browser that goes away must not cut the
-    // provider call and the local cancel apart.
-    let task = s.tasks.spawn({
-        let worker = s.worker.clone();
-        let id = id.clone();
-        let operator = operator.clone();
-        async move {
-            cancel_job(
-                &**worker.store(),
-                |name| worker.provider(name).map(|h| h.provider.clone()),
-                &id,
-                &operator,
-                reason.as_deref(),
-                now,
-            )
-            .await
-        }
-    });
     let back = format!("/ops/jobs/{}", urlencode(&id));
-    match task.await {
-        Ok(Ok(r)) => {
+    match cancel_tracked(&s, &id, operator, reason).await {
+        Ok(r) => {
             let provider = r.to_json()["provider_cancel"]
                 .as_str()
                 .unwrap_or("")
                 .to_owned();
             with_done(&back, &format!("Canceled (provider cancel: {provider})."))
         }
-        Ok(Err(e @ CancelError::NotFound(_))) => {
-            problem(StatusCode::NOT_FOUND, Some(&op), &e.to_string())
-        }
-        Ok(Err(
-            e @ (CancelError::Final { .. }
-            | CancelError::NotOurs { .. }
-            | CancelError::OutcomeUnknown { .. }),
-        )) => problem(StatusCode::CONFLICT, Some(&op), &e.to_string()),
-        Ok(Err(CancelError::Store(e))) => {
-            problem(StatusCode::SERVICE_UNAVAILABLE, Some(&op), &error_chain(&e))
-        }
-        Err(e) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Some(&op),
-            &format!("cancel task failed: {e}"),
-        ),
+        Err((status, msg)) => problem(status, Some(&op), &msg),
     }
 }
 
