@@ -964,6 +964,24 @@ mod tests {
     /// One row per bound: `(toml, None)` must load, `(toml, Some(key))` must
     /// be refused naming `key`, with a problem that states the range.
     #[test]
+    fn the_readonly_token_needs_a_variable_of_its_own() {
+        for text in [
+            "[http]\nreadonly_token_env = \"CLAWCUT_WORKER_ADMIN_TOKEN\"",
+            "[http]\nadmin_token_env = \"T\"\nreadonly_token_env = \"T\"",
+            "[http]\nreadonly_token_env = \" \"",
+        ] {
+            let e = parse(text).expect_err(text);
+            assert_eq!(
+                e.key.as_deref(),
+                Some("http.readonly_token_env"),
+                "{text:?}: {e}"
+            );
+            assert!(e.problem.contains("environment variable"), "{text:?}: {e}");
+        }
+        parse("[http]\nreadonly_token_env = \"OPS_VIEWER_TOKEN\"").expect("its own variable");
+    }
+
+    #[test]
     fn every_range_bound_is_checked_and_names_the_key() {
         const ROWS: &[(&str, Option<&str>)] = &[
             // The operator's report.
@@ -1014,10 +1032,6 @@ mod tests {
             (
                 "[http]\nops_session_ttl = \"59s\"",
                 Some("http.ops_session_ttl"),
-            ),
-            (
-                "[http]\nreadonly_token_env = \"CLAWCUT_WORKER_ADMIN_TOKEN\"",
-                Some("http.readonly_token_env"),
             ),
             // reconcile.batch_size 1..=1000
             ("[reconcile]\nbatch_size = 1", None),

@@ -270,6 +270,8 @@ struct FakeState {
     content_in_flight: Arc<InFlight>,
     creates: Creates,
     jobs: Mutex<Jobs>,
+    /// Added before every answer (a provider across a network), in µs.
+    latency_us: AtomicU64,
 }
 
 #[derive(Default)]
@@ -316,15 +318,27 @@ impl FakeOpenAi {
             content_in_flight: Arc::default(),
             creates: Creates::default(),
             jobs: Mutex::default(),
+            latency_us: AtomicU64::new(0),
         });
         let router = Router::new()
             .route("/v1/videos", post(create))
             .route("/v1/videos/{id}", get(retrieve))
             .route("/v1/videos/{id}/content", get(content))
             .fallback(fallback)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                with_latency,
+            ))
             .with_state(Arc::clone(&state));
         let server = Server::start(router, tx).await?;
         Ok(FakeOpenAi { server, state })
+    }
+
+    /// Wait `d` before answering each request from now on (a provider
+    /// across a network; the wait holds no lock, so requests overlap).
+    pub fn set_latency(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.state.latency_us.store(us, Ordering::Relaxed);
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -464,6 +478,18 @@ fn video_json(id: &str, status: &str, progress: u8, script: &Script, error: Valu
         "remixed_from_video_id": null,
         "error": error,
     })
+}
+
+async fn with_latency(
+    State(state): State<Arc<FakeState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let us = state.latency_us.load(Ordering::Relaxed);
+    if us > 0 {
+        tokio::time::sleep(Duration::from_micros(us)).await;
+    }
+    next.run(req).await
 }
 
 async fn retrieve(
@@ -700,6 +726,31 @@ mod tests {
             let status = resp.status().as_u16();
             (status, resp.bytes().await.expect("content").to_vec())
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn latency_delays_every_answer_without_serialising_them() {
+        let api = Api::start().await;
+        api.fake.set_default_script(Script::completes_after(0));
+        let latency = Duration::from_millis(300);
+        api.fake.set_latency(latency);
+        let t = Instant::now();
+        let polls: Vec<_> = (0..4)
+            .map(|i| {
+                let api = Arc::clone(&api);
+                tokio::spawn(async move { api.get(&format!("/v1/videos/lat_{i}")).await.status() })
+            })
+            .collect();
+        for p in polls {
+            assert_eq!(p.await.unwrap(), 200);
+        }
+        let took = t.elapsed();
+        // Each answer waited; four one after another would take 4 × 300 ms.
+        assert!(took >= latency && took < 3 * latency, "took {took:?}");
+        api.fake.set_latency(Duration::ZERO);
+        let t = Instant::now();
+        api.get("/v1/videos/lat_0").await;
+        assert!(t.elapsed() < latency, "latency off again");
     }
 
     #[tokio::test]
