@@ -288,6 +288,10 @@ pub fn worker_with(
     let downloader = Downloader::new(DOWNLOAD_CONNECT_TIMEOUT)
         .context("build the download client")
         .exit_with(exit::SOFTWARE)?;
+    // Reads the AWS_* environment only; nothing is requested yet.
+    let storage = crate::media::Storage::from_config(&cfg.media)
+        .context("set up media.store")
+        .exit_with(exit::CONFIG)?;
     Ok(Worker::new(WorkerParts {
         id: worker_id(),
         store,
@@ -296,6 +300,7 @@ pub fn worker_with(
         settings: settings(cfg),
         metrics,
         clock,
+        storage,
     }))
 }
 

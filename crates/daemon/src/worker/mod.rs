@@ -87,6 +87,8 @@ pub struct Worker {
     pub health: health::Health,
     /// Whether the media directory takes our writes (`outputs`).
     pub media: crate::runtime::health::MediaHealth,
+    /// Where clips go: `media.dir`, or `media.store`'s bucket.
+    pub storage: crate::media::Storage,
 }
 
 /// What [`Worker::new`] needs.
@@ -98,6 +100,7 @@ pub struct WorkerParts {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    pub storage: crate::media::Storage,
 }
 
 /// Which rows a claim takes.
@@ -145,6 +148,7 @@ impl Worker {
             versions: outputs::VersionLocks::default(),
             health: health::Health::default(),
             media: crate::runtime::health::MediaHealth::default(),
+            storage: p.storage,
         }
     }
 

@@ -1,0 +1,669 @@
+//! `media.store = "s3://bucket/prefix"`: clips on S3-compatible object
+//! storage, through Apache Arrow's `object_store` crate (`aws` feature).
+//!
+//! The same guarantees as the media directory, step for step:
+//!
+//! | on disk (`media.dir`) | in the bucket |
+//! |---|---|
+//! | stream into `.tmp/*.part`, sha256 on the way | stream into a multipart upload *at the final key*, one part of `media.part_size` buffered at a time, sha256 on the way |
+//! | size limit, truncation and empty body checked before the rename | the same checks, before `CompleteMultipartUpload`: S3 shows a multipart object only once it is completed, so nothing partial is ever at a final key |
+//! | fsync, then rename inside the fenced completion | `CompleteMultipartUpload` inside the fenced completion ([`ObjectStaged::complete`]), then a `HEAD` that the store holds exactly the bytes counted |
+//! | the replaced file kept as `.tmp/*.prev` until the commit settles | the replaced object copied (server side) to `<prefix>/.prev/…` until the commit settles ([`ObjectInstalled`]) |
+//! | a crash's `.part` files swept by age | a crash's multipart uploads aborted by the sweep, from the marker each upload keeps fresh under `<prefix>/.uploads/` |
+//!
+//! Why markers: `object_store` has no `ListMultipartUploads`, and S3's
+//! `Initiated` time cannot tell a live upload from a dead one anyway. Each
+//! upload writes a small marker object (its key and upload id) right after
+//! `CreateMultipartUpload` and rewrites it every third of the sweep's idle
+//! limit while it lives (downloading, waiting for its thumbnail, its turn,
+//! its commit). A marker idle past the limit belongs to a dead process:
+//! [`ObjectMedia::sweep`] aborts its upload and deletes it. One window is
+//! left: a crash between `CreateMultipartUpload` and the marker's `PUT` (one
+//! round trip) leaves an upload no marker names; the bucket lifecycle rule
+//! `AbortIncompleteMultipartUpload` (deploy/README.md) is the backstop.
+//!
+//! Memory: a live upload holds at most one part (`media.part_size`, default
+//! 8 MiB) plus one network chunk; parts are sent one at a time. A daemon
+//! holds at most `media.part_size × reconcile.concurrency` of clip bytes
+//! (64 MiB with the defaults), however large the clips.
+//!
+//! Credentials, region and endpoint come only from the environment
+//! (`AmazonS3Builder::from_env`: `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, web identity and container
+//! credentials); the config file names only the bucket and prefix.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use clawcut_providers::{Fetched, OutputSink, ProvidersError};
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as Key;
+use object_store::{
+    BackoffConfig, ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
+use tracing::{info, warn};
+
+use super::MediaError;
+
+/// Where in-flight uploads keep their markers, under the prefix.
+const UPLOADS: &str = ".uploads";
+/// Where an object replaced by a completion waits for its commit.
+const PREV: &str = ".prev";
+
+/// One bucket (and prefix) holding the clips.
+#[derive(Debug)]
+pub struct ObjectMedia {
+    s3: AmazonS3,
+    bucket: String,
+    /// `""` or `a/b` (no slashes at the ends).
+    prefix: String,
+    part_size: usize,
+}
+
+/// The bucket and prefix of a `media.store` URL, checked; `Err` says what
+/// is wrong with it (for the config error).
+pub fn parse_store_url(url: &str) -> Result<(String, String), String> {
+    let u =
+        url::Url::parse(url).map_err(|e| format!("not a URL ({e}); write s3://bucket/prefix"))?;
+    if u.scheme() != "s3" {
+        return Err(format!(
+            "scheme {}: is not supported (only s3://, which also serves MinIO, R2 and other S3-compatible stores through AWS_ENDPOINT_URL)",
+            u.scheme()
+        ));
+    }
+    if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+        return Err("must not carry credentials or options: they come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL), never from the file".into());
+    }
+    let bucket = u.host_str().unwrap_or_default().to_owned();
+    if bucket.is_empty() {
+        return Err("names no bucket; write s3://bucket/prefix".into());
+    }
+    let prefix = u.path().trim_matches('/').to_owned();
+    for seg in prefix
+        .split('/')
+        .filter(|s| !prefix.is_empty() || !s.is_empty())
+    {
+        let ok = !seg.is_empty()
+            && !seg.starts_with('.')
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok {
+            return Err(format!(
+                "prefix segment {seg:?}: use letters, digits, '-', '_' and '.' (not first)"
+            ));
+        }
+    }
+    Ok((bucket, prefix))
+}
+
+impl ObjectMedia {
+    /// The client for `url` (`s3://bucket/prefix`, already checked by the
+    /// config), everything else from the environment. Each request is
+    /// retried by `object_store` a few times within 30 s; past that the
+    /// error reaches the job, which waits without spending an attempt.
+    pub fn new(url: &str, part_size: u64) -> Result<ObjectMedia, MediaError> {
+        let (bucket, prefix) = parse_store_url(url).map_err(MediaError::BadStoreUrl)?;
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(30),
+        };
+        let s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket)
+            .with_retry(retry)
+            .with_client_options(
+                ClientOptions::default()
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_timeout(Duration::from_secs(120)),
+            )
+            .build()
+            .map_err(MediaError::Build)?;
+        Ok(ObjectMedia {
+            s3,
+            bucket,
+            prefix,
+            part_size: usize::try_from(part_size).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// `s3://bucket/prefix`, for the log (never a credential).
+    pub fn describe(&self) -> String {
+        self.url_of(&self.key(""))
+    }
+
+    fn key(&self, rel: &str) -> Key {
+        let joined = match (self.prefix.is_empty(), rel.is_empty()) {
+            (true, _) => rel.to_owned(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}/{rel}", self.prefix),
+        };
+        Key::from(joined)
+    }
+
+    /// The form recorded in `video_path`/`thumbnail_path`.
+    pub fn url_of(&self, key: &Key) -> String {
+        format!("s3://{}/{}", self.bucket, key)
+    }
+
+    /// The key a recorded location names, when it is in this bucket.
+    pub fn key_of(&self, location: &str) -> Option<Key> {
+        let rest = location.strip_prefix("s3://")?;
+        let (bucket, key) = rest.split_once('/')?;
+        (bucket == self.bucket && !key.is_empty()).then(|| Key::from(key))
+    }
+
+    /// The key of `<sub>/<scene>/<version>.<ext>` under the prefix.
+    pub fn final_key(&self, rel: &str) -> Key {
+        self.key(rel)
+    }
+
+    /// A sink streaming one output to `key`.
+    pub fn upload(self: &Arc<Self>, key: Key, keep_every: Duration) -> ObjectUpload {
+        ObjectUpload {
+            media: self.clone(),
+            key,
+            keep_every,
+            live: None,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether the bucket answers (startup: a warning, never a refusal, so
+    /// a store that is down only delays completions).
+    pub async fn probe(&self) -> Result<(), MediaError> {
+        let prefix = self.key(UPLOADS);
+        self.s3
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map(|_| ())
+            .map_err(|source| MediaError::Store {
+                what: format!("list {}", self.url_of(&prefix)),
+                source,
+            })
+    }
+
+    /// Abort the multipart uploads whose markers sat idle for `max_idle` (a
+    /// dead process's), delete those markers, and delete replaced objects
+    /// kept aside as long. Returns how many uploads it aborted.
+    pub async fn sweep(&self, max_idle: Duration) -> Result<usize, MediaError> {
+        let now = SystemTime::now();
+        let stale = |m: &object_store::ObjectMeta| {
+            let modified: SystemTime = m.last_modified.into();
+            now.duration_since(modified).unwrap_or_default() >= max_idle
+        };
+        let err = |what: String| move |source| MediaError::Store { what, source };
+        let uploads = self.key(UPLOADS);
+        let mut markers = self.s3.list(Some(&uploads));
+        let mut aborted = 0;
+        while let Some(meta) = markers.next().await {
+            let meta = meta.map_err(err(format!("list {}", self.url_of(&uploads))))?;
+            if !stale(&meta) {
+                continue;
+            }
+            let body = match self.s3.get(&meta.location).await {
+                Ok(r) => r.bytes().await.ok(),
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(source) => {
+                    return Err(MediaError::Store {
+                        what: format!("read {}", self.url_of(&meta.location)),
+                        source,
+                    });
+                }
+            };
+            if let Some(m) = body.as_deref().and_then(Marker::parse) {
+                let key = Key::from(m.key.as_str());
+                match self.s3.abort_multipart(&key, &m.upload_id).await {
+                    Ok(()) => aborted += 1,
+                    // Already completed or aborted: only the marker is left.
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(source) => {
+                        return Err(MediaError::Store {
+                            what: format!("abort the upload to {}", self.url_of(&key)),
+                            source,
+                        });
+                    }
+                }
+            }
+            delete_quietly(&self.s3, &meta.location).await;
+        }
+        let prev = self.key(PREV);
+        let mut kept = self.s3.list(Some(&prev));
+        while let Some(meta) = kept.next().await {
+            let meta = meta.map_err(err(format!("list {}", self.url_of(&prev))))?;
+            if stale(&meta) {
+                delete_quietly(&self.s3, &meta.location).await;
+            }
+        }
+        if aborted > 0 {
+            info!(aborted, store = %self.describe(), "aborted multipart uploads left by a dead process");
+        }
+        Ok(aborted)
+    }
+
+    /// The object at `location`: its size and a stream of its bytes.
+    #[allow(
+        dead_code,
+        reason = "for the operator panel's clip preview and checksum check, built in parallel"
+    )]
+    pub async fn open(
+        &self,
+        location: &str,
+    ) -> Result<
+        (
+            u64,
+            futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>,
+        ),
+        MediaError,
+    > {
+        let key = self
+            .key_of(location)
+            .ok_or_else(|| MediaError::NotInStore(location.to_owned()))?;
+        let got = self
+            .s3
+            .get(&key)
+            .await
+            .map_err(|source| MediaError::Store {
+                what: format!("read {location}"),
+                source,
+            })?;
+        let size = got.meta.size;
+        let stream = got
+            .into_stream()
+            .map(|r| r.map_err(std::io::Error::other))
+            .boxed();
+        Ok((size, stream))
+    }
+}
+
+/// Delete `key`, logging a failure: what is left is the sweep's.
+async fn delete_quietly(s3: &AmazonS3, key: &Key) {
+    match s3.delete(key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => warn!(key = %key, error = %e, "could not delete; the sweep will"),
+    }
+}
+
+/// A random name for a marker or a kept-aside object.
+fn unique() -> String {
+    format!(
+        "{:x}-{:08x}-{:016x}",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default(),
+        std::process::id(),
+        rand::random::<u64>()
+    )
+}
+
+/// The marker's body: `<key>\n<upload id>\n`.
+struct Marker {
+    key: String,
+    upload_id: String,
+}
+
+impl Marker {
+    fn body(&self) -> Bytes {
+        Bytes::from(format!("{}\n{}\n", self.key, self.upload_id))
+    }
+
+    fn parse(b: &[u8]) -> Option<Marker> {
+        let text = std::str::from_utf8(b).ok()?;
+        let mut lines = text.lines();
+        let key = lines.next()?.to_owned();
+        let upload_id = lines.next()?.to_owned();
+        (!key.is_empty() && !upload_id.is_empty()).then_some(Marker { key, upload_id })
+    }
+}
+
+/// A multipart upload in progress and the marker that names it.
+struct Live {
+    id: MultipartId,
+    parts: Vec<PartId>,
+    marker: Key,
+    /// Rewrites the marker while the upload lives; aborted on drop.
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Live {
+    /// Abort the upload and delete its marker, in the background (from a
+    /// `Drop`): best effort, the sweep takes what this misses.
+    fn abandon(self, media: &Arc<ObjectMedia>, key: Key) {
+        self.keeper.abort();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let s3 = media.s3.clone();
+        rt.spawn(async move {
+            match s3.abort_multipart(&key, &self.id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    delete_quietly(&s3, &self.marker).await;
+                }
+                Err(e) => {
+                    warn!(key = %key, error = %e, "could not abort a multipart upload; the sweep will");
+                }
+            }
+        });
+    }
+}
+
+/// [`OutputSink`] into a multipart upload at the final key: parts of
+/// `part_size` (the last one shorter), sent one at a time. Dropped before
+/// [`finish`](Self::finish), it aborts the upload.
+pub struct ObjectUpload {
+    media: Arc<ObjectMedia>,
+    key: Key,
+    keep_every: Duration,
+    live: Option<Live>,
+    buf: BytesMut,
+}
+
+impl ObjectUpload {
+    fn refused(&self, what: &str, e: object_store::Error) -> ProvidersError {
+        ProvidersError::WriteOutput {
+            path: self.media.url_of(&self.key).into(),
+            source: std::io::Error::other(format!("{what}: {e}")),
+        }
+    }
+
+    async fn send_part(&mut self, data: Bytes) -> Result<(), ProvidersError> {
+        let Some(live) = self.live.as_mut() else {
+            return Err(ProvidersError::WriteOutput {
+                path: self.media.url_of(&self.key).into(),
+                source: std::io::Error::other("upload written before it was opened"),
+            });
+        };
+        let idx = live.parts.len();
+        let put = self
+            .media
+            .s3
+            .put_part(&self.key, &live.id, idx, PutPayload::from_bytes(data))
+            .await;
+        match put {
+            Ok(part) => {
+                live.parts.push(part);
+                Ok(())
+            }
+            Err(e) => Err(self.refused("upload a part", e)),
+        }
+    }
+
+    /// The last part, after [`Downloader::fetch_into`] returned `fetched`:
+    /// the upload is then complete but for `CompleteMultipartUpload`, which
+    /// only the fenced completion sends.
+    ///
+    /// [`Downloader::fetch_into`]: clawcut_providers::Downloader::fetch_into
+    pub async fn finish(mut self, fetched: Fetched) -> Result<ObjectStaged, ProvidersError> {
+        if !self.buf.is_empty() {
+            let last = self.buf.split().freeze();
+            self.send_part(last).await?;
+        }
+        let Some(live) = self.live.take() else {
+            return Err(ProvidersError::WriteOutput {
+                path: self.media.url_of(&self.key).into(),
+                source: std::io::Error::other("upload finished before it was opened"),
+            });
+        };
+        Ok(ObjectStaged {
+            media: self.media.clone(),
+            key: self.key.clone(),
+            live: Some(live),
+            fetched,
+        })
+    }
+}
+
+impl OutputSink for ObjectUpload {
+    async fn open(&mut self) -> Result<(), ProvidersError> {
+        let id = self
+            .media
+            .s3
+            .create_multipart(&self.key)
+            .await
+            .map_err(|e| self.refused("start a multipart upload", e))?;
+        let marker = self.media.key(&format!("{UPLOADS}/{}", unique()));
+        let body = Marker {
+            key: self.key.to_string(),
+            upload_id: id.clone(),
+        }
+        .body();
+        let s3 = self.media.s3.clone();
+        if let Err(e) = s3.put(&marker, body.clone().into()).await {
+            // Without its marker no sweep could find the upload: abort it.
+            let _ = s3.abort_multipart(&self.key, &id).await;
+            return Err(self.refused("write the upload's marker", e));
+        }
+        let (keep_every, keeper_marker) = (self.keep_every, marker.clone());
+        let keeper = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(keep_every).await;
+                if let Err(e) = s3.put(&keeper_marker, body.clone().into()).await {
+                    warn!(marker = %keeper_marker, error = %e, "could not refresh an upload's marker");
+                }
+            }
+        });
+        self.live = Some(Live {
+            id,
+            parts: Vec::new(),
+            marker,
+            keeper,
+        });
+        self.buf.reserve(self.media.part_size.min(64 * 1024 * 1024));
+        Ok(())
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> Result<(), ProvidersError> {
+        self.buf.extend_from_slice(&chunk);
+        while self.buf.len() >= self.media.part_size {
+            let part = self.buf.split_to(self.media.part_size).freeze();
+            self.send_part(part).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ObjectUpload {
+    fn drop(&mut self) {
+        if let Some(live) = self.live.take() {
+            live.abandon(&self.media, self.key.clone());
+        }
+    }
+}
+
+/// Every part uploaded and counted; nothing at the final key until
+/// [`complete`](Self::complete). Dropped uncompleted, it aborts the upload.
+pub struct ObjectStaged {
+    media: Arc<ObjectMedia>,
+    key: Key,
+    live: Option<Live>,
+    fetched: Fetched,
+}
+
+impl ObjectStaged {
+    pub fn sha256_hex(&self) -> &str {
+        &self.fetched.sha256_hex
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.fetched.bytes
+    }
+
+    /// Make the object visible at its final key: keep any object already
+    /// there aside (a server-side copy under `.prev/`), complete the
+    /// multipart upload, check that the store holds exactly the bytes
+    /// counted. Called only inside the fenced completion. On error the
+    /// final key is as it was (best effort) and the upload is aborted.
+    pub async fn complete(mut self) -> std::io::Result<ObjectInstalled> {
+        let s3 = self.media.s3.clone();
+        let io = |what: &str, e: object_store::Error| {
+            std::io::Error::other(format!("{what} {}: {e}", self.media.url_of(&self.key)))
+        };
+        let prev = match s3.head(&self.key).await {
+            Ok(_) => {
+                let prev = self.media.key(&format!("{PREV}/{}", unique()));
+                s3.copy(&self.key, &prev)
+                    .await
+                    .map_err(|e| io("keep aside the object at", e))?;
+                Some(prev)
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(io("look at", e)),
+        };
+        let installed = ObjectInstalled {
+            media: self.media.clone(),
+            key: self.key.clone(),
+            prev,
+            settled: false,
+        };
+        let Some(live) = self.live.take() else {
+            return Err(std::io::Error::other("upload completed twice"));
+        };
+        let done = s3
+            .complete_multipart(&self.key, &live.id, live.parts.clone())
+            .await;
+        if let Err(e) = done {
+            let err = io("complete the upload to", e);
+            // The answer may have been lost after the object appeared: put
+            // back what was there, and abort what is left of the upload.
+            installed.revert().await.ok();
+            live.abandon(&self.media, self.key.clone());
+            return Err(err);
+        }
+        live.keeper.abort();
+        delete_quietly(&s3, &live.marker).await;
+        match s3.head(&self.key).await {
+            Ok(meta) if meta.size == self.fetched.bytes => Ok(installed),
+            Ok(meta) => {
+                let got = meta.size;
+                installed.revert().await.ok();
+                Err(std::io::Error::other(format!(
+                    "{} holds {got} bytes after its upload, not the {} received",
+                    self.media.url_of(&self.key),
+                    self.fetched.bytes
+                )))
+            }
+            Err(e) => {
+                let err = io("look at the completed", e);
+                installed.revert().await.ok();
+                Err(err)
+            }
+        }
+    }
+}
+
+impl Drop for ObjectStaged {
+    fn drop(&mut self) {
+        if let Some(live) = self.live.take() {
+            live.abandon(&self.media, self.key.clone());
+        }
+    }
+}
+
+/// A completed object whose database commit is pending: settle it with
+/// [`commit`](Self::commit) or [`revert`](Self::revert). Dropped unsettled
+/// it counts as committed (as [`clawcut_providers::Installed`], for the same
+/// reason: the commit may have happened).
+pub struct ObjectInstalled {
+    media: Arc<ObjectMedia>,
+    key: Key,
+    prev: Option<Key>,
+    settled: bool,
+}
+
+impl ObjectInstalled {
+    /// The commit did not happen: put the replaced object back (or delete
+    /// ours when there was none).
+    pub async fn revert(mut self) -> std::io::Result<()> {
+        self.settled = true;
+        let s3 = &self.media.s3;
+        let res = match &self.prev {
+            Some(prev) => match s3.copy(prev, &self.key).await {
+                Ok(()) => {
+                    delete_quietly(s3, prev).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            None => match s3.delete(&self.key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            },
+        };
+        res.map_err(|e| {
+            std::io::Error::other(format!("revert {}: {e}", self.media.url_of(&self.key)))
+        })
+    }
+
+    /// The commit happened: drop the kept-aside object.
+    pub async fn commit(mut self) {
+        self.settled = true;
+        if let Some(prev) = self.prev.take() {
+            delete_quietly(&self.media.s3, &prev).await;
+        }
+    }
+}
+
+impl Drop for ObjectInstalled {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if let (Some(prev), Ok(rt)) = (self.prev.take(), tokio::runtime::Handle::try_current()) {
+            let s3 = self.media.s3.clone();
+            rt.spawn(async move { delete_quietly(&s3, &prev).await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_name_a_bucket_and_a_clean_prefix_and_nothing_else() {
+        assert_eq!(
+            parse_store_url("s3://clips/prod/media").unwrap(),
+            ("clips".into(), "prod/media".into())
+        );
+        assert_eq!(
+            parse_store_url("s3://clips").unwrap(),
+            ("clips".into(), String::new())
+        );
+        assert_eq!(
+            parse_store_url("s3://clips/").unwrap(),
+            ("clips".into(), String::new())
+        );
+        for bad in [
+            "gs://clips/x",
+            "s3://key:secret@clips/x",
+            "s3://clips/x?access_key_id=AKIA",
+            "s3:///x",
+            "s3://clips/../x",
+            "s3://clips/.uploads",
+            "s3://clips/a//b",
+            "clips/x",
+        ] {
+            assert!(parse_store_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn markers_round_trip_and_refuse_garbage() {
+        let m = Marker {
+            key: "p/videos/s/v.mp4".into(),
+            upload_id: "abc".into(),
+        };
+        let back = Marker::parse(&m.body()).unwrap();
+        assert_eq!(
+            (back.key.as_str(), back.upload_id.as_str()),
+            ("p/videos/s/v.mp4", "abc")
+        );
+        assert!(Marker::parse(b"only-a-key\n").is_none());
+        assert!(Marker::parse(&[0xff, 0xfe]).is_none());
+    }
+}
