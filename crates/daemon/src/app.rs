@@ -84,6 +84,13 @@ pub fn register_secrets(cfg: &Config, env: impl Fn(&str) -> Option<String>) {
         vars.extend(p.api_secret_env.clone());
         vars.extend(p.webhook_secret_env.clone());
     }
+    if cfg.media.store.is_some() {
+        // The object store's credentials come from the environment only.
+        vars.extend([
+            "AWS_SECRET_ACCESS_KEY".to_owned(),
+            "AWS_SESSION_TOKEN".to_owned(),
+        ]);
+    }
     for v in vars {
         if let Some(secret) = env(&v) {
             register_secret(&secret);

@@ -1,0 +1,479 @@
+//! `media.store = "s3://…"`: clips in an S3-compatible object store (moto,
+//! started by `clawcut_test_support::s3` on 127.0.0.1). The same guarantees
+//! as the media directory: the right bytes and sha256 at the right keys,
+//! nothing partial at a final key, no multipart upload left behind after a
+//! SIGKILL, the size limit, replicas on PostgreSQL sharing one bucket, and
+//! a store that goes away and comes back without failing a job.
+
+use std::time::Duration;
+
+use clawcut_test_support::db::AppDb;
+use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
+use clawcut_test_support::s3::{self, S3Server};
+
+use crate::support::*;
+
+const PREFIX: &str = "lib";
+
+/// `[media]` on the bucket (5 MiB parts, so a 12 MiB clip is 3 parts).
+fn media_section(env_dir: &std::path::Path, s3: &S3Server, extra: &str) -> String {
+    format!(
+        "[media]\ndir = \"{}\"\nstore = \"{}\"\npart_size = \"5MiB\"\nstall_timeout = \"5s\"\nstall_min_bytes = \"1KiB\"\n{extra}\n",
+        env_dir.join("media").display(),
+        s3.store_url(PREFIX)
+    )
+}
+
+fn env_on(
+    backend: Backend,
+    name: &str,
+    fake: &FakeOpenAi,
+    s3: &S3Server,
+    extra: &str,
+) -> Option<Env> {
+    // The media section names the env's own dir: build the env first with
+    // a placeholder, then write the real section.
+    let env = env_for(backend, name, &fake.base_url(), "[media]\n#MEDIA\n")?;
+    let section = media_section(env.dir.path(), s3, extra);
+    env.edit_config("[media]\n#MEDIA\n", &section);
+    Some(env)
+}
+
+fn start(env: &Env, s3: &S3Server, name: &str) -> Daemon {
+    env.start_with(name, |c| {
+        for (k, v) in s3.env() {
+            c.env(k, v);
+        }
+    })
+}
+
+fn key(sub: &str, scene: &str, version: &str, ext: &str) -> String {
+    format!("{PREFIX}/{sub}/{scene}/{version}.{ext}")
+}
+
+/// No multipart upload in progress and no marker left: eventually (the
+/// sweep takes a dead process's after `stall_timeout` + 10 s).
+async fn nothing_left_behind(s3: &S3Server, within: Duration) {
+    eventually(within, "no multipart upload or marker left", || async {
+        let uploads = s3.multipart_uploads();
+        let markers = s3.keys(&format!("{PREFIX}/.uploads/"));
+        let prev = s3.keys(&format!("{PREFIX}/.prev/"));
+        (uploads.is_empty() && markers.is_empty() && prev.is_empty()).then_some(())
+    })
+    .await;
+}
+
+async fn completes_at_the_right_keys(backend: Backend) {
+    let Some(s3) = s3::require() else { return };
+    let fake = FakeOpenAi::start(KEY).await;
+    // 12 MiB: three parts; and a small one: a single short part.
+    fake.script(
+        "video_big",
+        Script::completes_after(0).with_video_bytes(12 * 1024 * 1024),
+    );
+    fake.script(
+        "video_small",
+        Script::completes_after(0).with_video_bytes(100 * 1024),
+    );
+    let Some(env) = env_on(backend, "objstore_keys", &fake, &s3, "") else {
+        return;
+    };
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    seed_job(&db, "job_big", "scene_b", "ver_b", "video_big", now_ms()).await;
+    seed_job(
+        &db,
+        "job_small",
+        "scene_s",
+        "ver_s",
+        "video_small",
+        now_ms(),
+    )
+    .await;
+    let ids = vec!["job_big".to_owned(), "job_small".to_owned()];
+    let daemon = start(&env, &s3, "objstore");
+    eventually(Duration::from_secs(60), "both jobs final", || async {
+        all_final(&db, &ids).await.then_some(())
+    })
+    .await;
+    for (job, scene, version, video) in [
+        ("job_big", "scene_b", "ver_b", "video_big"),
+        ("job_small", "scene_s", "ver_s", "video_small"),
+    ] {
+        let j = db.job(job).await.unwrap().unwrap();
+        assert_eq!(
+            j.status,
+            "completed",
+            "{job}: {:?}\n{}",
+            j.last_error,
+            daemon.logs()
+        );
+        let want = fake.content(video);
+        let k = key("videos", scene, version, "mp4");
+        let got = s3.get(&k).unwrap_or_else(|| panic!("no object at {k}"));
+        assert_eq!(
+            sha256_hex(&got),
+            sha256_hex(&want),
+            "{k}: the provider's bytes"
+        );
+        assert_eq!(
+            j.video_path.as_deref(),
+            Some(format!("s3://{}/{k}", s3::BUCKET).as_str())
+        );
+        assert_eq!(j.video_sha256.as_deref(), Some(sha256_hex(&want).as_str()));
+        let v = db.version(version).await.unwrap().unwrap();
+        assert_eq!(v.status, "ready");
+        assert_eq!(v.video_bytes, Some(want.len() as i64));
+        let thumb = key("thumbnails", scene, version, "jpg");
+        assert_eq!(
+            s3.get(&thumb).map(|b| sha256_hex(&b)),
+            Some(sha256_hex(&fake.thumbnail(video))),
+            "{thumb}"
+        );
+        assert_eq!(
+            j.thumbnail_path.as_deref(),
+            Some(format!("s3://{}/{thumb}", s3::BUCKET).as_str())
+        );
+        let completions = db
+            .events(job)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.to_status == "completed")
+            .count();
+        assert_eq!(completions, 1, "{job}: one completion event");
+    }
+    nothing_left_behind(&s3, Duration::from_secs(10)).await;
+    assert!(
+        !files_under(&env.media())
+            .iter()
+            .any(|p| p.to_string_lossy().contains("videos")),
+        "nothing written to the local media dir"
+    );
+}
+on_both_backends!(completes_at_the_right_keys);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_size_limit_holds_on_the_store() {
+    let Some(s3) = s3::require() else { return };
+    let fake = FakeOpenAi::start(KEY).await;
+    // Announced too large (refused before any upload) and chunked without
+    // a length (refused mid-stream, its upload aborted).
+    fake.script(
+        "video_announced",
+        Script::completes_after(0).with_video_bytes(8 * 1024 * 1024),
+    );
+    let mut chunked = Script::completes_after(0).with_video_bytes(8 * 1024 * 1024);
+    chunked.chunked = true;
+    fake.script("video_chunked", chunked);
+    let env = env_on(
+        Backend::Sqlite,
+        "objstore_limit",
+        &fake,
+        &s3,
+        "max_bytes = \"6MiB\"",
+    )
+    .unwrap();
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    seed_job(
+        &db,
+        "job_a",
+        "scene_a",
+        "ver_a",
+        "video_announced",
+        now_ms(),
+    )
+    .await;
+    seed_job(&db, "job_c", "scene_c", "ver_c", "video_chunked", now_ms()).await;
+    let ids = vec!["job_a".to_owned(), "job_c".to_owned()];
+    let daemon = start(&env, &s3, "limit");
+    eventually(Duration::from_secs(60), "both jobs final", || async {
+        all_final(&db, &ids).await.then_some(())
+    })
+    .await;
+    for (job, scene, version) in [("job_a", "scene_a", "ver_a"), ("job_c", "scene_c", "ver_c")] {
+        let j = db.job(job).await.unwrap().unwrap();
+        assert_eq!(j.status, "failed", "{job}\n{}", daemon.logs());
+        assert!(
+            j.last_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("limit"),
+            "{job}: {:?}",
+            j.last_error
+        );
+        assert_eq!(s3.get(&key("videos", scene, version, "mp4")), None);
+    }
+    nothing_left_behind(&s3, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_upload_then_restart_leaves_nothing_behind() {
+    let Some(s3) = s3::require() else { return };
+    let fake = FakeOpenAi::start(KEY).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        // 12 MiB at 64 KiB every 20 ms: ~4 s each, parts go up meanwhile.
+        fake.script(
+            &format!("video_{i}"),
+            Script::completes_after(0)
+                .with_video_bytes(12 * 1024 * 1024)
+                .with_chunk_bytes(64 * 1024)
+                .with_chunk_delay(Duration::from_millis(20)),
+        );
+        ids.push(format!("job_{i}"));
+    }
+    let env = env_on(Backend::Sqlite, "objstore_kill", &fake, &s3, "").unwrap();
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    for i in 0..4 {
+        seed_job(
+            &db,
+            &format!("job_{i}"),
+            &format!("scene_{i}"),
+            &format!("ver_{i}"),
+            &format!("video_{i}"),
+            now_ms(),
+        )
+        .await;
+    }
+    let first = start(&env, &s3, "first");
+    eventually(Duration::from_secs(30), "uploads under way", || async {
+        (!s3.multipart_uploads().is_empty() && fake.downloads("video_0", "video") > 0).then_some(())
+    })
+    .await;
+    // A part or more uploaded by now for some of them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.kill9();
+    let orphans = s3.multipart_uploads();
+    assert!(!orphans.is_empty(), "the kill left uploads in progress");
+    for i in 0..4 {
+        let k = key("videos", &format!("scene_{i}"), &format!("ver_{i}"), "mp4");
+        let j = db.job(&format!("job_{i}")).await.unwrap().unwrap();
+        match s3.get(&k) {
+            Some(bytes) => assert_eq!(
+                sha256_hex(&bytes),
+                sha256_hex(&fake.content(&format!("video_{i}"))),
+                "partial object at {k}"
+            ),
+            None => assert_ne!(
+                j.status, "completed",
+                "job_{i} completed without its object"
+            ),
+        }
+    }
+
+    let second = start(&env, &s3, "second");
+    eventually(
+        Duration::from_secs(90),
+        "every job final after restart",
+        || async { all_final(&db, &ids).await.then_some(()) },
+    )
+    .await;
+    for i in 0..4 {
+        let job = format!("job_{i}");
+        let j = db.job(&job).await.unwrap().unwrap();
+        assert_eq!(
+            j.status,
+            "completed",
+            "{job}: {:?}\n{}",
+            j.last_error,
+            second.logs()
+        );
+        let k = key("videos", &format!("scene_{i}"), &format!("ver_{i}"), "mp4");
+        assert_eq!(
+            s3.get(&k).map(|b| sha256_hex(&b)),
+            Some(sha256_hex(&fake.content(&format!("video_{i}"))))
+        );
+        let completions = db
+            .events(&job)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.to_status == "completed")
+            .count();
+        assert_eq!(completions, 1, "{job}: exactly one completion event");
+    }
+    // The killed run's uploads: aborted once their markers sat idle past
+    // stall_timeout (5 s) + 10 s.
+    nothing_left_behind(&s3, Duration::from_secs(60)).await;
+    assert!(
+        second
+            .logs()
+            .contains("aborted multipart uploads left by a dead process"),
+        "{}",
+        second.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_store_delays_jobs_and_fails_none() {
+    let Some(s3) = s3::require() else { return };
+    let fake = FakeOpenAi::start(KEY).await;
+    fake.set_default_script(Script::completes_after(0).with_video_bytes(256 * 1024));
+    let env = env_on(Backend::Sqlite, "objstore_down", &fake, &s3, "").unwrap();
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        seed_job(
+            &db,
+            &format!("job_{i}"),
+            &format!("scene_{i}"),
+            &format!("ver_{i}"),
+            &format!("video_{i}"),
+            now_ms(),
+        )
+        .await;
+        ids.push(format!("job_{i}"));
+    }
+    s3.set_reachable(false);
+    let daemon = start(&env, &s3, "down");
+    // Long enough for several tries each (backoff.max is 1 s here, and
+    // max_attempts 5: a job spending attempts would have failed).
+    eventually(
+        Duration::from_secs(60),
+        "the store's refusal seen",
+        || async {
+            let j = db.job("job_0").await.unwrap().unwrap();
+            j.last_error
+                .is_some_and(|e| e.contains("media"))
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for id in &ids {
+        let j = db.job(id).await.unwrap().unwrap();
+        assert_ne!(j.status, "failed", "{id}: {:?}", j.last_error);
+        assert_eq!(j.attempts, 0, "{id}: the store's fault spends no attempt");
+    }
+    s3.set_reachable(true);
+    eventually(
+        Duration::from_secs(90),
+        "every job completed once the store is back",
+        || async { all_final(&db, &ids).await.then_some(()) },
+    )
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        let j = db.job(id).await.unwrap().unwrap();
+        assert_eq!(
+            j.status,
+            "completed",
+            "{id}: {:?}\n{}",
+            j.last_error,
+            daemon.logs()
+        );
+        let k = key("videos", &format!("scene_{i}"), &format!("ver_{i}"), "mp4");
+        assert_eq!(
+            s3.get(&k).map(|b| sha256_hex(&b)),
+            Some(sha256_hex(&fake.content(&format!("video_{i}"))))
+        );
+    }
+    nothing_left_behind(&s3, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_postgres_replicas_share_one_bucket_under_sigkills() {
+    let _turn = pg_turn().await;
+    let Some(s3) = s3::require() else { return };
+    let fake = FakeOpenAi::start(KEY).await;
+    // 6 MiB at 64 KiB every 10 ms: ~1 s each, two parts.
+    fake.set_default_script(
+        Script::completes_after(0)
+            .with_video_bytes(6 * 1024 * 1024)
+            .with_chunk_bytes(64 * 1024)
+            .with_chunk_delay(Duration::from_millis(10)),
+    );
+    let Some(env) = env_on(Backend::Postgres, "objstore_replicas", &fake, &s3, "") else {
+        return;
+    };
+    env.migrate();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    let n = 24;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        seed_job(
+            &db,
+            &format!("job_{i:02}"),
+            &format!("scene_{i:02}"),
+            &format!("ver_{i:02}"),
+            &format!("video_{i:02}"),
+            now_ms(),
+        )
+        .await;
+        ids.push(format!("job_{i:02}"));
+    }
+    let mut replicas: Vec<Daemon> = (0..3).map(|i| start(&env, &s3, &format!("r{i}"))).collect();
+    // Two rounds of SIGKILL-and-restart of one replica while uploads run.
+    for round in 0..2 {
+        eventually(Duration::from_secs(60), "uploads under way", || async {
+            (!s3.multipart_uploads().is_empty()).then_some(())
+        })
+        .await;
+        let victim = replicas.remove(round % replicas.len());
+        victim.kill9();
+        replicas.push(start(&env, &s3, &format!("r{round}-again")));
+    }
+    eventually(Duration::from_secs(180), "every job final", || async {
+        all_final(&db, &ids).await.then_some(())
+    })
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        let j = db.job(id).await.unwrap().unwrap();
+        assert_eq!(j.status, "completed", "{id}: {:?}", j.last_error);
+        let k = key(
+            "videos",
+            &format!("scene_{i:02}"),
+            &format!("ver_{i:02}"),
+            "mp4",
+        );
+        let want = sha256_hex(&fake.content(&format!("video_{i:02}")));
+        assert_eq!(
+            s3.get(&k).map(|b| sha256_hex(&b)),
+            Some(want.clone()),
+            "{k}"
+        );
+        assert_eq!(j.video_sha256.as_deref(), Some(want.as_str()));
+        let completions = db
+            .events(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.to_status == "completed")
+            .count();
+        assert_eq!(completions, 1, "{id}: exactly one completion event");
+    }
+    nothing_left_behind(&s3, Duration::from_secs(60)).await;
+}
+
+/// A local `media.dir` on PostgreSQL where another host's worker has been
+/// at work: a warning at startup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_media_dir_shared_across_hosts_is_warned_about() {
+    let _turn = pg_turn().await;
+    let fake = FakeOpenAi::start(KEY).await;
+    let Some(env) = env_for(Backend::Postgres, "objstore_warn", &fake.base_url(), "") else {
+        return;
+    };
+    env.migrate();
+    let pool = sqlx::PgPool::connect(&env.db_url).await.unwrap();
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    seed_job(&db, "job_w", "scene_w", "ver_w", "video_w", now_ms()).await;
+    sqlx::query(
+        "INSERT INTO ai_job_events (ai_job_id, from_status, to_status, worker_id) VALUES ('job_w', 'processing', 'processing', 'some-other-host:42:abcdef')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let daemon = env.start("warn");
+    daemon
+        .wait_log("some-other-host", Duration::from_secs(30))
+        .await;
+    assert!(
+        daemon.logs().contains("media.dir is a local directory"),
+        "{}",
+        daemon.logs()
+    );
+}
