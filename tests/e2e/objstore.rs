@@ -47,6 +47,23 @@ fn start(env: &Env, s3: &S3Server, name: &str) -> Daemon {
     })
 }
 
+/// Wait for `done`, showing the daemon's log when it never comes.
+async fn settle<F, Fut>(daemon: &Daemon, within: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + within;
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out; daemon log:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn key(sub: &str, scene: &str, version: &str, ext: &str) -> String {
     format!("{PREFIX}/{sub}/{scene}/{version}.{ext}")
 }
@@ -92,8 +109,8 @@ async fn completes_at_the_right_keys(backend: Backend) {
     .await;
     let ids = vec!["job_big".to_owned(), "job_small".to_owned()];
     let daemon = start(&env, &s3, "objstore");
-    eventually(Duration::from_secs(60), "both jobs final", || async {
-        all_final(&db, &ids).await.then_some(())
+    settle(&daemon, Duration::from_secs(60), || async {
+        all_final(&db, &ids).await
     })
     .await;
     for (job, scene, version, video) in [
@@ -124,7 +141,7 @@ async fn completes_at_the_right_keys(backend: Backend) {
         let v = db.version(version).await.unwrap().unwrap();
         assert_eq!(v.status, "ready");
         assert_eq!(v.video_bytes, Some(want.len() as i64));
-        let thumb = key("thumbnails", scene, version, "jpg");
+        let thumb = key("thumbnails", scene, version, "webp");
         assert_eq!(
             s3.get(&thumb).map(|b| sha256_hex(&b)),
             Some(sha256_hex(&fake.thumbnail(video))),

@@ -39,11 +39,12 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use clawcut_providers::{Fetched, OutputSink, ProvidersError};
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
 use object_store::{
-    BackoffConfig, ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    BackoffConfig, ClientConfigKey, MultipartId, ObjectStore, ObjectStoreExt, PutPayload,
+    RetryConfig,
 };
 use tracing::{info, warn};
 
@@ -116,11 +117,13 @@ impl ObjectMedia {
         let s3 = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
             .with_retry(retry)
-            .with_client_options(
-                ClientOptions::default()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(120)),
+            // Set key by key: `with_client_options` would drop what the
+            // environment set (AWS_ALLOW_HTTP, proxies).
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                "10s",
             )
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "120s")
             .build()
             .map_err(MediaError::Build)?;
         Ok(ObjectMedia {
