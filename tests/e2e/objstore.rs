@@ -494,3 +494,21 @@ async fn a_local_media_dir_shared_across_hosts_is_warned_about() {
         daemon.logs()
     );
 }
+
+/// `backup` does not yet read clips from a bucket: it says so (exit 78)
+/// rather than report every clip missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_refuses_an_object_store_plainly() {
+    let fake = FakeOpenAi::start(KEY).await;
+    let env = Env::sqlite(&fake.base_url(), "");
+    env.edit_config("[media]\n", "[media]\nstore = \"s3://clips/lib\"\n");
+    env.migrate();
+    let to = env.dir.path().join("backup");
+    let out = env.output(&["backup", "--to", to.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("does not yet copy clips from an object store"),
+        "{err}"
+    );
+}

@@ -48,6 +48,16 @@ impl Drop for Unfinished {
 }
 
 pub async fn backup(cfg: &Config, args: &BackupArgs) -> Result<(), Fatal> {
+    if let Some(store) = &cfg.media.store {
+        // The clips are in the bucket, not under `media.dir`: every file
+        // would be reported missing. Said plainly instead (README, backup).
+        return Err(fatal(
+            exit::CONFIG,
+            format!(
+                "backup does not yet copy clips from an object store (media.store = {store:?}); back up the database with its own tools (pg_dump, sqlite3 .backup) and the bucket with its versioning or replication (deploy/README.md, \"Backups\")"
+            ),
+        ));
+    }
     let root = &args.to;
     for d in [manifest::objects_dir(root), manifest::backups_dir(root)] {
         std::fs::create_dir_all(&d)
