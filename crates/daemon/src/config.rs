@@ -893,6 +893,56 @@ mod tests {
     }
 
     #[test]
+    fn an_object_store_is_a_bucket_url_and_never_a_secret() {
+        let c = parse("[media]\nstore = \"s3://clips/prod\"\npart_size = \"16MiB\"\n").unwrap();
+        assert_eq!(c.media.store.as_deref(), Some("s3://clips/prod"));
+        assert_eq!(c.media.part_size.0, 16 << 20);
+        assert_eq!(
+            Config::default().media.store,
+            None,
+            "the local dir stays the default"
+        );
+        assert_eq!(Config::default().media.part_size.0, 8 << 20);
+        for (text, key, says) in [
+            ("store = \"gs://clips\"", "media.store", "only s3://"),
+            (
+                "store = \"s3://AKIA:pw@clips\"",
+                "media.store",
+                "environment",
+            ),
+            (
+                "store = \"s3://clips?secret=x\"",
+                "media.store",
+                "environment",
+            ),
+            ("part_size = \"1MiB\"", "media.part_size", "between 5MiB"),
+            (
+                "secret_access_key = \"x\"",
+                "media.secret_access_key",
+                "AWS_SECRET_ACCESS_KEY",
+            ),
+            (
+                "access_key_id = \"AKIA\"",
+                "media.access_key_id",
+                "environment",
+            ),
+            (
+                "session_token = \"t\"",
+                "media.session_token",
+                "environment",
+            ),
+        ] {
+            let e = parse(&format!("[media]\n{text}\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert!(e.problem.contains(says), "{text}: {e}");
+            assert!(
+                !e.to_string().contains("pw@"),
+                "{text}: a credential in {e}"
+            );
+        }
+    }
+
+    #[test]
     fn the_shipped_example_config_parses() {
         let text = include_str!("../../../config/clawcut-worker.toml");
         let c = parse(text).unwrap();

@@ -646,7 +646,7 @@ mod tests {
             "s3://key:secret@clips/x",
             "s3://clips/x?access_key_id=AKIA",
             "s3:///x",
-            "s3://clips/../x",
+            "s3://clips/a b",
             "s3://clips/.uploads",
             "s3://clips/a//b",
             "clips/x",
