@@ -21,6 +21,7 @@ mod report;
 mod schema;
 mod set_aside;
 mod webhooks;
+mod workers;
 mod write;
 
 pub use backup::*;
@@ -32,6 +33,7 @@ pub use report::*;
 pub use schema::*;
 pub use set_aside::*;
 pub use webhooks::*;
+pub use workers::*;
 pub use write::*;
 
 /// Every case, for the backend files to instantiate.
@@ -80,6 +82,7 @@ macro_rules! for_each_case {
             pause_excludes_the_provider_from_claims_until_resumed,
             probe_is_taken_once_per_due_time,
             probe_claim_takes_one_job_of_its_provider,
+            recent_worker_ids_name_events_and_live_leases,
         );
     };
 }
