@@ -345,6 +345,10 @@ pub struct MediaConfig {
     /// The multipart upload's part size with `store`: also the most clip
     /// bytes one job holds in memory (default 8MiB; [`limits::PART_SIZE`]).
     pub part_size: Size,
+    /// With `store`: send each part's sha256 for the store to check on
+    /// receipt (`x-amz-checksum-sha256`; default true). Turn off only for a
+    /// store that refuses checksum headers.
+    pub part_checksums: bool,
     /// Refused: a secret never goes in the file (see `store`).
     pub access_key_id: Option<toml::Value>,
     /// Refused, as `access_key_id`.
@@ -538,6 +542,7 @@ impl Default for MediaConfig {
             stall_min_bytes: Size(64 * 1024),
             store: None,
             part_size: Size(8 * 1024 * 1024),
+            part_checksums: true,
             access_key_id: None,
             secret_access_key: None,
             session_token: None,

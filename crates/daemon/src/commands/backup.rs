@@ -54,7 +54,7 @@ pub async fn backup(cfg: &Config, args: &BackupArgs) -> Result<(), Fatal> {
         return Err(fatal(
             exit::CONFIG,
             format!(
-                "backup does not yet copy clips from an object store (media.store = {store:?}); back up the database with its own tools (pg_dump, sqlite3 .backup) and the bucket with its versioning or replication (deploy/README.md, \"Backups\")"
+                "backup does not yet copy clips from an object store (media.store = {store:?}); back up the database with its own tools (pg_dump, sqlite3 .backup) and the bucket with its versioning or replication (deploy/README.md, \"Media on object storage\")"
             ),
         ));
     }

@@ -140,15 +140,4 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// How long past the stall limit a temp file must sit untouched before the
-/// sweep takes it for a dead process's. A live download writes whenever
-/// bytes arrive and is abandoned when a whole `media.stall_timeout` window
-/// brings too few; a staged video is touched while its thumbnail downloads
-/// and waits only for its commit after that. Sweeping a live-but-idle file
-/// is safe anyway: its publish fails and the job retries on backoff.
-const TEMP_SLACK: Duration = Duration::from_secs(10);
-
-/// Temp files idle this long belong to a dead process.
-pub fn temp_max_idle(stall_window: Duration) -> Duration {
-    stall_window.saturating_add(TEMP_SLACK)
-}
+pub use crate::media::temp_max_idle;

@@ -42,6 +42,9 @@ pub fn reload(state: &State) {
     if new.media.part_size != old.media.part_size {
         needs_restart.push("media.part_size");
     }
+    if new.media.part_checksums != old.media.part_checksums {
+        needs_restart.push("media.part_checksums");
+    }
     let mut applied = new.clone();
     // Keep what cannot change live, so the running process stays coherent.
     applied.database = old.database.clone();
@@ -50,6 +53,7 @@ pub fn reload(state: &State) {
     applied.media.dir = old.media.dir.clone();
     applied.media.store = old.media.store.clone();
     applied.media.part_size = old.media.part_size;
+    applied.media.part_checksums = old.media.part_checksums;
     state.worker.replace_settings(app::settings(&applied));
     state.replace_config(applied);
     if needs_restart.is_empty() {

@@ -97,6 +97,7 @@ impl Storage {
             Some(url) => Ok(Storage::Object(Arc::new(ObjectMedia::new(
                 url,
                 m.part_size.0,
+                m.part_checksums,
             )?))),
             None => Ok(Storage::Local(m.dir.clone())),
         }
@@ -221,6 +222,21 @@ impl Storage {
             Verified::Differs(got)
         })
     }
+}
+
+/// How long past the stall limit a temp file must sit untouched before the
+/// sweep takes it for a dead process's. A live download writes whenever
+/// bytes arrive and is abandoned when a whole `media.stall_timeout` window
+/// brings too few; a staged video is touched while its thumbnail downloads
+/// and waits only for its commit after that. An upload's marker in an
+/// object store is rewritten every third of this while it lives. Sweeping
+/// a live-but-idle file (or aborting such an upload) is safe anyway: its
+/// publish fails and the job retries without spending an attempt.
+const TEMP_SLACK: Duration = Duration::from_secs(10);
+
+/// Temp files idle this long belong to a dead process.
+pub fn temp_max_idle(stall_window: Duration) -> Duration {
+    stall_window.saturating_add(TEMP_SLACK)
 }
 
 /// `<videos|thumbnails>/<scene>/<version>.<ext>`, the extension cleaned: a

@@ -39,7 +39,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use clawcut_providers::{Fetched, OutputSink, ProvidersError};
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
 use object_store::{
@@ -107,14 +107,21 @@ impl ObjectMedia {
     /// config), everything else from the environment. Each request is
     /// retried by `object_store` a few times within 30 s; past that the
     /// error reaches the job, which waits without spending an attempt.
-    pub fn new(url: &str, part_size: u64) -> Result<ObjectMedia, MediaError> {
+    pub fn new(url: &str, part_size: u64, part_checksums: bool) -> Result<ObjectMedia, MediaError> {
         let (bucket, prefix) = parse_store_url(url).map_err(MediaError::BadStoreUrl)?;
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),
             max_retries: 3,
             retry_timeout: Duration::from_secs(30),
         };
-        let s3 = AmazonS3Builder::from_env()
+        let mut builder = AmazonS3Builder::from_env();
+        if part_checksums {
+            // Every part (and a single PUT) carries its sha256
+            // (`x-amz-checksum-sha256`); the store refuses a part whose
+            // bytes do not match it, so what it keeps is what we hashed.
+            builder = builder.with_checksum_algorithm(Checksum::SHA256);
+        }
+        let s3 = builder
             .with_bucket_name(&bucket)
             .with_retry(retry)
             // Set key by key: `with_client_options` would drop what the

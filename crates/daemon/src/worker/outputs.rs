@@ -482,7 +482,7 @@ impl Worker {
         })?;
         // A live upload's marker is rewritten three times per idle limit,
         // so no sweep takes it for a dead process's.
-        let keep_every = crate::daemon::temp_max_idle(cx.s.limits.stall_window) / 3;
+        let keep_every = crate::media::temp_max_idle(cx.s.limits.stall_window) / 3;
         let mut upload = store.upload(key, keep_every);
         let metrics = self.metrics.clone();
         let progress = cx.progress.clone();
