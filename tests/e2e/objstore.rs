@@ -495,20 +495,97 @@ async fn a_local_media_dir_shared_across_hosts_is_warned_about() {
     );
 }
 
-/// `backup` does not yet read clips from a bucket: it says so (exit 78)
-/// rather than report every clip missing.
+/// `backup` reads the clips from the bucket (a missing one is named, exit
+/// 65), `restore --verify` passes, and `restore` writes them into a local
+/// media dir with the paths rewritten from `s3://` to it.
 #[tokio::test(flavor = "multi_thread")]
-async fn backup_refuses_an_object_store_plainly() {
+async fn backup_reads_the_bucket_and_restore_writes_a_local_dir() {
+    let Some(s3) = s3::require() else { return };
     let fake = FakeOpenAi::start(KEY).await;
-    let env = Env::sqlite(&fake.base_url(), "");
-    env.edit_config("[media]\n", "[media]\nstore = \"s3://clips/lib\"\n");
+    fake.set_default_script(Script::completes_after(0).with_video_bytes(6 * 1024 * 1024));
+    let env = env_on(Backend::Sqlite, "objstore_backup", &fake, &s3, "").unwrap();
     env.migrate();
-    let to = env.dir.path().join("backup");
-    let out = env.output(&["backup", "--to", to.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(
-        err.contains("does not yet copy clips from an object store"),
-        "{err}"
-    );
+    let db = AppDb::connect(&env.db_url).await.unwrap();
+    let ids: Vec<String> = (0..3).map(|i| format!("job_{i}")).collect();
+    for i in 0..3 {
+        seed_job(
+            &db,
+            &format!("job_{i}"),
+            &format!("scene_{i}"),
+            &format!("ver_{i}"),
+            &format!("video_{i}"),
+            now_ms(),
+        )
+        .await;
+    }
+    let daemon = start(&env, &s3, "backup");
+    settle(&daemon, Duration::from_secs(60), || async {
+        all_final(&db, &ids).await
+    })
+    .await;
+    drop(daemon);
+
+    let with_s3 = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        for (k, v) in s3.env() {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let shown = |o: &std::process::Output| {
+        format!(
+            "exit {:?}\n{}\n{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let bdir = env.dir.path().join("backups");
+    let out = with_s3(&["backup", "--to", bdir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    let out = with_s3(&["restore", "--from", bdir.to_str().unwrap(), "--verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+
+    let restored_db = env.dir.path().join("restored.db");
+    let restored_url = format!("sqlite://{}", restored_db.display());
+    let media = env.dir.path().join("restored-media");
+    let out = with_s3(&[
+        "restore",
+        "--from",
+        bdir.to_str().unwrap(),
+        "--database",
+        &restored_url,
+        "--media-dir",
+        media.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    let rdb = AppDb::connect(&restored_url).await.unwrap();
+    let media = std::fs::canonicalize(&media).unwrap();
+    for i in 0..3 {
+        let j = rdb.job(&format!("job_{i}")).await.unwrap().unwrap();
+        let path = media.join(format!("videos/scene_{i}/ver_{i}.mp4"));
+        assert_eq!(
+            j.video_path.as_deref(),
+            Some(path.to_str().unwrap()),
+            "job_{i}"
+        );
+        let v = rdb.version(&format!("ver_{i}")).await.unwrap().unwrap();
+        assert_eq!(
+            v.video_path.as_deref(),
+            Some(path.to_str().unwrap()),
+            "ver_{i}"
+        );
+        assert_eq!(
+            sha256_hex(&std::fs::read(&path).unwrap()),
+            sha256_hex(&fake.content(&format!("video_{i}")))
+        );
+    }
+
+    // A clip gone from the bucket: named, and the backup fails (exit 65).
+    let gone = key("videos", "scene_1", "ver_1", "mp4");
+    s3.delete(&gone);
+    let bdir2 = env.dir.path().join("backups2");
+    let out = with_s3(&["backup", "--to", bdir2.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(65), "{}", shown(&out));
+    assert!(shown(&out).contains(&gone), "{}", shown(&out));
 }

@@ -197,6 +197,17 @@ impl S3Server {
         (status == 200).then_some(body)
     }
 
+    /// Delete the object at `key` in [`BUCKET`] (as an app or an operator
+    /// might).
+    pub fn delete(&self, key: &str) {
+        let (status, body) = self.http("DELETE", &format!("/{BUCKET}/{key}"));
+        assert!(
+            status == 204 || status == 200,
+            "delete {key}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
     /// Every key under `prefix` in [`BUCKET`].
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let (status, body) = self.http(

@@ -179,6 +179,20 @@ impl Storage {
         }
     }
 
+    /// The size of the clip at `location`, without reading it.
+    pub async fn size(&self, location: &str) -> Result<u64, MediaError> {
+        match self {
+            Storage::Local(_) => tokio::fs::metadata(location)
+                .await
+                .map(|m| m.len())
+                .map_err(|source| MediaError::Local {
+                    path: PathBuf::from(location),
+                    source,
+                }),
+            Storage::Object(o) => o.size(location).await,
+        }
+    }
+
     /// Whether the clip at `location` hashes to `sha256_hex` (read through
     /// once, streamed).
     #[allow(

@@ -290,6 +290,23 @@ impl ObjectMedia {
     }
 }
 
+impl ObjectMedia {
+    /// The size of the object at `location` (a `HEAD`).
+    pub async fn size(&self, location: &str) -> Result<u64, MediaError> {
+        let key = self
+            .key_of(location)
+            .ok_or_else(|| MediaError::NotInStore(location.to_owned()))?;
+        self.s3
+            .head(&key)
+            .await
+            .map(|m| m.size)
+            .map_err(|source| MediaError::Store {
+                what: format!("look at {location}"),
+                source,
+            })
+    }
+}
+
 /// Delete `key`, logging a failure: what is left is the sweep's.
 async fn delete_quietly(s3: &AmazonS3, key: &Key) {
     match s3.delete(key).await {
