@@ -35,10 +35,6 @@ use crate::config::MediaConfig;
 
 /// What can go wrong building or reading a media store.
 #[derive(Debug, thiserror::Error)]
-#[allow(
-    dead_code,
-    reason = "for the operator panel's clip preview and checksum check, built in parallel"
-)]
 pub enum MediaError {
     #[error("media.store: {0}")]
     BadStoreUrl(String),
@@ -68,11 +64,11 @@ pub enum Storage {
 }
 
 /// An opened clip: its size and its bytes.
-#[allow(
-    dead_code,
-    reason = "for the operator panel's clip preview and checksum check, built in parallel"
-)]
 pub struct Opened {
+    #[allow(
+        dead_code,
+        reason = "for the operator panel's preview (Content-Length), built in parallel"
+    )]
     pub size: u64,
     pub reader: Pin<Box<dyn AsyncRead + Send>>,
 }
@@ -149,11 +145,7 @@ impl Storage {
     }
 
     /// The clip at `location` (as recorded in `video_path`): its size and a
-    /// reader of its bytes, streamed (for a preview).
-    #[allow(
-        dead_code,
-        reason = "for the operator panel's clip preview and checksum check, built in parallel"
-    )]
+    /// reader of its bytes, streamed (a preview, `backup`).
     pub async fn open(&self, location: &str) -> Result<Opened, MediaError> {
         match self {
             Storage::Local(_) => {
@@ -271,4 +263,36 @@ pub fn relative(sub: &str, scene: &str, version: &str, ext: &str) -> String {
 #[cfg(test)]
 pub fn final_path(media: &Path, sub: &str, scene: &str, version: &str, ext: &str) -> PathBuf {
     media.join(relative(sub, scene, version, ext))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_clip_opens_with_its_size_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Local(dir.path().to_owned());
+        let loc = storage.location("videos", "s1", "v1", "MP4");
+        assert_eq!(loc, dir.path().join("videos/s1/v1.mp4").to_string_lossy());
+        std::fs::create_dir_all(dir.path().join("videos/s1")).unwrap();
+        std::fs::write(&loc, b"clip").unwrap();
+        let mut opened = storage.open(&loc).await.unwrap();
+        assert_eq!(opened.size, 4);
+        let mut got = Vec::new();
+        opened.reader.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"clip");
+        let sha = hex::encode(Sha256::digest(b"clip"));
+        assert_eq!(storage.verify(&loc, &sha).await.unwrap(), Verified::Matches);
+        assert!(matches!(
+            storage.verify(&loc, &"0".repeat(64)).await.unwrap(),
+            Verified::Differs(s) if s == sha
+        ));
+        let gone = storage.location("videos", "s1", "v2", "mp4");
+        assert_eq!(
+            storage.verify(&gone, &sha).await.unwrap(),
+            Verified::Missing
+        );
+        assert_eq!(storage.size(&loc).await.unwrap(), 4);
+    }
 }

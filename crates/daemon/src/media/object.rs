@@ -256,10 +256,6 @@ impl ObjectMedia {
     }
 
     /// The object at `location`: its size and a stream of its bytes.
-    #[allow(
-        dead_code,
-        reason = "for the operator panel's clip preview and checksum check, built in parallel"
-    )]
     pub async fn open(
         &self,
         location: &str,
