@@ -42,11 +42,12 @@ use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
+use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{
     BackoffConfig, ClientConfigKey, MultipartId, ObjectStore, ObjectStoreExt, PutPayload,
     RetryConfig,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::MediaError;
 
@@ -59,6 +60,9 @@ const PREV: &str = ".prev";
 #[derive(Debug)]
 pub struct ObjectMedia {
     s3: AmazonS3,
+    /// For the one request `object_store` does not make:
+    /// `ListMultipartUploads`, sent as a presigned URL.
+    http: reqwest::Client,
     bucket: String,
     /// `""` or `a/b` (no slashes at the ends).
     prefix: String,
@@ -133,8 +137,14 @@ impl ObjectMedia {
             .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "120s")
             .build()
             .map_err(MediaError::Build)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| MediaError::BadStoreUrl(format!("build the HTTP client: {e}")))?;
         Ok(ObjectMedia {
             s3,
+            http,
             bucket,
             prefix,
             part_size: usize::try_from(part_size).unwrap_or(usize::MAX),
@@ -197,22 +207,39 @@ impl ObjectMedia {
             })
     }
 
-    /// Abort the multipart uploads whose markers sat idle for `max_idle` (a
-    /// dead process's), delete those markers, and delete replaced objects
-    /// kept aside as long. Returns how many uploads it aborted.
+    /// Abort what dead processes left, and return how many uploads that
+    /// was: the uploads of markers idle for `max_idle`, then (a backstop
+    /// for a crash between `CreateMultipartUpload` and the marker's `PUT`)
+    /// every upload under the prefix that no marker names and that S3 says
+    /// was initiated more than `max_idle` ago. Replaced objects kept aside
+    /// as long are deleted too.
+    ///
+    /// Uploads are listed before markers, so an upload whose marker is
+    /// being written meanwhile is found named. Aborting a live upload by
+    /// mistake (a store whose `Initiated` times are wrong) costs that job a
+    /// retry without an attempt spent, never a wrong object.
     pub async fn sweep(&self, max_idle: Duration) -> Result<usize, MediaError> {
         let now = SystemTime::now();
-        let stale = |m: &object_store::ObjectMeta| {
-            let modified: SystemTime = m.last_modified.into();
-            now.duration_since(modified).unwrap_or_default() >= max_idle
-        };
+        let idle = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= max_idle;
         let err = |what: String| move |source| MediaError::Store { what, source };
-        let uploads = self.key(UPLOADS);
-        let mut markers = self.s3.list(Some(&uploads));
+        // Optional: a store without ListMultipartUploads still has markers.
+        let uploads = match self.list_uploads().await {
+            Ok(u) => Some(u),
+            Err(e) => {
+                debug!(store = %self.describe(), error = %e, "could not list multipart uploads; sweeping by markers only");
+                None
+            }
+        };
+        let markers_at = self.key(UPLOADS);
+        let mut markers = self.s3.list(Some(&markers_at));
+        let mut named = std::collections::HashSet::new();
         let mut aborted = 0;
         while let Some(meta) = markers.next().await {
-            let meta = meta.map_err(err(format!("list {}", self.url_of(&uploads))))?;
-            if !stale(&meta) {
+            let meta = meta.map_err(err(format!("list {}", self.url_of(&markers_at))))?;
+            if let Some(name) = meta.location.filename() {
+                named.insert(name.to_owned());
+            }
+            if !idle(meta.last_modified.into()) {
                 continue;
             }
             let body = match self.s3.get(&meta.location).await {
@@ -226,26 +253,29 @@ impl ObjectMedia {
                 }
             };
             if let Some(m) = body.as_deref().and_then(Marker::parse) {
-                let key = Key::from(m.key.as_str());
-                match self.s3.abort_multipart(&key, &m.upload_id).await {
-                    Ok(()) => aborted += 1,
-                    // Already completed or aborted: only the marker is left.
-                    Err(object_store::Error::NotFound { .. }) => {}
-                    Err(source) => {
-                        return Err(MediaError::Store {
-                            what: format!("abort the upload to {}", self.url_of(&key)),
-                            source,
-                        });
-                    }
-                }
+                aborted += self.abort(&Key::from(m.key.as_str()), &m.upload_id).await?;
             }
             delete_quietly(&self.s3, &meta.location).await;
+        }
+        for u in uploads.unwrap_or_default() {
+            // Only keys this daemon writes: another writer's uploads in the
+            // bucket (or an empty prefix) are not ours to abort.
+            let rel = match self.prefix.is_empty() {
+                true => Some(u.key.as_str()),
+                false => u.key.strip_prefix(&format!("{}/", self.prefix)),
+            };
+            let ours =
+                rel.is_some_and(|r| r.starts_with("videos/") || r.starts_with("thumbnails/"));
+            let unnamed = !named.contains(&hex::encode(&u.upload_id));
+            if ours && unnamed && u.initiated.is_none_or(idle) {
+                aborted += self.abort(&Key::from(u.key.as_str()), &u.upload_id).await?;
+            }
         }
         let prev = self.key(PREV);
         let mut kept = self.s3.list(Some(&prev));
         while let Some(meta) = kept.next().await {
             let meta = meta.map_err(err(format!("list {}", self.url_of(&prev))))?;
-            if stale(&meta) {
+            if idle(meta.last_modified.into()) {
                 delete_quietly(&self.s3, &meta.location).await;
             }
         }
@@ -253,6 +283,68 @@ impl ObjectMedia {
             info!(aborted, store = %self.describe(), "aborted multipart uploads left by a dead process");
         }
         Ok(aborted)
+    }
+
+    /// Abort one upload: 1 when it was there, 0 when it was already gone.
+    async fn abort(&self, key: &Key, id: &str) -> Result<usize, MediaError> {
+        match self.s3.abort_multipart(key, &id.to_owned()).await {
+            Ok(()) => Ok(1),
+            Err(object_store::Error::NotFound { .. }) => Ok(0),
+            Err(source) => Err(MediaError::Store {
+                what: format!("abort the upload to {}", self.url_of(key)),
+                source,
+            }),
+        }
+    }
+
+    /// The multipart uploads in progress under the prefix
+    /// (`ListMultipartUploads`, which `object_store` does not offer: sent
+    /// as a URL it presigns, page by page).
+    async fn list_uploads(&self) -> Result<Vec<Upload>, String> {
+        let prefix = match self.prefix.is_empty() {
+            true => String::new(),
+            false => format!("{}/", self.prefix),
+        };
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        for _ in 0..100 {
+            let mut query = vec![("uploads", String::new()), ("prefix", prefix.clone())];
+            if let Some((k, u)) = &markers {
+                query.push(("key-marker", k.clone()));
+                query.push(("upload-id-marker", u.clone()));
+            }
+            let url = self
+                .s3
+                .signed_url_opts(
+                    Method::GET,
+                    &Key::from(""),
+                    Duration::from_secs(300),
+                    &SignedUrlOptions::new().with_query(query),
+                )
+                .await
+                .map_err(|e| format!("presign ListMultipartUploads: {e}"))?;
+            let resp = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| format!("ListMultipartUploads: {}", e.without_url()))?;
+            let status = resp.status();
+            let body = resp
+                .text()
+                .await
+                .map_err(|e| format!("ListMultipartUploads: {}", e.without_url()))?;
+            if !status.is_success() {
+                return Err(format!("ListMultipartUploads: HTTP {status}"));
+            }
+            let page = parse_uploads(&body);
+            out.extend(page.uploads);
+            match page.next {
+                Some(next) => markers = Some(next),
+                None => return Ok(out),
+            }
+        }
+        Ok(out)
     }
 
     /// The object at `location`: its size and a stream of its bytes.
@@ -301,6 +393,69 @@ impl ObjectMedia {
                 source,
             })
     }
+}
+
+/// One multipart upload in progress, as `ListMultipartUploads` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Upload {
+    key: String,
+    upload_id: String,
+    /// `None` when the store's time could not be read.
+    initiated: Option<SystemTime>,
+}
+
+/// One page of `ListMultipartUploads`: its uploads, and the markers of the
+/// next page when it is truncated.
+struct UploadsPage {
+    uploads: Vec<Upload>,
+    next: Option<(String, String)>,
+}
+
+/// The text of the first `<tag>…</tag>` in `xml`, unescaped.
+fn tag(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(
+        xml[start..end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+fn parse_uploads(xml: &str) -> UploadsPage {
+    let mut uploads = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<Upload>") {
+        let after = &rest[i + "<Upload>".len()..];
+        let Some(j) = after.find("</Upload>") else {
+            break;
+        };
+        let one = &after[..j];
+        if let (Some(key), Some(upload_id)) = (tag(one, "Key"), tag(one, "UploadId")) {
+            let initiated = tag(one, "Initiated")
+                .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok());
+            uploads.push(Upload {
+                key,
+                upload_id,
+                initiated,
+            });
+        }
+        rest = &after[j..];
+    }
+    let truncated = tag(xml, "IsTruncated").is_some_and(|t| t == "true");
+    let next = match (
+        truncated,
+        tag(xml, "NextKeyMarker"),
+        tag(xml, "NextUploadIdMarker"),
+    ) {
+        (true, Some(k), Some(u)) => Some((k, u)),
+        _ => None,
+    };
+    UploadsPage { uploads, next }
 }
 
 /// Delete `key`, logging a failure: what is left is the sweep's.
@@ -449,7 +604,9 @@ impl OutputSink for ObjectUpload {
             .create_multipart(&self.key)
             .await
             .map_err(|e| self.refused("start a multipart upload", e))?;
-        let marker = self.media.key(&format!("{UPLOADS}/{}", unique()));
+        // Named by the upload id, so one listing of the markers tells which
+        // uploads are accounted for (see `ObjectMedia::sweep`).
+        let marker = self.media.key(&format!("{UPLOADS}/{}", hex::encode(&id)));
         let body = Marker {
             key: self.key.to_string(),
             upload_id: id.clone(),
@@ -673,6 +830,31 @@ mod tests {
         ] {
             assert!(parse_store_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn list_multipart_uploads_answers_are_read() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>clips</Bucket><KeyMarker/><UploadIdMarker/>
+  <NextKeyMarker>p/videos/s/b.mp4</NextKeyMarker><NextUploadIdMarker>id&amp;2</NextUploadIdMarker>
+  <IsTruncated>true</IsTruncated>
+  <Upload><Key>p/videos/s/a.mp4</Key><UploadId>id1</UploadId><Initiated>2026-12-01T10:00:00.000Z</Initiated></Upload>
+  <Upload><Key>p/videos/s/b.mp4</Key><UploadId>id&amp;2</UploadId><Initiated>garbage</Initiated></Upload>
+</ListMultipartUploadsResult>"#;
+        let page = parse_uploads(xml);
+        assert_eq!(page.uploads.len(), 2);
+        assert_eq!(page.uploads[0].key, "p/videos/s/a.mp4");
+        assert_eq!(page.uploads[0].upload_id, "id1");
+        let t = humantime::parse_rfc3339("2026-12-01T10:00:00Z").unwrap();
+        assert_eq!(page.uploads[0].initiated, Some(t));
+        assert_eq!(page.uploads[1].upload_id, "id&2");
+        assert_eq!(page.uploads[1].initiated, None);
+        assert_eq!(page.next, Some(("p/videos/s/b.mp4".into(), "id&2".into())));
+        let last = parse_uploads(
+            "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>",
+        );
+        assert!(last.uploads.is_empty() && last.next.is_none());
     }
 
     #[test]
