@@ -11,21 +11,31 @@
 //! | the replaced file kept as `.tmp/*.prev` until the commit settles | the replaced object copied (server side) to `<prefix>/.prev/…` until the commit settles ([`ObjectInstalled`]) |
 //! | a crash's `.part` files swept by age | a crash's multipart uploads aborted by the sweep, from the marker each upload keeps fresh under `<prefix>/.uploads/` |
 //!
-//! Why markers: `object_store` has no `ListMultipartUploads`, and S3's
-//! `Initiated` time cannot tell a live upload from a dead one anyway. Each
-//! upload writes a small marker object (its key and upload id) right after
-//! `CreateMultipartUpload` and rewrites it every third of the sweep's idle
-//! limit while it lives (downloading, waiting for its thumbnail, its turn,
-//! its commit). A marker idle past the limit belongs to a dead process:
-//! [`ObjectMedia::sweep`] aborts its upload and deletes it. One window is
-//! left: a crash between `CreateMultipartUpload` and the marker's `PUT` (one
-//! round trip) leaves an upload no marker names; the bucket lifecycle rule
-//! `AbortIncompleteMultipartUpload` (deploy/README.md) is the backstop.
+//! Why markers: S3's `Initiated` time cannot tell a live upload from a dead
+//! one (a slow download keeps its upload open for as long as it lasts).
+//! Each upload writes a small marker object (its key and upload id) right
+//! after `CreateMultipartUpload` and rewrites it every third of the sweep's
+//! idle limit while it lives (downloading, waiting for its thumbnail, its
+//! turn, its commit). A marker idle past the limit belongs to a dead
+//! process: [`ObjectMedia::sweep`] aborts its upload and deletes it. A
+//! crash between `CreateMultipartUpload` and the marker's `PUT` (one round
+//! trip) leaves an upload no marker names: the sweep also lists the
+//! multipart uploads (`ListMultipartUploads`, which `object_store` does not
+//! offer, sent as a URL it presigns) and aborts those under our keys that
+//! no marker names and that were initiated longer ago than the idle limit.
+//! The bucket lifecycle rule `AbortIncompleteMultipartUpload`
+//! (deploy/README.md) remains the backstop for a store that refuses that
+//! listing.
 //!
 //! Memory: a live upload holds at most one part (`media.part_size`, default
-//! 8 MiB) plus one network chunk; parts are sent one at a time. A daemon
-//! holds at most `media.part_size × reconcile.concurrency` of clip bytes
-//! (64 MiB with the defaults), however large the clips.
+//! 8 MiB), kept as the chunks it arrived in (no copy), plus its HTTP
+//! connections' buffers (about 1 MiB); parts are sent one at a time. A
+//! daemon holds at most `media.part_size × reconcile.concurrency` of clip
+//! bytes (64 MiB with the defaults), however large the clips. glibc's
+//! malloc may keep up to as much again resident (freed parts in per-thread
+//! arenas): the resident set grows past its baseline by at most
+//! `concurrency × (2 × part_size + 1 MiB)` (the e2e test
+//! `clips_stream_through_bounded_memory` measures it).
 //!
 //! Credentials, region and endpoint come only from the environment
 //! (`AmazonS3Builder::from_env`: `AWS_ACCESS_KEY_ID`,
@@ -36,7 +46,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use clawcut_providers::{Fetched, OutputSink, ProvidersError};
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum};
@@ -189,7 +199,8 @@ impl ObjectMedia {
             key,
             keep_every,
             live: None,
-            buf: BytesMut::new(),
+            chunks: Vec::new(),
+            buffered: 0,
         }
     }
 
@@ -538,7 +549,10 @@ pub struct ObjectUpload {
     key: Key,
     keep_every: Duration,
     live: Option<Live>,
-    buf: BytesMut,
+    /// The next part's bytes, as the chunks they arrived in (no copy: the
+    /// part is sent as these chunks), and their total.
+    chunks: Vec<Bytes>,
+    buffered: usize,
 }
 
 impl ObjectUpload {
@@ -549,7 +563,14 @@ impl ObjectUpload {
         }
     }
 
-    async fn send_part(&mut self, data: Bytes) -> Result<(), ProvidersError> {
+    /// Send what is buffered as the next part.
+    async fn send_buffered(&mut self) -> Result<(), ProvidersError> {
+        let data: PutPayload = std::mem::take(&mut self.chunks).into_iter().collect();
+        self.buffered = 0;
+        self.send_part(data).await
+    }
+
+    async fn send_part(&mut self, data: PutPayload) -> Result<(), ProvidersError> {
         let Some(live) = self.live.as_mut() else {
             return Err(ProvidersError::WriteOutput {
                 path: self.media.url_of(&self.key).into(),
@@ -557,11 +578,7 @@ impl ObjectUpload {
             });
         };
         let idx = live.parts.len();
-        let put = self
-            .media
-            .s3
-            .put_part(&self.key, &live.id, idx, PutPayload::from_bytes(data))
-            .await;
+        let put = self.media.s3.put_part(&self.key, &live.id, idx, data).await;
         match put {
             Ok(part) => {
                 live.parts.push(part);
@@ -577,9 +594,8 @@ impl ObjectUpload {
     ///
     /// [`Downloader::fetch_into`]: clawcut_providers::Downloader::fetch_into
     pub async fn finish(mut self, fetched: Fetched) -> Result<ObjectStaged, ProvidersError> {
-        if !self.buf.is_empty() {
-            let last = self.buf.split().freeze();
-            self.send_part(last).await?;
+        if self.buffered > 0 {
+            self.send_buffered().await?;
         }
         let Some(live) = self.live.take() else {
             return Err(ProvidersError::WriteOutput {
@@ -633,15 +649,23 @@ impl OutputSink for ObjectUpload {
             marker,
             keeper,
         });
-        self.buf.reserve(self.media.part_size.min(64 * 1024 * 1024));
         Ok(())
     }
 
-    async fn write(&mut self, chunk: Bytes) -> Result<(), ProvidersError> {
-        self.buf.extend_from_slice(&chunk);
-        while self.buf.len() >= self.media.part_size {
-            let part = self.buf.split_to(self.media.part_size).freeze();
-            self.send_part(part).await?;
+    /// Buffers `chunk`; every `part_size` bytes go out as one part, of
+    /// exactly that size (R2 wants all parts but the last equal), the chunk
+    /// that crosses the boundary split without a copy.
+    async fn write(&mut self, mut chunk: Bytes) -> Result<(), ProvidersError> {
+        while !chunk.is_empty() {
+            let need = self.media.part_size - self.buffered;
+            if chunk.len() < need {
+                self.buffered += chunk.len();
+                self.chunks.push(chunk);
+                break;
+            }
+            self.chunks.push(chunk.split_to(need));
+            self.buffered += need;
+            self.send_buffered().await?;
         }
         Ok(())
     }
