@@ -10,6 +10,8 @@ mod hardening;
 mod health;
 mod http;
 mod objstore;
+mod ops;
+mod panel;
 mod reconcile;
 mod replicas;
 mod scheduler;

@@ -78,7 +78,10 @@ impl Drop for RedactingStderr {
 pub fn register_secrets(cfg: &Config, env: impl Fn(&str) -> Option<String>) {
     use clawcut_core::redact::{register_secret, register_url_password};
     register_url_password(&cfg.database.url);
-    let mut vars = vec![cfg.http.admin_token_env.clone()];
+    let mut vars = vec![
+        cfg.http.admin_token_env.clone(),
+        cfg.http.readonly_token_env.clone(),
+    ];
     for (name, p) in &cfg.providers {
         vars.push(Config::api_key_env(name, p));
         vars.extend(p.api_secret_env.clone());
@@ -356,6 +359,41 @@ pub fn require_loopback_or_token(
                 } else {
                     ""
                 }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The read-only token: never the admin token itself (a read-only
+/// operator would then act), and as long as the admin token must be when
+/// the listener is not loopback.
+pub fn check_readonly_token(
+    http: &crate::config::HttpConfig,
+    admin: Option<&str>,
+    readonly: Option<&str>,
+) -> Result<(), Fatal> {
+    let Some(ro) = readonly else { return Ok(()) };
+    let env = &http.readonly_token_env;
+    if admin == Some(ro) {
+        return Err(fatal(
+            exit::CONFIG,
+            format!(
+                "key `http.readonly_token_env`: the token in {env} is the admin token; give the read-only token its own value"
+            ),
+        ));
+    }
+    let public = http
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| !a.ip().is_loopback());
+    if public && (ro.chars().count() < MIN_PUBLIC_TOKEN_LEN || ro.chars().any(char::is_whitespace))
+    {
+        return Err(fatal(
+            exit::CONFIG,
+            format!(
+                "refusing to listen on non-loopback {}: key `http.readonly_token_env`: the token in {env} must be at least {MIN_PUBLIC_TOKEN_LEN} characters with no whitespace",
+                http.listen
             ),
         ));
     }

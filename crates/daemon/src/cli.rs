@@ -83,6 +83,9 @@ pub struct ResolveArgs {
     /// Who decided, for the audit event (default: $USER).
     #[arg(long)]
     pub operator: Option<String>,
+    /// Why, for the audit event.
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

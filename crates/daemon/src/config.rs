@@ -105,6 +105,10 @@ pub mod limits {
     pub const MAX_CONNECTIONS: RangeInclusive<usize> = RangeInclusive::new(1, 50_000);
     /// `http.webhooks_per_minute`: per provider.
     pub const WEBHOOKS_PER_MINUTE: RangeInclusive<u32> = RangeInclusive::new(1, 1_000_000);
+    /// `http.ops_session_ttl`: a minute at least (a sign-in must outlive a
+    /// confirmation page), a week at most (a stolen cookie expires).
+    pub const OPS_SESSION_TTL: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_secs(60), Duration::from_secs(7 * 86_400));
 }
 
 /// A duration as a human would write it back: the largest unit that
@@ -379,6 +383,13 @@ pub struct HttpConfig {
     /// Empty string turns the HTTP server off.
     pub listen: String,
     pub admin_token_env: String,
+    /// The env var holding the operator panel's read-only token: it can
+    /// look at `/ops` (and `GET /v1/jobs`) but not act. Unset: no
+    /// read-only access.
+    pub readonly_token_env: String,
+    /// A panel sign-in lasts this long (default 12h;
+    /// [`limits::OPS_SESSION_TTL`]).
+    pub ops_session_ttl: Dur,
     /// How providers reach this daemon's `/webhooks/{provider}` (e.g.
     /// `https://worker.example.com`); without it no callback URL is sent
     /// with submissions (webhooks still work if configured at the provider).
@@ -555,6 +566,8 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:3778".into(),
             admin_token_env: "CLAWCUT_WORKER_ADMIN_TOKEN".into(),
+            readonly_token_env: "CLAWCUT_WORKER_READONLY_TOKEN".into(),
+            ops_session_ttl: Dur(Duration::from_secs(12 * 3600)),
             public_url: None,
             header_timeout: Dur(Duration::from_secs(10)),
             request_timeout: Dur(Duration::from_secs(30)),
@@ -773,6 +786,17 @@ impl Config {
             h.webhooks_per_minute,
             &limits::WEBHOOKS_PER_MINUTE,
         )?;
+        duration_in(
+            "http.ops_session_ttl",
+            h.ops_session_ttl,
+            &limits::OPS_SESSION_TTL,
+        )?;
+        if h.readonly_token_env.trim().is_empty() || h.readonly_token_env == h.admin_token_env {
+            return bad(
+                "http.readonly_token_env",
+                "must name an environment variable other than http.admin_token_env",
+            );
+        }
         if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
             return bad(
                 "http.listen",
@@ -1083,6 +1107,15 @@ mod tests {
             (
                 "[http]\nwebhooks_per_minute = 0",
                 Some("http.webhooks_per_minute"),
+            ),
+            ("[http]\nops_session_ttl = \"1m\"", None),
+            (
+                "[http]\nops_session_ttl = \"59s\"",
+                Some("http.ops_session_ttl"),
+            ),
+            (
+                "[http]\nreadonly_token_env = \"CLAWCUT_WORKER_ADMIN_TOKEN\"",
+                Some("http.readonly_token_env"),
             ),
             // reconcile.batch_size 1..=1000
             ("[reconcile]\nbatch_size = 1", None),

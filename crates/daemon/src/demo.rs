@@ -250,6 +250,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), Fatal> {
         clock: Clock::system(),
         lifecycle: lifecycle.clone(),
         admin_token: None,
+        readonly_token: None,
     });
     let driver = tokio::spawn({
         let state = state.clone();

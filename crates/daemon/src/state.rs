@@ -26,6 +26,11 @@ pub struct State {
     pub watchdog: Watchdog,
     /// Read once at startup from the env var `http.admin_token_env` names.
     pub admin_token: Option<String>,
+    /// Read once at startup from the env var `http.readonly_token_env`
+    /// names: the panel's look-only token.
+    pub readonly_token: Option<String>,
+    /// The operator panel's sessions, sign-in throttle and bulk runs.
+    pub panel: crate::http::ops::Panel,
     /// Work started outside the scheduler's slots (admin-triggered passes,
     /// gauge refreshes): awaited before the process exits.
     pub tasks: TaskTracker,
@@ -39,6 +44,7 @@ pub struct StateParts {
     pub clock: Clock,
     pub lifecycle: Lifecycle,
     pub admin_token: Option<String>,
+    pub readonly_token: Option<String>,
 }
 
 impl State {
@@ -54,6 +60,8 @@ impl State {
             clock: p.clock,
             lifecycle: p.lifecycle,
             admin_token: p.admin_token,
+            readonly_token: p.readonly_token,
+            panel: crate::http::ops::Panel::default(),
             tasks: TaskTracker::new(),
         })
     }

@@ -63,6 +63,15 @@ pub enum StoreError {
     /// a hand edit).
     #[error("provider pause of {provider:?} is unreadable: {detail}")]
     CorruptPause { provider: String, detail: String },
+    #[error("read for the operator panel")]
+    PanelQuery(#[source] SqlxError),
+    /// A panel read ran past its timeout and was stopped.
+    #[error("panel query stopped after {after:?} (its timeout)")]
+    PanelTimeout { after: std::time::Duration },
+    #[error("retry the jobs now")]
+    RetryNow(#[source] SqlxError),
+    #[error("record the operator's action")]
+    NoteOperator(#[source] SqlxError),
     #[error("record a webhook delivery")]
     NoteWebhook(#[source] SqlxError),
     #[error("take a snapshot of the database")]
@@ -161,6 +170,9 @@ impl StoreError {
             | StoreError::ResumeProvider(e)
             | StoreError::ReadProviderPauses(e)
             | StoreError::ReadWorkers(e)
+            | StoreError::PanelQuery(e)
+            | StoreError::RetryNow(e)
+            | StoreError::NoteOperator(e)
             | StoreError::NoteWebhook(e)
             | StoreError::Snapshot(e)
             | StoreError::ReadSnapshot(e)
@@ -170,6 +182,7 @@ impl StoreError {
             | StoreError::PublishOutputs(_)
             | StoreError::SnapshotFile(_)
             | StoreError::RestoreTargetNotEmpty { .. }
+            | StoreError::PanelTimeout { .. }
             | StoreError::LeaseLost { .. }
             | StoreError::NotResolvable { .. }
             | StoreError::NotCancelable { .. }

@@ -38,6 +38,7 @@ use clawcut_core::{EligibilityRules, Job, JobStatus, Lease, Millis, PauseCause};
 mod backup;
 mod error;
 mod migrate;
+mod panel;
 mod pg;
 mod row;
 mod sql;
@@ -49,6 +50,10 @@ pub use backup::{
 };
 pub use error::StoreError;
 pub use migrate::SchemaStatus;
+pub use panel::{
+    Cursor, ErrorGroup, JobEvent, JobMedia, JobPage, JobQuery, JobView, PanelLimits, RetryNow,
+    RetryOutcome, SeenJob, Transition,
+};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -427,15 +432,72 @@ pub trait Store: Send + Sync {
     ) -> Result<StatusReport, StoreError>;
 
     /// Apply an operator's decision to a `needs_operator` job, with an event
-    /// naming `operator`. Returns the new status. Fails with `NotResolvable`
-    /// when the job is missing or not `needs_operator`.
+    /// naming `operator` (worker_id) and carrying `reason` in its detail.
+    /// Returns the new status. Fails with `NotResolvable` when the job is
+    /// missing or not `needs_operator`.
     async fn resolve(
         &self,
         job_id: &str,
         resolution: Resolution,
         operator: &str,
+        reason: Option<&str>,
         now: Millis,
     ) -> Result<JobStatus, StoreError>;
+
+    /// A page of jobs for the operator panel: keyset-paginated in the
+    /// view's order, filtered, and (when asked) counted up to the cap,
+    /// within the query's timeout.
+    async fn panel_jobs(&self, q: &JobQuery<'_>) -> Result<JobPage, StoreError>;
+
+    /// A job's audit events, oldest first, at most `limit`.
+    async fn job_events(
+        &self,
+        job_id: &str,
+        limit: u32,
+        limits: PanelLimits,
+    ) -> Result<Vec<JobEvent>, StoreError>;
+
+    /// A job's output columns and its scene version's status; `None` when
+    /// there is no such job.
+    async fn job_media(
+        &self,
+        job_id: &str,
+        limits: PanelLimits,
+    ) -> Result<Option<JobMedia>, StoreError>;
+
+    /// Unfinished jobs with a `last_error`, grouped by provider and the
+    /// error's head, the largest groups first.
+    async fn error_groups(
+        &self,
+        limit: u32,
+        limits: PanelLimits,
+    ) -> Result<Vec<ErrorGroup>, StoreError>;
+
+    /// The newest `limit` audit events, each with when its job entered the
+    /// state it left: the time spent in each state.
+    async fn recent_transitions(
+        &self,
+        limit: u32,
+        limits: PanelLimits,
+    ) -> Result<Vec<Transition>, StoreError>;
+
+    /// An operator's "retry now" of jobs seen in one snapshot, in one
+    /// transaction: each job still exactly as seen and not leased gets
+    /// `next_attempt_at` = now and an `ai_job_events` row (from and to its
+    /// status, worker_id = `operator`, detail `{"event":"operator_retry",
+    /// "operator":..,"reason":..,"bulk":..}`); the others are skipped.
+    async fn retry_now(&self, r: &RetryNow<'_>) -> Result<RetryOutcome, StoreError>;
+
+    /// The audit event of an operator's action that changes no column (a
+    /// reconcile asked for): from and to the job's status, worker_id =
+    /// `operator`. `None` when there is no such job.
+    async fn note_operator(
+        &self,
+        job_id: &str,
+        operator: &str,
+        detail: &serde_json::Value,
+        now: Millis,
+    ) -> Result<Option<JobStatus>, StoreError>;
 
     /// An operator stops a job that is not final, in one transaction: the
     /// job becomes `canceled` (`last_error` = `canceled by <operator>[:

@@ -47,6 +47,11 @@ macro_rules! migrations {
                 description: "due index",
                 sql: include_str!(concat!("../../../migrations/", $dir, "/0004_due_index.sql")),
             },
+            Migration {
+                version: 5,
+                description: "panel indexes",
+                sql: include_str!(concat!("../../../migrations/", $dir, "/0005_panel.sql")),
+            },
         ]
     };
 }

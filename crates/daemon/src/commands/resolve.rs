@@ -27,7 +27,13 @@ pub async fn resolve(cfg: &Config, args: &ResolveArgs) -> Result<(), Fatal> {
             .unwrap_or_else(|| "operator".into())
     );
     match store
-        .resolve(&args.id, resolution, &operator, Clock::system().now_ms())
+        .resolve(
+            &args.id,
+            resolution,
+            &operator,
+            args.reason.as_deref(),
+            Clock::system().now_ms(),
+        )
         .await
     {
         Ok(status) => {

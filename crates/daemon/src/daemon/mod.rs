@@ -62,6 +62,10 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     let admin_token = std::env::var(&cfg.http.admin_token_env)
         .ok()
         .filter(|t| !t.is_empty());
+    let readonly_token = std::env::var(&cfg.http.readonly_token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
+    app::check_readonly_token(&cfg.http, admin_token.as_deref(), readonly_token.as_deref())?;
     let metrics = Arc::new(Metrics::new());
     let worker = Arc::new(app::build_worker(&cfg, path, store, metrics, clock)?);
     info!(worker_id = %worker.id, database = %app::redact_url(&cfg.database.url), media = %worker.storage.describe(), slots = cfg.reconcile.concurrency, "clawcut-worker starting");
@@ -92,6 +96,7 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
         clock,
         lifecycle: lifecycle.clone(),
         admin_token,
+        readonly_token,
     });
 
     let server = if cfg.http.listen.is_empty() {

@@ -143,6 +143,7 @@ pub(super) struct ResolveBody {
     #[serde(default)]
     fail: bool,
     operator: Option<String>,
+    reason: Option<String>,
 }
 
 impl ResolveBody {
@@ -178,7 +179,13 @@ pub(super) async fn resolve(
     match s
         .worker
         .store()
-        .resolve(&id, resolution, &operator, s.clock.now_ms())
+        .resolve(
+            &id,
+            resolution,
+            &operator,
+            req.reason.as_deref(),
+            s.clock.now_ms(),
+        )
         .await
     {
         Ok(status) => (

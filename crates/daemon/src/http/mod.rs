@@ -26,6 +26,7 @@ use crate::runtime::lifecycle::Phase;
 use crate::state::State;
 
 mod admin;
+pub mod ops;
 mod probes;
 pub mod serve;
 mod webhook_limit;
@@ -69,6 +70,9 @@ pub fn router(state: Arc<State>) -> Router {
             // read, whatever the body's size or pace.
             .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
         app = app.merge(admin);
+    }
+    if let Some(panel) = ops::routes(&state) {
+        app = app.merge(panel);
     }
     let limiter = webhook_limit::WebhookLimiter::new(state.config().http.webhooks_per_minute);
     app.layer(DefaultBodyLimit::max(MAX_BODY))
@@ -126,6 +130,19 @@ async fn require_admin(
         return error(StatusCode::NOT_FOUND, "admin api is off");
     }
     if !bearer_ok(&s, req.headers()) {
+        // The panel's read-only token may read the operator's lists, and
+        // is refused (403, not 401: it is a known token) everything else.
+        if ops::auth::identify(&s, req.headers()).is_some_and(|op| {
+            op.role == ops::auth::Role::ReadOnly && matches!(op.via, ops::auth::Via::Bearer)
+        }) {
+            if req.method() == axum::http::Method::GET {
+                return next.run(req).await;
+            }
+            return error(
+                StatusCode::FORBIDDEN,
+                "the read-only token cannot act: use the admin token",
+            );
+        }
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -110,6 +110,8 @@ impl Worker {
         fault: Option<&ProviderError>,
     ) -> bool {
         let provider = cx.job.provider.as_str();
+        self.activity
+            .record_answer(provider, fault.is_some(), self.clock.now_ms());
         let Some(e) = fault else {
             self.answered(cx, provider).await;
             return false;

@@ -24,6 +24,7 @@ use clawcut_store::{ClaimRequest, Claimed, Store, StoreError};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub mod activity;
 pub mod cancel;
 pub mod decide;
 pub mod health;
@@ -89,6 +90,8 @@ pub struct Worker {
     pub media: crate::runtime::health::MediaHealth,
     /// Where clips go: `media.dir`, or `media.store`'s bucket.
     pub storage: crate::media::Storage,
+    /// The last steps and the providers' answers, for the operator panel.
+    pub activity: activity::Activity,
 }
 
 /// What [`Worker::new`] needs.
@@ -149,11 +152,19 @@ impl Worker {
             health: health::Health::default(),
             media: crate::runtime::health::MediaHealth::default(),
             storage: p.storage,
+            activity: activity::Activity::default(),
         }
     }
 
     pub fn provider(&self, name: &str) -> Option<&ProviderHandle> {
         self.providers.get(name)
+    }
+
+    /// The configured providers' names, sorted.
+    pub fn provider_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.providers.keys().cloned().collect();
+        names.sort();
+        names
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -217,7 +228,13 @@ impl Worker {
     /// the lease while the step progresses. Leaves early, giving the lease
     /// back, when the lifecycle reaches `Aborting`; drops the attempt when
     /// the lease is lost.
-    pub async fn work(&self, claimed: Claimed, mode: Mode, mut phases: Phases) -> JobReport {
+    pub async fn work(&self, claimed: Claimed, mode: Mode, phases: Phases) -> JobReport {
+        let report = self.work_row(claimed, mode, phases).await;
+        self.activity.record_step(self.clock.now_ms(), &report);
+        report
+    }
+
+    async fn work_row(&self, claimed: Claimed, mode: Mode, mut phases: Phases) -> JobReport {
         let job = match claimed {
             Claimed::Unreadable(row) => return self.set_aside_unreadable(row).await,
             Claimed::Job(job) => job,

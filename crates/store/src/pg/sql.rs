@@ -28,8 +28,13 @@ macro_rules! ms {
 /// `row::decode_job` reads. No row's contents can make them fail.
 macro_rules! job_cols {
     () => {
+        job_cols!("request")
+    };
+    ($request:literal) => {
         concat!(
-            "id, kind, provider, scene_id, scene_version_id, request, status, provider_job_id, ",
+            "id, kind, provider, scene_id, scene_version_id, ",
+            $request,
+            ", status, provider_job_id, ",
             ms!("created_at"),
             ", ",
             ms!("updated_at"),
@@ -225,13 +230,15 @@ pub(super) const POSTGRES: Dialect = Dialect {
         job_cols!(),
         " FROM ai_jobs WHERE ",
         stranded!(),
-        " ORDER BY updated_at, id LIMIT $3"
+        // Qualified: bare, `updated_at` is the output column (epoch ms,
+        // computed), which no index orders.
+        " ORDER BY ai_jobs.updated_at, ai_jobs.id LIMIT $3"
     ),
     list_needs_operator: concat!(
         "SELECT ",
         job_cols!(),
         " FROM ai_jobs WHERE status = 'needs_operator' AND kind = 'video'
-          ORDER BY updated_at, id LIMIT $1"
+          ORDER BY ai_jobs.updated_at, ai_jobs.id LIMIT $1"
     ),
     // The range term lets the due index bound the count to the due rows.
     count_eligible: concat!(
@@ -316,6 +323,11 @@ pub(super) const POSTGRES: Dialect = Dialect {
          VALUES ($1, $2, to_timestamp($3::float8 / 1000.0)) ON CONFLICT DO NOTHING",
     prune_webhooks: "DELETE FROM clawcut_webhook_deliveries
          WHERE received_at < to_timestamp($1::float8 / 1000.0)",
+    backend: crate::Backend::Postgres,
+    job_cols: job_cols!(),
+    list_cols: job_cols!("'' AS request"),
+    eligible_where: eligible!(),
+    stranded_where: stranded!(),
 };
 
 pub(crate) const MAKE_DUE: &str = POSTGRES.make_due;

@@ -27,6 +27,7 @@ use crate::{
     StoreError,
 };
 
+mod panel;
 mod pauses;
 mod read;
 mod resolve;
@@ -149,6 +150,19 @@ pub struct Dialect {
     pub insert_webhook: &'static str,
     /// 1 before: deliveries recorded earlier are dropped.
     pub prune_webhooks: &'static str,
+
+    /// The operator panel's statements are assembled from fragments
+    /// (`panel.rs`); these are the backend's own.
+    pub backend: Backend,
+    /// The columns a [`Job`] is decoded from.
+    pub job_cols: &'static str,
+    /// The same for a list: `request` (the app's JSON, as large as a
+    /// prompt and its images) read as `''`, never fetched for a page.
+    pub list_cols: &'static str,
+    /// The claim's eligibility rules, parameters 1 to 5 as in `claim`.
+    pub eligible_where: &'static str,
+    /// Owed work, 1 now, 2 updated_before.
+    pub stranded_where: &'static str,
 }
 
 /// The operations on one pool, with its backend's statements. Their
@@ -328,9 +342,65 @@ where
         job_id: &str,
         resolution: Resolution,
         operator: &str,
+        reason: Option<&str>,
         now: Millis,
     ) -> Result<JobStatus, StoreError> {
-        self.sql().resolve(job_id, resolution, operator, now).await
+        self.sql()
+            .resolve(job_id, resolution, operator, reason, now)
+            .await
+    }
+
+    async fn panel_jobs(&self, q: &crate::JobQuery<'_>) -> Result<crate::JobPage, StoreError> {
+        self.sql().panel_jobs(q).await
+    }
+
+    async fn job_events(
+        &self,
+        job_id: &str,
+        limit: u32,
+        limits: crate::PanelLimits,
+    ) -> Result<Vec<crate::JobEvent>, StoreError> {
+        self.sql().job_events(job_id, limit, limits).await
+    }
+
+    async fn job_media(
+        &self,
+        job_id: &str,
+        limits: crate::PanelLimits,
+    ) -> Result<Option<crate::JobMedia>, StoreError> {
+        self.sql().job_media(job_id, limits).await
+    }
+
+    async fn error_groups(
+        &self,
+        limit: u32,
+        limits: crate::PanelLimits,
+    ) -> Result<Vec<crate::ErrorGroup>, StoreError> {
+        self.sql().error_groups(limit, limits).await
+    }
+
+    async fn recent_transitions(
+        &self,
+        limit: u32,
+        limits: crate::PanelLimits,
+    ) -> Result<Vec<crate::Transition>, StoreError> {
+        self.sql().recent_transitions(limit, limits).await
+    }
+
+    async fn retry_now(&self, r: &crate::RetryNow<'_>) -> Result<crate::RetryOutcome, StoreError> {
+        self.sql().retry_now(r).await
+    }
+
+    async fn note_operator(
+        &self,
+        job_id: &str,
+        operator: &str,
+        detail: &serde_json::Value,
+        now: Millis,
+    ) -> Result<Option<JobStatus>, StoreError> {
+        self.sql()
+            .note_operator(job_id, operator, detail, now)
+            .await
     }
 
     async fn cancel(

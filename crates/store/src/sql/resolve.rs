@@ -36,6 +36,7 @@ where
         job_id: &str,
         resolution: Resolution,
         operator: &str,
+        reason: Option<&str>,
         now: Millis,
     ) -> Result<JobStatus, StoreError> {
         let op: OpErr = StoreError::Resolve;
@@ -82,7 +83,11 @@ where
                 status,
             });
         }
-        let detail = serde_json::json!({ "resolution": resolution_name(resolution) }).to_string();
+        let mut detail = serde_json::json!({ "resolution": resolution_name(resolution) });
+        if let Some(r) = reason.map(str::trim).filter(|r| !r.is_empty()) {
+            detail["reason"] = serde_json::Value::String(r.to_owned());
+        }
+        let detail = detail.to_string();
         let event = Event {
             job_id,
             from: Some(JobStatus::NeedsOperator.as_str()),

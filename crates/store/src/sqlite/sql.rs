@@ -7,9 +7,16 @@ use crate::sql::Dialect;
 /// `row::job_from_row` reads.
 macro_rules! job_cols {
     () => {
-        "id, kind, provider, scene_id, scene_version_id, request, status, provider_job_id, \
-         created_at, updated_at, attempts, polls, next_attempt_at, lease_owner, \
-         lease_expires_at, fencing_token, last_error, idempotency_key, lease_taken_from"
+        job_cols!("request")
+    };
+    ($request:literal) => {
+        concat!(
+            "id, kind, provider, scene_id, scene_version_id, ",
+            $request,
+            ", status, provider_job_id, \
+             created_at, updated_at, attempts, polls, next_attempt_at, lease_owner, \
+             lease_expires_at, fencing_token, last_error, idempotency_key, lease_taken_from"
+        )
     };
 }
 
@@ -268,6 +275,11 @@ pub(super) const SQLITE: Dialect = Dialect {
     insert_webhook: "INSERT INTO clawcut_webhook_deliveries (provider, delivery_id, received_at)
          VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     prune_webhooks: "DELETE FROM clawcut_webhook_deliveries WHERE received_at < ?1",
+    backend: crate::Backend::Sqlite,
+    job_cols: job_cols!(),
+    list_cols: job_cols!("'' AS request"),
+    eligible_where: eligible!(),
+    stranded_where: stranded!(),
 };
 
 pub(crate) const MAKE_DUE: &str = SQLITE.make_due;

@@ -15,6 +15,7 @@ use clawcut_test_support::db::{AppDb, NewJob};
 mod backup;
 mod cancel;
 mod claim;
+mod panel;
 mod pauses;
 mod publish;
 mod report;
@@ -27,6 +28,7 @@ mod write;
 pub use backup::*;
 pub use cancel::*;
 pub use claim::*;
+pub use panel::*;
 pub use pauses::*;
 pub use publish::*;
 pub use report::*;
@@ -83,6 +85,9 @@ macro_rules! for_each_case {
             probe_is_taken_once_per_due_time,
             probe_claim_takes_one_job_of_its_provider,
             recent_worker_ids_name_events_and_live_leases,
+            panel_pages_visit_every_row_once,
+            error_groups_and_retry_now_keep_to_the_snapshot,
+            job_events_media_and_time_in_state,
         );
     };
 }

@@ -581,7 +581,7 @@ pub async fn resolve_both_ways_and_not_resolvable(url: &str) {
     }
     let st = ctx
         .store
-        .resolve("r", Resolution::Resubmit, "alice", NOW + 1)
+        .resolve("r", Resolution::Resubmit, "alice", None, NOW + 1)
         .await
         .unwrap();
     assert_eq!(st, JobStatus::Queued);
@@ -597,7 +597,13 @@ pub async fn resolve_both_ways_and_not_resolvable(url: &str) {
 
     let st = ctx
         .store
-        .resolve("f", Resolution::Fail, "bob", NOW + 2)
+        .resolve(
+            "f",
+            Resolution::Fail,
+            "bob",
+            Some("provider says it never started"),
+            NOW + 2,
+        )
         .await
         .unwrap();
     assert_eq!(st, JobStatus::Failed);
@@ -610,13 +616,21 @@ pub async fn resolve_both_ways_and_not_resolvable(url: &str) {
     let ev = ctx.db.events("f").await.unwrap();
     assert_eq!(ev.last().unwrap().to_status, "failed");
     assert_eq!(ev.last().unwrap().worker_id, "bob");
+    let detail: serde_json::Value = serde_json::from_str(&ev.last().unwrap().detail).unwrap();
+    assert_eq!(detail["resolution"], "fail");
+    assert_eq!(detail["reason"], "provider says it never started");
+    let detail: serde_json::Value = serde_json::from_str(&ev_r_detail(&ctx).await).unwrap();
+    assert!(
+        detail.get("reason").is_none(),
+        "no reason given, none recorded: {detail}"
+    );
 
     // Already resolved, a running job, a missing job: refused, untouched.
     for (id, status) in [("f", Some("failed")), ("r", Some("queued")), ("nope", None)] {
         let before = ctx.db.job(id).await.unwrap();
         match ctx
             .store
-            .resolve(id, Resolution::Fail, "eve", NOW + 3)
+            .resolve(id, Resolution::Fail, "eve", None, NOW + 3)
             .await
         {
             Err(StoreError::NotResolvable {
@@ -666,4 +680,8 @@ pub async fn make_due_only_when_it_changes_something(url: &str) {
     assert!(ctx.store.make_due("openai", "req-1", NOW).await.unwrap());
     set_ts(&ctx, "fal", "next_attempt_at", Some(NOW + 10 * MIN)).await;
     assert_eq!(claim_ids(&ctx, "w", NOW, 5, &rules(false)).await, ["j"]);
+}
+
+async fn ev_r_detail(ctx: &Ctx) -> String {
+    ctx.db.events("r").await.unwrap()[1].detail.clone()
 }
