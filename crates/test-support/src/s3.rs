@@ -208,6 +208,18 @@ impl S3Server {
         );
     }
 
+    /// Write `body` at `key` in [`BUCKET`], behind the daemon's back (a
+    /// damaged or replaced object).
+    pub fn put(&self, key: &str, body: &[u8]) {
+        let (status, answer) = self.http_with("PUT", &format!("/{BUCKET}/{key}"), body);
+        assert_eq!(
+            status,
+            200,
+            "put {key}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+
     /// Every key under `prefix` in [`BUCKET`].
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let (status, body) = self.http(
@@ -227,14 +239,19 @@ impl S3Server {
 
     /// One HTTP/1.0 request to the server itself (not the relay).
     fn http(&self, method: &str, path: &str) -> (u16, Vec<u8>) {
+        self.http_with(method, path, &[])
+    }
+
+    fn http_with(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return (0, Vec::new());
         };
         let req = format!(
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
         );
-        if s.write_all(req.as_bytes()).is_err() {
+        if s.write_all(req.as_bytes()).is_err() || s.write_all(body).is_err() {
             return (0, Vec::new());
         }
         let mut raw = Vec::new();

@@ -12,9 +12,11 @@
 //! `s3://bucket/prefix/videos/<scene>/<version>.mp4` URL in a bucket (the
 //! app reads it with its own S3 client, or presigns it for a browser).
 //!
-//! For readers of those locations ([`Storage::open`], [`Storage::verify`]):
-//! a stream of the bytes with its size, and a sha256 check, on either
-//! store; memory stays one chunk at a time.
+//! For readers of those locations: [`Storage::open`] (`backup`), a stream
+//! of the bytes; [`Storage::find`] (the operator panel), a clip checked to
+//! lie inside the store, then read whole or by byte range
+//! ([`Found::read`]) or hashed ([`Found::digest`]), on either store; memory
+//! stays one chunk at a time.
 
 pub mod object;
 
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use tracing::{info, warn};
 
 pub use object::ObjectMedia;
@@ -48,6 +50,8 @@ pub enum MediaError {
     },
     #[error("{0} is not in this media store")]
     NotInStore(String),
+    #[error("{0} is outside the media store; not served")]
+    Outside(String),
     #[error("read {path}")]
     Local {
         path: PathBuf,
@@ -63,27 +67,102 @@ pub enum Storage {
     Object(Arc<ObjectMedia>),
 }
 
-/// An opened clip: its size and its bytes.
+/// A reader of a clip's bytes.
+pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// An opened clip: its bytes.
 pub struct Opened {
-    #[allow(
-        dead_code,
-        reason = "for the operator panel's preview (Content-Length), built in parallel"
-    )]
-    pub size: u64,
-    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    pub reader: Reader,
 }
 
-/// What [`Storage::verify`] found.
-#[allow(
-    dead_code,
-    reason = "for the operator panel's clip preview and checksum check, built in parallel"
-)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verified {
-    Matches,
-    /// The bytes at the location hash to this instead.
-    Differs(String),
-    Missing,
+/// A clip at a recorded location, checked to lie inside the store and
+/// sized, not read yet ([`Storage::find`]).
+#[derive(Debug)]
+pub struct Found {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where it is, for a person: the resolved path or the `s3://` URL.
+    pub shown: String,
+    at: FoundAt,
+}
+
+#[derive(Debug)]
+enum FoundAt {
+    /// Open already, so what is read is the file that was sized, even if
+    /// a redo renames another one over its path meanwhile.
+    File(tokio::fs::File),
+    /// The `HEAD`'s ETag: a read fails rather than mix two versions.
+    Object {
+        media: Arc<ObjectMedia>,
+        key: object_store::path::Path,
+        etag: Option<String>,
+    },
+}
+
+impl MediaError {
+    /// Whether the clip is simply not there (or not ours to serve), as
+    /// opposed to a store that does not answer.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            MediaError::NotInStore(_) | MediaError::Outside(_) => true,
+            MediaError::Local { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            MediaError::Store { source, .. } => {
+                matches!(source, object_store::Error::NotFound { .. })
+            }
+            MediaError::BadStoreUrl(_) | MediaError::Build(_) => false,
+        }
+    }
+}
+
+impl Found {
+    /// Bytes `start..=end` (all of them for `None`), streamed. `range`
+    /// must lie inside [`size`](Self::size) (the panel's `byte_range`
+    /// checks it).
+    pub async fn read(self, range: Option<(u64, u64)>) -> Result<Reader, MediaError> {
+        match self.at {
+            FoundAt::File(mut file) => {
+                let local = |source| MediaError::Local {
+                    path: PathBuf::from(&self.shown),
+                    source,
+                };
+                let Some((start, end)) = range else {
+                    return Ok(Box::pin(file));
+                };
+                file.seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(local)?;
+                Ok(Box::pin(file.take(end - start + 1)))
+            }
+            FoundAt::Object { media, key, etag } => {
+                let stream = media.read(&key, range.map(|(a, b)| a..b + 1), etag).await?;
+                Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
+            }
+        }
+    }
+
+    /// The sha256 (hex) and length of the bytes, read through once.
+    pub async fn digest(self) -> Result<(String, u64), MediaError> {
+        let shown = self.shown.clone();
+        let mut reader = self.read(None).await?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .await
+                .map_err(|source| MediaError::Local {
+                    path: PathBuf::from(&shown),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+        Ok((hex::encode(hasher.finalize()), total))
+    }
 }
 
 impl Storage {
@@ -144,27 +223,27 @@ impl Storage {
         }
     }
 
-    /// The clip at `location` (as recorded in `video_path`): its size and a
-    /// reader of its bytes, streamed (a preview, `backup`).
+    /// The clip at `location` (as recorded in `video_path`): a reader of
+    /// its bytes, streamed (`backup`, which checks them against the
+    /// snapshot's sha256 itself). No check that it lies inside the store:
+    /// [`find`](Self::find) is the one for locations shown to a person.
     pub async fn open(&self, location: &str) -> Result<Opened, MediaError> {
         match self {
             Storage::Local(_) => {
-                let path = PathBuf::from(location);
-                let local = |source| MediaError::Local {
-                    path: path.clone(),
-                    source,
-                };
-                let file = tokio::fs::File::open(&path).await.map_err(local)?;
-                let size = file.metadata().await.map_err(local)?.len();
+                let file =
+                    tokio::fs::File::open(location)
+                        .await
+                        .map_err(|source| MediaError::Local {
+                            path: PathBuf::from(location),
+                            source,
+                        })?;
                 Ok(Opened {
-                    size,
                     reader: Box::pin(file),
                 })
             }
             Storage::Object(o) => {
-                let (size, stream) = o.open(location).await?;
+                let stream = o.open(location).await?;
                 Ok(Opened {
-                    size,
                     reader: Box::pin(tokio_util::io::StreamReader::new(stream)),
                 })
             }
@@ -185,48 +264,53 @@ impl Storage {
         }
     }
 
-    /// Whether the clip at `location` hashes to `sha256_hex` (read through
-    /// once, streamed).
-    #[allow(
-        dead_code,
-        reason = "for the operator panel's clip preview and checksum check, built in parallel"
-    )]
-    pub async fn verify(&self, location: &str, sha256_hex: &str) -> Result<Verified, MediaError> {
-        let mut opened = match self.open(location).await {
-            Ok(o) => o,
-            Err(MediaError::Local { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Ok(Verified::Missing);
+    /// The clip at `location` (a recorded `video_path`/`thumbnail_path`)
+    /// when it lies inside this store, sized: on disk, a file inside the
+    /// media directory once both are resolved (symlinks included); in a
+    /// bucket, a key this daemon writes clips at (this bucket, under the
+    /// prefix's `videos/` or `thumbnails/`). Anything else is
+    /// [`MediaError::Outside`]: a row the app got wrong cannot turn the
+    /// operator panel into a reader of the host's files or the bucket.
+    pub async fn find(&self, location: &str) -> Result<Found, MediaError> {
+        match self {
+            Storage::Local(dir) => {
+                let local = |path: &std::path::Path| {
+                    let path = path.to_owned();
+                    move |source| MediaError::Local { path, source }
+                };
+                let dir = tokio::fs::canonicalize(dir).await.map_err(local(dir))?;
+                let given = std::path::Path::new(location);
+                let real = tokio::fs::canonicalize(given).await.map_err(local(given))?;
+                if !real.starts_with(&dir) {
+                    return Err(MediaError::Outside(location.to_owned()));
+                }
+                let file = tokio::fs::File::open(&real).await.map_err(local(&real))?;
+                let meta = file.metadata().await.map_err(local(&real))?;
+                if !meta.is_file() {
+                    return Err(MediaError::Outside(location.to_owned()));
+                }
+                Ok(Found {
+                    size: meta.len(),
+                    shown: real.display().to_string(),
+                    at: FoundAt::File(file),
+                })
             }
-            Err(MediaError::Store {
-                source: object_store::Error::NotFound { .. },
-                ..
-            }) => return Ok(Verified::Missing),
-            Err(e) => return Err(e),
-        };
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = opened
-                .reader
-                .read(&mut buf)
-                .await
-                .map_err(|source| MediaError::Local {
-                    path: PathBuf::from(location),
-                    source,
-                })?;
-            if n == 0 {
-                break;
+            Storage::Object(o) => {
+                let key = o
+                    .clip_key(location)
+                    .ok_or_else(|| MediaError::Outside(location.to_owned()))?;
+                let (size, etag) = o.head(&key).await?;
+                Ok(Found {
+                    size,
+                    shown: o.url_of(&key),
+                    at: FoundAt::Object {
+                        media: o.clone(),
+                        key,
+                        etag,
+                    },
+                })
             }
-            hasher.update(&buf[..n]);
         }
-        let got = hex::encode(hasher.finalize());
-        Ok(if got.eq_ignore_ascii_case(sha256_hex) {
-            Verified::Matches
-        } else {
-            Verified::Differs(got)
-        })
     }
 }
 
@@ -270,29 +354,60 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_local_clip_opens_with_its_size_and_verifies() {
+    async fn a_local_clip_opens_reads_by_range_and_digests() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::Local(dir.path().to_owned());
         let loc = storage.location("videos", "s1", "v1", "MP4");
         assert_eq!(loc, dir.path().join("videos/s1/v1.mp4").to_string_lossy());
         std::fs::create_dir_all(dir.path().join("videos/s1")).unwrap();
         std::fs::write(&loc, b"clip").unwrap();
-        let mut opened = storage.open(&loc).await.unwrap();
-        assert_eq!(opened.size, 4);
         let mut got = Vec::new();
+        let mut opened = storage.open(&loc).await.unwrap();
         opened.reader.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"clip");
-        let sha = hex::encode(Sha256::digest(b"clip"));
-        assert_eq!(storage.verify(&loc, &sha).await.unwrap(), Verified::Matches);
-        assert!(matches!(
-            storage.verify(&loc, &"0".repeat(64)).await.unwrap(),
-            Verified::Differs(s) if s == sha
-        ));
-        let gone = storage.location("videos", "s1", "v2", "mp4");
-        assert_eq!(
-            storage.verify(&gone, &sha).await.unwrap(),
-            Verified::Missing
-        );
         assert_eq!(storage.size(&loc).await.unwrap(), 4);
+
+        let found = storage.find(&loc).await.unwrap();
+        assert_eq!(found.size, 4);
+        let mut part = Vec::new();
+        let mut r = found.read(Some((1, 2))).await.unwrap();
+        r.read_to_end(&mut part).await.unwrap();
+        assert_eq!(part, b"li");
+        let sha = hex::encode(Sha256::digest(b"clip"));
+        let found = storage.find(&loc).await.unwrap();
+        assert_eq!(found.digest().await.unwrap(), (sha, 4));
+        let gone = storage.location("videos", "s1", "v2", "mp4");
+        assert!(storage.find(&gone).await.unwrap_err().is_not_found());
+    }
+
+    #[tokio::test]
+    async fn only_files_inside_the_media_directory_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let media = dir.path().join("media");
+        std::fs::create_dir_all(media.join("videos")).unwrap();
+        std::fs::write(media.join("videos/a.mp4"), b"x").unwrap();
+        std::fs::write(dir.path().join("secret"), b"s").unwrap();
+        let storage = Storage::Local(media.clone());
+        let find = |p: PathBuf| {
+            let storage = storage.clone();
+            async move { storage.find(&p.to_string_lossy()).await }
+        };
+        assert!(find(media.join("videos/a.mp4")).await.is_ok());
+        for outside in [
+            media.join("videos/../../secret"),
+            dir.path().join("secret"),
+            media.join("videos"),
+        ] {
+            let e = find(outside.clone()).await.err().unwrap();
+            assert!(matches!(e, MediaError::Outside(_)), "{outside:?}: {e}");
+        }
+        std::os::unix::fs::symlink(dir.path().join("secret"), media.join("videos/link.mp4"))
+            .unwrap();
+        assert!(matches!(
+            find(media.join("videos/link.mp4")).await,
+            Err(MediaError::Outside(_))
+        ));
+        let e = find(media.join("videos/missing.mp4")).await.err().unwrap();
+        assert!(e.is_not_found(), "{e}");
     }
 }

@@ -28,14 +28,14 @@
 //! listing.
 //!
 //! Memory: a live upload holds at most one part (`media.part_size`, default
-//! 8 MiB), kept as the chunks it arrived in (no copy), plus its HTTP
-//! connections' buffers (about 1 MiB); parts are sent one at a time. A
+//! 8 MiB), kept as the chunks it arrived in (no copy), plus its two HTTP
+//! connections' buffers (under 2 MiB); parts are sent one at a time. A
 //! daemon holds at most `media.part_size × reconcile.concurrency` of clip
-//! bytes (64 MiB with the defaults), however large the clips. glibc's
-//! malloc may keep up to as much again resident (freed parts in per-thread
-//! arenas): the resident set grows past its baseline by at most
-//! `concurrency × (2 × part_size + 1 MiB)` (the e2e test
-//! `clips_stream_through_bounded_memory` measures it).
+//! bytes (64 MiB with the defaults), however large the clips, and its
+//! resident set grows by at most `concurrency × (part_size + 2 MiB)` (the
+//! e2e test `clips_stream_through_bounded_memory` measures it). glibc's
+//! malloc, left to move its mmap threshold, may keep up to one more freed
+//! part per slot resident (deploy/README.md).
 //!
 //! Credentials, region and endpoint come only from the environment
 //! (`AmazonS3Builder::from_env`: `AWS_ACCESS_KEY_ID`,
@@ -54,8 +54,8 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
 use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{
-    BackoffConfig, ClientConfigKey, MultipartId, ObjectStore, ObjectStoreExt, PutPayload,
-    RetryConfig,
+    BackoffConfig, ClientConfigKey, GetOptions, GetRange, MultipartId, ObjectStore, ObjectStoreExt,
+    PutPayload, RetryConfig,
 };
 use tracing::{debug, info, warn};
 
@@ -181,10 +181,36 @@ impl ObjectMedia {
     }
 
     /// The key a recorded location names, when it is in this bucket.
+    /// Parsed as written (`url_of` prints a key's encoded form, which
+    /// `Key::from` would encode again), and refused unless it reads back
+    /// the same: no `.`/`..` segment, no empty one, no slash at an end.
     pub fn key_of(&self, location: &str) -> Option<Key> {
         let rest = location.strip_prefix("s3://")?;
         let (bucket, key) = rest.split_once('/')?;
-        (bucket == self.bucket && !key.is_empty()).then(|| Key::from(key))
+        if bucket != self.bucket || key.is_empty() {
+            return None;
+        }
+        Key::parse(key).ok().filter(|k| k.as_ref() == key)
+    }
+
+    /// Whether `key` is one this daemon writes clips at: under the prefix,
+    /// in `videos/` or `thumbnails/` (not `.uploads/`, `.prev/`, another
+    /// prefix, or another writer's keys).
+    fn is_clip_key(&self, key: &str) -> bool {
+        let rel = match self.prefix.is_empty() {
+            true => Some(key),
+            false => key
+                .strip_prefix(self.prefix.as_str())
+                .and_then(|r| r.strip_prefix('/')),
+        };
+        rel.is_some_and(|r| r.starts_with("videos/") || r.starts_with("thumbnails/"))
+    }
+
+    /// The key of a recorded clip location, when it is one this daemon
+    /// writes (see `is_clip_key`): the operator panel serves no other.
+    pub fn clip_key(&self, location: &str) -> Option<Key> {
+        self.key_of(location)
+            .filter(|k| self.is_clip_key(k.as_ref()))
     }
 
     /// The key of `<sub>/<scene>/<version>.<ext>` under the prefix.
@@ -271,12 +297,7 @@ impl ObjectMedia {
         for u in uploads.unwrap_or_default() {
             // Only keys this daemon writes: another writer's uploads in the
             // bucket (or an empty prefix) are not ours to abort.
-            let rel = match self.prefix.is_empty() {
-                true => Some(u.key.as_str()),
-                false => u.key.strip_prefix(&format!("{}/", self.prefix)),
-            };
-            let ours =
-                rel.is_some_and(|r| r.starts_with("videos/") || r.starts_with("thumbnails/"));
+            let ours = self.is_clip_key(&u.key);
             let unnamed = !named.contains(&hex::encode(&u.upload_id));
             if ours && unnamed && u.initiated.is_none_or(idle) {
                 aborted += self.abort(&Key::from(u.key.as_str()), &u.upload_id).await?;
@@ -358,38 +379,60 @@ impl ObjectMedia {
         Ok(out)
     }
 
-    /// The object at `location`: its size and a stream of its bytes.
+    /// The object at `location`: a stream of its bytes.
     pub async fn open(
         &self,
         location: &str,
-    ) -> Result<
-        (
-            u64,
-            futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>,
-        ),
-        MediaError,
-    > {
+    ) -> Result<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>, MediaError> {
         let key = self
             .key_of(location)
             .ok_or_else(|| MediaError::NotInStore(location.to_owned()))?;
-        let got = self
-            .s3
-            .get(&key)
-            .await
-            .map_err(|source| MediaError::Store {
-                what: format!("read {location}"),
-                source,
-            })?;
-        let size = got.meta.size;
-        let stream = got
-            .into_stream()
-            .map(|r| r.map_err(std::io::Error::other))
-            .boxed();
-        Ok((size, stream))
+        self.read(&key, None, None).await
     }
 }
 
 impl ObjectMedia {
+    /// The size and ETag of the object at `key` (a `HEAD`).
+    pub async fn head(&self, key: &Key) -> Result<(u64, Option<String>), MediaError> {
+        self.s3
+            .head(key)
+            .await
+            .map(|m| (m.size, m.e_tag))
+            .map_err(|source| MediaError::Store {
+                what: format!("look at {}", self.url_of(key)),
+                source,
+            })
+    }
+
+    /// Bytes `range` of the object at `key` (all of them for `None`),
+    /// streamed: a ranged `GET`. With `etag` (from [`head`](Self::head)),
+    /// the store refuses (`Precondition`) when the object was replaced
+    /// since, so a range never mixes two versions of a clip.
+    pub async fn read(
+        &self,
+        key: &Key,
+        range: Option<std::ops::Range<u64>>,
+        etag: Option<String>,
+    ) -> Result<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>, MediaError> {
+        let opts = GetOptions {
+            range: range.map(GetRange::Bounded),
+            if_match: etag,
+            ..GetOptions::default()
+        };
+        let got = self
+            .s3
+            .get_opts(key, opts)
+            .await
+            .map_err(|source| MediaError::Store {
+                what: format!("read {}", self.url_of(key)),
+                source,
+            })?;
+        Ok(got
+            .into_stream()
+            .map(|r| r.map_err(std::io::Error::other))
+            .boxed())
+    }
+
     /// The size of the object at `location` (a `HEAD`).
     pub async fn size(&self, location: &str) -> Result<u64, MediaError> {
         let key = self
@@ -854,6 +897,33 @@ mod tests {
         ] {
             assert!(parse_store_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_clip_keys_under_the_prefix_are_clips() {
+        let m = ObjectMedia::new("s3://clips/lib", 5 << 20, false).unwrap();
+        let k = m.final_key("videos/s/v.mp4");
+        assert_eq!(m.key_of(&m.url_of(&k)), Some(k.clone()));
+        assert_eq!(m.clip_key("s3://clips/lib/videos/s/v.mp4"), Some(k));
+        assert!(m.clip_key("s3://clips/lib/thumbnails/s/v.jpg").is_some());
+        for not in [
+            "s3://other/lib/videos/s/v.mp4",
+            "s3://clips/lib2/videos/s/v.mp4",
+            "s3://clips/libvideos/s/v.mp4",
+            "s3://clips/lib/.uploads/abc",
+            "s3://clips/lib/.prev/abc",
+            "s3://clips/lib/videos/../../secret",
+            "s3://clips/lib/videos//v.mp4",
+            "s3://clips//lib/videos/s/v.mp4",
+            "s3://clips/lib/videos/s/v.mp4/",
+            "s3://clips/lib/backups/x",
+            "/srv/media/videos/s/v.mp4",
+        ] {
+            assert_eq!(m.clip_key(not), None, "{not}");
+        }
+        let bare = ObjectMedia::new("s3://clips", 5 << 20, false).unwrap();
+        assert!(bare.clip_key("s3://clips/videos/s/v.mp4").is_some());
+        assert!(bare.clip_key("s3://clips/lib/videos/s/v.mp4").is_none());
     }
 
     #[test]
