@@ -9,6 +9,7 @@ mod crash;
 mod hardening;
 mod health;
 mod http;
+mod objstore;
 mod ops;
 mod panel;
 mod reconcile;

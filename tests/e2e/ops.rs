@@ -15,23 +15,25 @@ use crate::support::*;
 
 const READONLY: &str = "ro-e2e-token-1a2b3c4d5e6f";
 
-struct Browser {
-    base: String,
-    client: reqwest::Client,
+/// A signed-in (or not) client of the panel, as a browser without
+/// JavaScript would be (also used by `objstore.rs`).
+pub(crate) struct Browser {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
     cookie: Option<String>,
 }
 
-struct Answer {
-    status: u16,
-    location: Option<String>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) location: Option<String>,
     set_cookie: Option<String>,
-    body: String,
-    raw: Vec<u8>,
-    headers: reqwest::header::HeaderMap,
+    pub(crate) body: String,
+    pub(crate) raw: Vec<u8>,
+    pub(crate) headers: reqwest::header::HeaderMap,
 }
 
 impl Browser {
-    fn new(port: u16) -> Browser {
+    pub(crate) fn new(port: u16) -> Browser {
         Browser {
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::builder()
@@ -46,7 +48,7 @@ impl Browser {
         self.base.clone()
     }
 
-    async fn send(&self, r: reqwest::RequestBuilder) -> Answer {
+    pub(crate) async fn send(&self, r: reqwest::RequestBuilder) -> Answer {
         let r = match &self.cookie {
             Some(c) => r.header("cookie", c),
             None => r,
@@ -72,7 +74,7 @@ impl Browser {
         }
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.send(self.client.get(format!("{}{path}", self.base)))
             .await
     }
@@ -97,7 +99,7 @@ impl Browser {
         self.send(r).await
     }
 
-    async fn sign_in(&mut self, token: &str, name: &str) -> Answer {
+    pub(crate) async fn sign_in(&mut self, token: &str, name: &str) -> Answer {
         let a = self
             .post("/ops/login", &[("token", token), ("operator", name)])
             .await;

@@ -87,6 +87,13 @@ pub fn register_secrets(cfg: &Config, env: impl Fn(&str) -> Option<String>) {
         vars.extend(p.api_secret_env.clone());
         vars.extend(p.webhook_secret_env.clone());
     }
+    if cfg.media.store.is_some() {
+        // The object store's credentials come from the environment only.
+        vars.extend([
+            "AWS_SECRET_ACCESS_KEY".to_owned(),
+            "AWS_SESSION_TOKEN".to_owned(),
+        ]);
+    }
     for v in vars {
         if let Some(secret) = env(&v) {
             register_secret(&secret);
@@ -291,6 +298,10 @@ pub fn worker_with(
     let downloader = Downloader::new(DOWNLOAD_CONNECT_TIMEOUT)
         .context("build the download client")
         .exit_with(exit::SOFTWARE)?;
+    // Reads the AWS_* environment only; nothing is requested yet.
+    let storage = crate::media::Storage::from_config(&cfg.media)
+        .context("set up media.store")
+        .exit_with(exit::CONFIG)?;
     Ok(Worker::new(WorkerParts {
         id: worker_id(),
         store,
@@ -299,6 +310,7 @@ pub fn worker_with(
         settings: settings(cfg),
         metrics,
         clock,
+        storage,
     }))
 }
 

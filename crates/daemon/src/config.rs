@@ -76,6 +76,10 @@ pub mod limits {
     /// `media.stall_timeout`: the window in which `stall_min_bytes` must
     /// arrive.
     pub const STALL_TIMEOUT: RangeInclusive<Duration> = RangeInclusive::new(SEC, HOUR);
+    /// `media.part_size`: S3 takes parts of 5 MiB and more (all but the
+    /// last); past 512 MiB a part is a lot of memory per job.
+    pub const PART_SIZE: RangeInclusive<u64> =
+        RangeInclusive::new(5 * 1024 * KIB, 512 * 1024 * KIB);
     /// `media.stall_min_bytes`.
     pub const STALL_MIN_BYTES: RangeInclusive<u64> = RangeInclusive::new(1, GIB);
     /// `providers.*.timeout`: one API call (not a download); a timeout under
@@ -334,7 +338,27 @@ pub struct SubmitConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
+    /// Clips on disk (the default), and with `store` set only the lock
+    /// files that order completions on this host.
     pub dir: PathBuf,
+    /// `s3://bucket/prefix`: clips in an S3-compatible object store instead
+    /// of `dir` (shared by replicas on many hosts). Credentials, region and
+    /// endpoint come from the environment only (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...).
+    pub store: Option<String>,
+    /// The multipart upload's part size with `store`: also the most clip
+    /// bytes one job holds in memory (default 8MiB; [`limits::PART_SIZE`]).
+    pub part_size: Size,
+    /// With `store`: send each part's sha256 for the store to check on
+    /// receipt (`x-amz-checksum-sha256`; default true). Turn off only for a
+    /// store that refuses checksum headers.
+    pub part_checksums: bool,
+    /// Refused: a secret never goes in the file (see `store`).
+    pub access_key_id: Option<toml::Value>,
+    /// Refused, as `access_key_id`.
+    pub secret_access_key: Option<toml::Value>,
+    /// Refused, as `access_key_id`.
+    pub session_token: Option<toml::Value>,
     /// A larger output fails its job and leaves no file
     /// ([`limits::MAX_BYTES`]).
     pub max_bytes: Size,
@@ -527,6 +551,12 @@ impl Default for MediaConfig {
             download_deadline: Dur(Duration::from_secs(3600)),
             stall_timeout: Dur(Duration::from_secs(60)),
             stall_min_bytes: Size(64 * 1024),
+            store: None,
+            part_size: Size(8 * 1024 * 1024),
+            part_checksums: true,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
         }
     }
 }
@@ -680,6 +710,24 @@ impl Config {
             m.stall_min_bytes,
             &limits::STALL_MIN_BYTES,
         )?;
+        size_in("media.part_size", m.part_size, &limits::PART_SIZE)?;
+        for (key, set) in [
+            ("media.access_key_id", m.access_key_id.is_some()),
+            ("media.secret_access_key", m.secret_access_key.is_some()),
+            ("media.session_token", m.session_token.is_some()),
+        ] {
+            if set {
+                return bad(
+                    key,
+                    "credentials are never read from the file: set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in the environment (the unit's EnvironmentFile), or use the instance's role",
+                );
+            }
+        }
+        if let Some(url) = &m.store
+            && let Err(problem) = crate::media::object::parse_store_url(url)
+        {
+            return Err(("media.store".into(), problem));
+        }
         let h = &self.provider_health;
         count_in(
             "provider_health.outage_after",
@@ -871,6 +919,56 @@ mod tests {
         assert_eq!(c.http.header_timeout.0, Duration::from_secs(10));
         assert_eq!(c.http.request_timeout.0, Duration::from_secs(30));
         assert_eq!(c.http.max_connections, 512);
+    }
+
+    #[test]
+    fn an_object_store_is_a_bucket_url_and_never_a_secret() {
+        let c = parse("[media]\nstore = \"s3://clips/prod\"\npart_size = \"16MiB\"\n").unwrap();
+        assert_eq!(c.media.store.as_deref(), Some("s3://clips/prod"));
+        assert_eq!(c.media.part_size.0, 16 << 20);
+        assert_eq!(
+            Config::default().media.store,
+            None,
+            "the local dir stays the default"
+        );
+        assert_eq!(Config::default().media.part_size.0, 8 << 20);
+        for (text, key, says) in [
+            ("store = \"gs://clips\"", "media.store", "only s3://"),
+            (
+                "store = \"s3://AKIA:pw@clips\"",
+                "media.store",
+                "environment",
+            ),
+            (
+                "store = \"s3://clips?secret=x\"",
+                "media.store",
+                "environment",
+            ),
+            ("part_size = \"1MiB\"", "media.part_size", "between 5MiB"),
+            (
+                "secret_access_key = \"x\"",
+                "media.secret_access_key",
+                "AWS_SECRET_ACCESS_KEY",
+            ),
+            (
+                "access_key_id = \"AKIA\"",
+                "media.access_key_id",
+                "environment",
+            ),
+            (
+                "session_token = \"t\"",
+                "media.session_token",
+                "environment",
+            ),
+        ] {
+            let e = parse(&format!("[media]\n{text}\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert!(e.problem.contains(says), "{text}: {e}");
+            assert!(
+                !e.to_string().contains("pw@"),
+                "{text}: a credential in {e}"
+            );
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod daemon;
 mod demo;
 mod exit;
 mod http;
+mod media;
 mod metrics;
 #[cfg(test)]
 mod props;

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use clawcut_core::DownloadSpec;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
@@ -124,8 +125,49 @@ impl Downloader {
         allowed: &DownloadPolicy,
         media_dir: &Path,
         limits: &DownloadLimits,
-        mut on_progress: impl FnMut(u64) + Send,
+        on_progress: impl FnMut(u64) + Send,
     ) -> Result<Staged, ProvidersError> {
+        let mut sink = FileSink {
+            temp_dir: media_dir.join(TEMP_DIR),
+            open: None,
+        };
+        let fetched = self
+            .fetch_into(spec, allowed, limits, &mut sink, on_progress)
+            .await?;
+        let Some((temp, mut file)) = sink.open.take() else {
+            // `fetch_into` opens the sink before its first chunk, and an
+            // empty output is an error: unreachable, but not worth a panic.
+            return Err(ProvidersError::EmptyOutput {
+                url: spec.url.split('?').next().unwrap_or_default().to_owned(),
+            });
+        };
+        file.flush().await.map_err(write_err(&temp.path))?;
+        file.sync_all().await.map_err(write_err(&temp.path))?;
+        drop(file);
+        Ok(Staged {
+            temp,
+            sha256_hex: fetched.sha256_hex,
+            bytes: fetched.bytes,
+        })
+    }
+
+    /// Streams `spec` into `sink`, hashing and counting, enforcing `limits`
+    /// and `allowed`: the one download loop, whatever the bytes are written
+    /// to (a temp file for [`stage`](Self::stage), a multipart upload to an
+    /// object store for the daemon's `media.store`). The sink is opened only
+    /// once the answer is a success whose announced length is within the
+    /// limit, and gets every chunk in order; a length past the limit, a
+    /// truncated or empty body is an error before the caller can make the
+    /// bytes visible anywhere. Progress as in [`stage`](Self::stage), with
+    /// a last call once every byte went into the sink.
+    pub async fn fetch_into<S: OutputSink>(
+        &self,
+        spec: &DownloadSpec,
+        allowed: &DownloadPolicy,
+        limits: &DownloadLimits,
+        sink: &mut S,
+        mut on_progress: impl FnMut(u64) + Send,
+    ) -> Result<Fetched, ProvidersError> {
         let url = Url::parse(&spec.url).map_err(|source| ProvidersError::BadUrl {
             url: spec.url.split('?').next().unwrap_or_default().to_owned(),
             source,
@@ -142,18 +184,7 @@ impl Downloader {
         if expected.is_some_and(|len| len > max_bytes) {
             return Err(ProvidersError::OutputTooLarge { limit: max_bytes });
         }
-
-        let temp_dir = media_dir.join(TEMP_DIR);
-        tokio::fs::create_dir_all(&temp_dir)
-            .await
-            .map_err(write_err(&temp_dir))?;
-        let temp = TempFile::new(temp_dir.join(temp_name()));
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp.path)
-            .await
-            .map_err(write_err(&temp.path))?;
+        sink.open().await?;
 
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
@@ -174,9 +205,7 @@ impl Downloader {
                 return Err(ProvidersError::OutputTooLarge { limit: max_bytes });
             }
             hasher.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(write_err(&temp.path))?;
+            sink.write(chunk).await?;
             watch.received(len);
             // Chunks that keep arriving never let a timer fire: check here
             // too, or a steady stream would outlive its deadline.
@@ -196,13 +225,8 @@ impl Downloader {
         if total == 0 {
             return Err(ProvidersError::EmptyOutput { url: shown_url });
         }
-        file.flush().await.map_err(write_err(&temp.path))?;
-        file.sync_all().await.map_err(write_err(&temp.path))?;
-        drop(file);
         on_progress(total);
-
-        Ok(Staged {
-            temp,
+        Ok(Fetched {
             sha256_hex: hex::encode(hasher.finalize()),
             bytes: total,
         })
@@ -286,6 +310,60 @@ impl Downloader {
         Err(ProvidersError::TooManyRedirects {
             limit: MAX_REDIRECTS,
         })
+    }
+}
+
+/// Where [`Downloader::fetch_into`] writes a download's bytes, in order.
+/// An error of either method ends the download with it (it should be a
+/// [`ProvidersError::WriteOutput`], so the caller can tell the machine's
+/// storage refusing from the provider's fault); the sink cleans up what it
+/// wrote when dropped unfinished.
+pub trait OutputSink: Send {
+    /// Called once, after the answer was found good and before the first
+    /// chunk: where nothing is created for a download that fails early.
+    fn open(&mut self) -> impl Future<Output = Result<(), ProvidersError>> + Send;
+    /// The next chunk of the body.
+    fn write(&mut self, chunk: Bytes) -> impl Future<Output = Result<(), ProvidersError>> + Send;
+}
+
+/// What [`Downloader::fetch_into`] received: all of it went into the sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The sha256 of the bytes, lowercase hex, computed as they streamed.
+    pub sha256_hex: String,
+    pub bytes: u64,
+}
+
+/// [`Downloader::stage`]'s sink: a new temp file under `<media>/.tmp/`.
+struct FileSink {
+    temp_dir: PathBuf,
+    open: Option<(TempFile, tokio::fs::File)>,
+}
+
+impl OutputSink for FileSink {
+    async fn open(&mut self) -> Result<(), ProvidersError> {
+        tokio::fs::create_dir_all(&self.temp_dir)
+            .await
+            .map_err(write_err(&self.temp_dir))?;
+        let temp = TempFile::new(self.temp_dir.join(temp_name()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp.path)
+            .await
+            .map_err(write_err(&temp.path))?;
+        self.open = Some((temp, file));
+        Ok(())
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> Result<(), ProvidersError> {
+        let Some((temp, file)) = self.open.as_mut() else {
+            return Err(ProvidersError::WriteOutput {
+                path: self.temp_dir.clone(),
+                source: io::Error::other("temp file written before it was opened"),
+            });
+        };
+        file.write_all(&chunk).await.map_err(write_err(&temp.path))
     }
 }
 

@@ -42,8 +42,8 @@ mod veo;
 
 pub use config::{ProviderConfig, ProviderKind, build_provider};
 pub use download::{
-    DownloadLimits, DownloadPolicy, Downloaded, Downloader, Installed, Staged, cleanup_stale_temp,
-    cleanup_stale_temp_older_than, is_no_space,
+    DownloadLimits, DownloadPolicy, Downloaded, Downloader, Fetched, Installed, OutputSink, Staged,
+    cleanup_stale_temp, cleanup_stale_temp_older_than, is_no_space,
 };
 pub use error::ProvidersError;
 pub use rate::RateLimiter;

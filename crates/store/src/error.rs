@@ -57,6 +57,8 @@ pub enum StoreError {
     ResumeProvider(#[source] SqlxError),
     #[error("read the provider pauses")]
     ReadProviderPauses(#[source] SqlxError),
+    #[error("read the recent worker ids")]
+    ReadWorkers(#[source] SqlxError),
     /// A `provider_pauses` row this binary cannot read (a newer schema, or
     /// a hand edit).
     #[error("provider pause of {provider:?} is unreadable: {detail}")]
@@ -167,6 +169,7 @@ impl StoreError {
             | StoreError::TakeProbe(e)
             | StoreError::ResumeProvider(e)
             | StoreError::ReadProviderPauses(e)
+            | StoreError::ReadWorkers(e)
             | StoreError::PanelQuery(e)
             | StoreError::RetryNow(e)
             | StoreError::NoteOperator(e)

@@ -566,6 +566,12 @@ pub trait Store: Send + Sync {
     /// Every paused provider, by name.
     async fn provider_pauses(&self) -> Result<Vec<ProviderPause>, StoreError>;
 
+    /// The worker ids (`<hostname>:<pid>:<suffix>`) seen since `since`: in
+    /// the latest events and in unfinished jobs' live leases; sorted, each
+    /// once. The daemon tells from them whether replicas on other hosts
+    /// share this database (a local `media.dir` then splits the clips).
+    async fn recent_worker_ids(&self, since: Millis) -> Result<Vec<String>, StoreError>;
+
     /// A consistent snapshot of the whole database for a backup, taken while
     /// other connections keep writing. SQLite writes it to `sqlite_dest`
     /// (which must not exist) with `VACUUM INTO`, fsyncs it and reads its

@@ -6,6 +6,8 @@
 //!   the ClawCut app does and reads back what the daemon did);
 //! - [`pg`]: a throwaway PostgreSQL cluster started from the machine's server
 //!   binaries (`initdb`/`pg_ctl`), one per test process, removed at exit;
+//! - [`s3`]: a throwaway S3-compatible server (moto) behind a relay a test
+//!   can cut, for `media.store`;
 //! - [`fake_openai`], [`fake_replicate`], [`fake_common`] and the other
 //!   `fake_*` modules: re-exported unchanged from `clawcut-simulator`, where
 //!   the simulated providers live because `clawcut-worker demo` uses
@@ -14,6 +16,7 @@
 
 pub mod db;
 pub mod pg;
+pub mod s3;
 
 pub use clawcut_simulator::{
     fake_common, fake_fal, fake_kling, fake_luma, fake_openai, fake_replicate, fake_runway,

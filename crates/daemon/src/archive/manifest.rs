@@ -184,6 +184,16 @@ pub fn clean_relative(path: &str) -> Option<PathBuf> {
 /// under `media_dir`; a relative one is taken as relative to it (after
 /// dropping a leading `media_dir` when that is relative too).
 pub fn relative_media_path(stored: &str, media_dir: &Path) -> Result<PathBuf, String> {
+    // A backup of `media.store`: locations are `s3://bucket/prefix/...`,
+    // strings rather than paths (`Path` would fold the `//`).
+    if let Some(root) = media_dir.to_str().filter(|d| d.starts_with("s3://")) {
+        let root = format!("{}/", root.trim_end_matches('/'));
+        return match stored.strip_prefix(&root) {
+            Some(rest) => clean_relative(rest)
+                .ok_or_else(|| format!("not a clean key below the store: {stored:?}")),
+            None => Err(format!("outside the store {root} (not backed up)")),
+        };
+    }
     let p = Path::new(stored);
     let rest = match p.strip_prefix(media_dir) {
         Ok(rest) => rest,
@@ -276,6 +286,23 @@ pub fn list(root: &Path) -> std::io::Result<(Vec<String>, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_store_keys() {
+        let store = Path::new("s3://clips/prod");
+        assert_eq!(
+            relative_media_path("s3://clips/prod/videos/s/v.mp4", store).unwrap(),
+            PathBuf::from("videos/s/v.mp4")
+        );
+        for outside in [
+            "s3://other/prod/videos/s/v.mp4",
+            "s3://clips/prodx/videos/s/v.mp4",
+            "/var/lib/cw/media/videos/s/v.mp4",
+            "s3://clips/prod/../etc/passwd",
+        ] {
+            assert!(relative_media_path(outside, store).is_err(), "{outside}");
+        }
+    }
 
     #[test]
     fn relative_media_paths() {

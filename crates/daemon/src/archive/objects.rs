@@ -41,6 +41,36 @@ pub fn hash_file(path: &Path, progress: &mut Progress) -> io::Result<(u64, Strin
     hash_reader(File::open(path)?, progress)
 }
 
+/// Where a file to copy comes from: a local path, or (for `backup` with
+/// `media.store`) an object read through the media store. Blocking: the
+/// copies run on a blocking thread.
+pub trait CopySource {
+    /// A reader of the whole content, from the start.
+    fn open(&self) -> io::Result<Box<dyn Read + '_>>;
+    /// The content's size, without reading it.
+    fn len(&self) -> io::Result<u64>;
+}
+
+impl CopySource for Path {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(File::open(self)?))
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(std::fs::metadata(self)?.len())
+    }
+}
+
+impl CopySource for PathBuf {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        self.as_path().open()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.as_path().len()
+    }
+}
+
 /// Why a copy did not produce its destination.
 #[derive(Debug)]
 pub enum CopyError {
@@ -77,13 +107,13 @@ fn temp_beside(dest: &Path) -> PathBuf {
 /// on the way; rename into place only when the content's sha256 is
 /// `expected` (when given). Returns size and sha256. The directory is not
 /// fsynced (callers sync each directory once).
-pub fn copy_checked(
-    src: &Path,
+pub fn copy_checked<S: CopySource + ?Sized>(
+    src: &S,
     dest: &Path,
     expected: Option<&str>,
     progress: &mut Progress,
 ) -> Result<(u64, String), CopyError> {
-    let mut input = File::open(src).map_err(CopyError::Source)?;
+    let mut input = src.open().map_err(CopyError::Source)?;
     let tmp = temp_beside(dest);
     let result = (|| {
         let mut out = File::create(&tmp).map_err(CopyError::Target)?;
@@ -138,16 +168,19 @@ pub struct Stored {
 /// Otherwise the source is copied and must hash to `expected`. Without
 /// `expected` (thumbnails: the schema records no checksum for them) the
 /// source is hashed first, and copied only when the object is absent.
-pub fn store(
+pub fn store<S: CopySource + ?Sized>(
     root: &Path,
-    src: &Path,
+    src: &S,
     expected: Option<&str>,
     expected_bytes: Option<u64>,
     progress: &mut Progress,
 ) -> Result<Stored, CopyError> {
     let sha = match expected {
         Some(sha) => sha.to_owned(),
-        None => hash_file(src, progress).map_err(CopyError::Source)?.1,
+        None => {
+            let input = src.open().map_err(CopyError::Source)?;
+            hash_reader(input, progress).map_err(CopyError::Source)?.1
+        }
     };
     let Some(dest) = object_path(root, &sha) else {
         return Err(CopyError::Source(io::Error::new(
@@ -158,7 +191,7 @@ pub fn store(
     if let Ok(meta) = std::fs::metadata(&dest) {
         let size_ok = match expected_bytes {
             Some(b) => meta.len() == b,
-            None => std::fs::metadata(src).is_ok_and(|m| m.len() == meta.len()),
+            None => src.len().is_ok_and(|n| n == meta.len()),
         };
         if meta.is_file() && size_ok {
             return Ok(Stored {

@@ -15,6 +15,12 @@
 //! snapshot and its copy can break that, and then the file is recorded as
 //! missing (exit 65) unless `objects/` already held its content.
 //!
+//! With `media.store`, the clips are read from the bucket instead (each
+//! object streamed through the same checked copy, never whole in memory),
+//! and the manifest's `media_dir` is the store's `s3://bucket/prefix`: the
+//! same consistency holds, because an object reaches its key before the
+//! transaction that marks its version ready commits, as a file does.
+//!
 //! Steps: lock DIR; `backups/<ID>/` with the snapshot; each file into
 //! `objects/` (copied only when absent); the manifest, atomically; then the
 //! prune. A failure before the manifest removes `backups/<ID>/`.
@@ -29,12 +35,13 @@ use crate::app;
 use crate::archive::manifest::{
     self, FileEntry, Kind, Manifest, MissingEntry, SnapshotEntry, Source, Stats,
 };
-use crate::archive::objects::{self, CopyError};
+use crate::archive::objects::{self, CopyError, CopySource};
 use crate::archive::progress::{Progress, human};
 use crate::archive::{lock_exclusive, pgtools, sync_dir};
 use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::exit::{self, ExitCode, Fatal, fatal};
+use crate::media::{MediaError, Storage};
 
 /// Removes an unfinished backup's directory unless the manifest was written.
 struct Unfinished(Option<PathBuf>);
@@ -48,6 +55,11 @@ impl Drop for Unfinished {
 }
 
 pub async fn backup(cfg: &Config, args: &BackupArgs) -> Result<(), Fatal> {
+    // Clips are read from where the daemon keeps them: `media.dir`, or
+    // the bucket of `media.store` (streamed, one chunk at a time).
+    let storage = Storage::from_config(&cfg.media)
+        .context("set up media.store")
+        .exit_with(exit::CONFIG)?;
     let root = &args.to;
     for d in [manifest::objects_dir(root), manifest::backups_dir(root)] {
         std::fs::create_dir_all(&d)
@@ -100,12 +112,17 @@ pub async fn backup(cfg: &Config, args: &BackupArgs) -> Result<(), Fatal> {
     p.finish();
 
     // 2. The media, into objects/.
-    let media_dir = &cfg.media.dir;
+    let media_dir = match &storage {
+        Storage::Local(dir) => dir.clone(),
+        Storage::Object(o) => PathBuf::from(o.describe()),
+    };
     let (files, missing, stats) = tokio::task::spawn_blocking({
         let root = root.clone();
         let media_dir = media_dir.clone();
         let media = contents.media.clone();
-        move || copy_media(&root, &media_dir, &media)
+        let storage = storage.clone();
+        let rt = tokio::runtime::Handle::current();
+        move || copy_media(&root, &media_dir, &storage, &rt, &media)
     })
     .await
     .context("copy the media")
@@ -196,6 +213,8 @@ pub async fn backup(cfg: &Config, args: &BackupArgs) -> Result<(), Fatal> {
 fn copy_media(
     root: &Path,
     media_dir: &Path,
+    storage: &Storage,
+    rt: &tokio::runtime::Handle,
     media: &[MediaRef],
 ) -> Result<(Vec<FileEntry>, Vec<MissingEntry>, Stats), Fatal> {
     let mut progress = Progress::new("backup", media.len() as u64, None);
@@ -229,8 +248,22 @@ fn copy_media(
         }
         let expected = m.sha256.as_deref().map(str::to_ascii_lowercase);
         let bytes = m.bytes.and_then(|b| u64::try_from(b).ok());
-        let src = media_dir.join(&rel);
-        match objects::store(root, &src, expected.as_deref(), bytes, &mut progress) {
+        let (local, object);
+        let (src, shown): (&dyn CopySource, String) = match storage {
+            Storage::Local(_) => {
+                local = media_dir.join(&rel);
+                (&local, local.display().to_string())
+            }
+            Storage::Object(_) => {
+                object = StoreSource {
+                    storage,
+                    location: &m.path,
+                    rt,
+                };
+                (&object, m.path.clone())
+            }
+        };
+        match objects::store(root, src, expected.as_deref(), bytes, &mut progress) {
             Ok(s) => {
                 if s.copied {
                     stats.copied += 1;
@@ -250,18 +283,17 @@ fn copy_media(
             }
             Err(CopyError::Target(e)) => {
                 return Err(e)
-                    .with_context(|| format!("store {} in {}", src.display(), root.display()))
+                    .with_context(|| format!("store {shown} in {}", root.display()))
                     .exit_with(exit::CANTCREAT);
             }
             Err(CopyError::Source(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                missing.push(miss(format!("{} is not in the media dir", src.display())));
+                missing.push(miss(format!("{shown} is not in the media dir")));
             }
             Err(e @ CopyError::Source(_)) => {
-                missing.push(miss(format!("{}: {e}", src.display())));
+                missing.push(miss(format!("{shown}: {e}")));
             }
             Err(CopyError::Mismatch { bytes, sha256 }) => missing.push(miss(format!(
-                "{} changed since the snapshot, or is damaged: {bytes} bytes with sha256 {sha256}, the snapshot records {}",
-                src.display(),
+                "{shown} changed since the snapshot, or is damaged: {bytes} bytes with sha256 {sha256}, the snapshot records {}",
                 expected.as_deref().unwrap_or("-")
             ))),
         }
@@ -269,6 +301,51 @@ fn copy_media(
     }
     progress.finish();
     Ok((files, missing, stats))
+}
+
+/// An object of `media.store`, read for a copy on a blocking thread: the
+/// async reader bridged to `Read`, one chunk at a time.
+struct StoreSource<'a> {
+    storage: &'a Storage,
+    location: &'a str,
+    rt: &'a tokio::runtime::Handle,
+}
+
+/// A media store error as the copy's `io::Error`: a missing object stays
+/// `NotFound`, so it is reported as missing, not as a failed read.
+fn media_io(e: MediaError) -> std::io::Error {
+    let missing = matches!(
+        &e,
+        MediaError::Store {
+            source: object_store::Error::NotFound { .. },
+            ..
+        }
+    );
+    let text = crate::report::error_chain(&e);
+    if missing {
+        std::io::Error::new(std::io::ErrorKind::NotFound, text)
+    } else {
+        std::io::Error::other(text)
+    }
+}
+
+impl CopySource for StoreSource<'_> {
+    fn open(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        let opened = self
+            .rt
+            .block_on(self.storage.open(self.location))
+            .map_err(media_io)?;
+        Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+            opened.reader,
+            self.rt.clone(),
+        )))
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        self.rt
+            .block_on(self.storage.size(self.location))
+            .map_err(media_io)
+    }
 }
 
 /// Keep the newest `keep` complete backups (always `this` one, just

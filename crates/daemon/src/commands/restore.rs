@@ -18,6 +18,11 @@
 //! that starts with the backup's media dir gets the new media dir instead;
 //! relative paths and paths elsewhere are left as they are (they name
 //! nothing the backup holds). Point `media.dir` at the new dir to use it.
+//! A backup of `media.store` (its paths `s3://bucket/prefix/...`) is
+//! restored the same way, into the local `--media-dir`: its paths are
+//! rewritten from `s3://bucket/prefix/` to the new dir. (Restoring into a
+//! bucket is not done here: copy `videos/` and `thumbnails/` into it, e.g.
+//! `aws s3 sync`, and restore the database of the backup as it was.)
 
 use std::path::{Path, PathBuf};
 
@@ -135,8 +140,15 @@ pub async fn restore(
         .with_context(|| format!("connect to the restored database {}", app::redact_url(url)))
         .exit_with(exit::UNAVAILABLE)?;
     let old = Path::new(&m.source.media_dir);
-    let rewritten = if old.is_absolute() {
-        let from = dir_prefix(old);
+    // A backup of `media.store` names its clips `s3://bucket/prefix/...`:
+    // they are restored into the local media dir, and the paths follow.
+    let from_store = m.source.media_dir.starts_with("s3://");
+    let rewritten = if old.is_absolute() || from_store {
+        let from = if from_store {
+            format!("{}/", m.source.media_dir.trim_end_matches('/'))
+        } else {
+            dir_prefix(old)
+        };
         let to = dir_prefix(&new_media);
         let n = store
             .rewrite_media_paths(&from, &to)

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::daemon::{sweep_temp, temp_max_idle};
+use crate::daemon::temp_max_idle;
 use crate::report::{JobOutcome, JobReport, error_chain};
 use crate::runtime::clock::deadline_after;
 use crate::runtime::systemd::notify;
@@ -113,11 +113,11 @@ pub async fn drive(state: &Arc<State>, on_startup: bool) {
         tick(state, slots.len(), s.concurrency);
         if now >= next_sweep {
             next_sweep = deadline_after(interval);
-            let media = s.media_dir.clone();
+            let worker = state.worker.clone();
             let idle = temp_max_idle(s.limits.stall_window);
             state
                 .tasks
-                .spawn(async move { sweep_temp(&media, idle).await });
+                .spawn(async move { worker.storage.sweep(idle).await });
         }
         if now >= next_gauges && !gauges_running.swap(true, Ordering::AcqRel) {
             next_gauges = deadline_after(GAUGES_EVERY);

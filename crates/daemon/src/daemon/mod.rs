@@ -22,6 +22,7 @@ use crate::app;
 use crate::config::Config;
 use crate::exit::{self, ExitCode, Fatal};
 use crate::http;
+use crate::media::Storage;
 use crate::metrics::Metrics;
 use crate::runtime::clock::Clock;
 use crate::runtime::lifecycle::{Lifecycle, Phase};
@@ -29,6 +30,7 @@ use crate::runtime::systemd::notify;
 use crate::state::{State, StateParts};
 
 pub mod drive;
+mod multi_host;
 pub mod reload;
 mod signals;
 
@@ -45,10 +47,11 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     let startup = async {
         let store = app::connect_store(&cfg).await?;
         app::check_schema(&*store).await?;
+        // With `media.store` the directory still holds the lock files that
+        // order completions on this host.
         std::fs::create_dir_all(&cfg.media.dir)
             .with_context(|| format!("create media.dir {}", cfg.media.dir.display()))
             .exit_with(exit::CANTCREAT)?;
-        sweep_temp(&cfg.media.dir, temp_max_idle(cfg.media.stall_timeout.0)).await;
         Ok::<_, Fatal>(store)
     };
     let Some(store) = sigs.unless_stopped(startup).await else {
@@ -65,7 +68,25 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     app::check_readonly_token(&cfg.http, admin_token.as_deref(), readonly_token.as_deref())?;
     let metrics = Arc::new(Metrics::new());
     let worker = Arc::new(app::build_worker(&cfg, path, store, metrics, clock)?);
-    info!(worker_id = %worker.id, database = %app::redact_url(&cfg.database.url), slots = cfg.reconcile.concurrency, "clawcut-worker starting");
+    info!(worker_id = %worker.id, database = %app::redact_url(&cfg.database.url), media = %worker.storage.describe(), slots = cfg.reconcile.concurrency, "clawcut-worker starting");
+    let startup_sweep = async {
+        if let Storage::Object(o) = &worker.storage
+            && let Err(e) = o.probe().await
+        {
+            // Not a refusal: completions wait for the store without
+            // spending attempts, and it may be back before the first one.
+            warn!(store = %o.describe(), error = %crate::report::error_chain(&e), "the object store does not answer; finished jobs will wait for it");
+        }
+        worker
+            .storage
+            .sweep(temp_max_idle(cfg.media.stall_timeout.0))
+            .await;
+        multi_host::warn_if_local_media_is_shared(&cfg, &worker).await;
+    };
+    if sigs.unless_stopped(startup_sweep).await.is_none() {
+        info!("shutdown requested during startup; nothing was claimed");
+        return Ok(());
+    }
 
     let lifecycle = Lifecycle::new();
     let state = State::new(StateParts {
@@ -124,30 +145,4 @@ pub async fn run(path: &Path, cfg: Config) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// How long past the stall limit a temp file must sit untouched before the
-/// sweep takes it for a dead process's. A live download writes whenever
-/// bytes arrive and is abandoned when a whole `media.stall_timeout` window
-/// brings too few; a staged video is touched while its thumbnail downloads
-/// and waits only for its commit after that. Sweeping a live-but-idle file
-/// is safe anyway: its publish fails and the job retries on backoff.
-const TEMP_SLACK: Duration = Duration::from_secs(10);
-
-/// Temp files idle this long belong to a dead process.
-pub fn temp_max_idle(stall_window: Duration) -> Duration {
-    stall_window.saturating_add(TEMP_SLACK)
-}
-
-/// Remove temporary download files left by a crashed process.
-pub async fn sweep_temp(media: &Path, max_idle: Duration) {
-    let media = media.to_owned();
-    let res = tokio::task::spawn_blocking(move || {
-        clawcut_providers::cleanup_stale_temp_older_than(&media, max_idle)
-    })
-    .await;
-    match res {
-        Ok(Ok(0)) => {}
-        Ok(Ok(n)) => info!(removed = n, "removed stale temporary download files"),
-        Ok(Err(e)) => warn!(error = %e, "could not clean stale temporary files"),
-        Err(e) => warn!(error = %e, "temp sweep task failed"),
-    }
-}
+pub use crate::media::temp_max_idle;

@@ -3,7 +3,8 @@
 //! keep the settings they started with); leases in flight are untouched. A
 //! bad file is refused and the running config kept. The number of slots
 //! follows `reconcile.concurrency` live. Changes that need a restart
-//! (database, providers, http, media.dir) are named in the log.
+//! (database, providers, http, media.dir, media.store, media.part_size) are
+//! named in the log.
 
 use tracing::{error, info, warn};
 
@@ -34,12 +35,25 @@ pub fn reload(state: &State) {
     if new.media.dir != old.media.dir {
         needs_restart.push("media.dir");
     }
+    // The object store client is built once, at start.
+    if new.media.store != old.media.store {
+        needs_restart.push("media.store");
+    }
+    if new.media.part_size != old.media.part_size {
+        needs_restart.push("media.part_size");
+    }
+    if new.media.part_checksums != old.media.part_checksums {
+        needs_restart.push("media.part_checksums");
+    }
     let mut applied = new.clone();
     // Keep what cannot change live, so the running process stays coherent.
     applied.database = old.database.clone();
     applied.providers = old.providers.clone();
     applied.http = old.http.clone();
     applied.media.dir = old.media.dir.clone();
+    applied.media.store = old.media.store.clone();
+    applied.media.part_size = old.media.part_size;
+    applied.media.part_checksums = old.media.part_checksums;
     state.worker.replace_settings(app::settings(&applied));
     state.replace_config(applied);
     if needs_restart.is_empty() {

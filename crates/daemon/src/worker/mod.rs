@@ -88,6 +88,8 @@ pub struct Worker {
     pub health: health::Health,
     /// Whether the media directory takes our writes (`outputs`).
     pub media: crate::runtime::health::MediaHealth,
+    /// Where clips go: `media.dir`, or `media.store`'s bucket.
+    pub storage: crate::media::Storage,
     /// The last steps and the providers' answers, for the operator panel.
     pub activity: activity::Activity,
 }
@@ -101,6 +103,7 @@ pub struct WorkerParts {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    pub storage: crate::media::Storage,
 }
 
 /// Which rows a claim takes.
@@ -148,6 +151,7 @@ impl Worker {
             versions: outputs::VersionLocks::default(),
             health: health::Health::default(),
             media: crate::runtime::health::MediaHealth::default(),
+            storage: p.storage,
             activity: activity::Activity::default(),
         }
     }

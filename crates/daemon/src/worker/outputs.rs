@@ -38,6 +38,8 @@ use tracing::{error, info, warn};
 
 use super::decide::{Done, WorkError, decide};
 use super::{Ctx, Worker};
+use crate::media::Storage;
+use crate::media::object::{ObjectInstalled, ObjectStaged};
 use crate::report::{JobOutcome, error_chain};
 
 /// Per-scene-version turns: two completions of one version publish and
@@ -125,11 +127,64 @@ fn lock_path(media: &Path, version: &str) -> PathBuf {
         .join(format!("{:02}.lock", h % LOCK_FILES))
 }
 
-/// A staged output and the final path it is published to.
-struct Pending {
-    staged: Option<Staged>,
-    installed: Option<Installed>,
-    path: PathBuf,
+/// A staged output and where it is published to.
+enum Pending {
+    /// A temp file under `<media.dir>/.tmp`, renamed to `path`.
+    Local {
+        staged: Option<Staged>,
+        installed: Option<Installed>,
+        path: PathBuf,
+    },
+    /// A multipart upload at its final key, completed by `publish`.
+    Object {
+        staged: Option<ObjectStaged>,
+        installed: Option<ObjectInstalled>,
+    },
+}
+
+/// An output staged on either store.
+enum StagedOutput {
+    Local(Staged),
+    Object(ObjectStaged),
+}
+
+impl StagedOutput {
+    fn sha256_hex(&self) -> &str {
+        match self {
+            StagedOutput::Local(s) => s.sha256_hex(),
+            StagedOutput::Object(s) => s.sha256_hex(),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            StagedOutput::Local(s) => s.bytes(),
+            StagedOutput::Object(s) => s.bytes(),
+        }
+    }
+
+    /// The temp file to keep fresh while the thumbnail downloads (an
+    /// upload keeps its own marker fresh).
+    fn temp_path(&self) -> Option<&Path> {
+        match self {
+            StagedOutput::Local(s) => Some(s.temp_path()),
+            StagedOutput::Object(_) => None,
+        }
+    }
+
+    fn pending(self, path: PathBuf) -> Pending {
+        match self {
+            StagedOutput::Local(s) => Pending::Local {
+                staged: Some(s),
+                installed: None,
+                path,
+            },
+            StagedOutput::Object(s) => Pending::Object {
+                staged: Some(s),
+                installed: None,
+            },
+        }
+    }
 }
 
 /// The staged files of one completion: what `Store::complete` publishes.
@@ -140,17 +195,29 @@ pub struct Outputs {
 impl Publish for Outputs {
     fn publish(&mut self) -> std::io::Result<()> {
         for f in &mut self.files {
-            if let Some(staged) = f.staged.take() {
-                let path = &f.path;
-                // The kind of the write that failed is kept, so the caller
-                // can tell a full disk from other refusals.
-                let installed = blocking(|| staged.install(path)).map_err(|e| {
-                    let kind = e
-                        .local_write_error()
-                        .map_or(std::io::ErrorKind::Other, std::io::Error::kind);
-                    std::io::Error::new(kind, e)
-                })?;
-                f.installed = Some(installed);
+            match f {
+                Pending::Local {
+                    staged,
+                    installed,
+                    path,
+                } => {
+                    if let Some(s) = staged.take() {
+                        // The kind of the write that failed is kept, so the
+                        // caller can tell a full disk from other refusals.
+                        let done = blocking(|| s.install(path)).map_err(|e| {
+                            let kind = e
+                                .local_write_error()
+                                .map_or(std::io::ErrorKind::Other, std::io::Error::kind);
+                            std::io::Error::new(kind, e)
+                        })?;
+                        *installed = Some(done);
+                    }
+                }
+                Pending::Object { staged, installed } => {
+                    if let Some(s) = staged.take() {
+                        *installed = Some(block_on(s.complete())??);
+                    }
+                }
             }
         }
         Ok(())
@@ -159,20 +226,60 @@ impl Publish for Outputs {
     fn revert(&mut self) {
         // Newest first, so a thumbnail never outlives its video's revert.
         for f in self.files.iter_mut().rev() {
-            if let Some(i) = f.installed.take()
-                && let Err(e) = blocking(|| i.revert())
-            {
-                warn!(path = %f.path.display(), error = %e, "could not put back the previous file after a failed commit");
+            match f {
+                Pending::Local {
+                    installed, path, ..
+                } => {
+                    if let Some(i) = installed.take()
+                        && let Err(e) = blocking(|| i.revert())
+                    {
+                        warn!(path = %path.display(), error = %e, "could not put back the previous file after a failed commit");
+                    }
+                }
+                Pending::Object { installed, .. } => {
+                    if let Some(i) = installed.take()
+                        && let Err(e) = block_on(i.revert()).and_then(|r| r)
+                    {
+                        warn!(error = %e, "could not put back the previous object after a failed commit");
+                    }
+                }
             }
         }
     }
 
     fn committed(&mut self) {
         for f in &mut self.files {
-            if let Some(i) = f.installed.take() {
-                i.commit();
+            match f {
+                Pending::Local { installed, .. } => {
+                    if let Some(i) = installed.take() {
+                        i.commit();
+                    }
+                }
+                Pending::Object { installed, .. } => {
+                    if let Some(i) = installed.take() {
+                        // Only the kept-aside copy is deleted: a failure
+                        // leaves it to the sweep.
+                        let _ = block_on(i.commit());
+                    }
+                }
             }
         }
+    }
+}
+
+/// Runs an object store request from inside the store's transaction (which
+/// `Publish` calls synchronously) on this runtime. Every command runs on
+/// the multi-thread runtime (`main.rs`); anywhere else this refuses rather
+/// than deadlock.
+fn block_on<F: std::future::Future>(f: F) -> std::io::Result<F::Output> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| h.block_on(f)))
+        }
+        _ => Err(std::io::Error::other(
+            "publishing to an object store needs the multi-thread runtime",
+        )),
     }
 }
 
@@ -236,41 +343,50 @@ impl Worker {
         let scene = job.scene_id.as_deref().unwrap_or(&job.id);
         let version = job.scene_version_id.as_deref().unwrap_or(&job.id);
         let media = &cx.s.media_dir;
-        let video_path = final_path(media, "videos", scene, version, &video.extension);
-        let staged_video = match self.stage_beside(cx, video, None).await {
+        let video_path =
+            PathBuf::from(
+                self.storage
+                    .location("videos", scene, version, &video.extension),
+            );
+        let staged_video = match self.stage_output(cx, video, &video_path, None).await {
             Ok(v) => v,
             Err(f) => return self.download_failed(cx, f).await,
         };
         let mut thumb_problem = None;
         let staged_thumb = match thumbnail {
             None => None,
-            Some(t) => match self
-                .stage_beside(cx, t, Some(staged_video.temp_path()))
-                .await
-            {
-                Ok(s) => Some((
-                    s,
-                    final_path(media, "thumbnails", scene, version, &t.extension),
-                )),
-                Err(e) => {
-                    if let Some(io) = e.local_write_error() {
-                        // The staged video goes with this return; both are
-                        // fetched again once the media directory takes them.
-                        let detail = format!("thumbnail: {}", error_chain(&e));
-                        return self.media_refused(cx, copy_io(io), detail).await;
+            Some(t) => {
+                let thumb_path = PathBuf::from(self.storage.location(
+                    "thumbnails",
+                    scene,
+                    version,
+                    &t.extension,
+                ));
+                match self
+                    .stage_output(cx, t, &thumb_path, staged_video.temp_path())
+                    .await
+                {
+                    Ok(s) => Some((s, thumb_path)),
+                    Err(e) => {
+                        if let Some(io) = e.local_write_error() {
+                            // The staged video goes with this return; both are
+                            // fetched again once the media directory takes them.
+                            let detail = format!("thumbnail: {}", error_chain(&e));
+                            return self.media_refused(cx, copy_io(io), detail).await;
+                        }
+                        let why = error_chain(&e);
+                        warn!(job = %job.id, reason = %why, "thumbnail could not be fetched; completing with the video alone");
+                        thumb_problem = Some(why);
+                        None
                     }
-                    let why = error_chain(&e);
-                    warn!(job = %job.id, reason = %why, "thumbnail could not be fetched; completing with the video alone");
-                    thumb_problem = Some(why);
-                    None
                 }
-            },
+            }
         };
         // Only a whole job's outputs end a fault: a small file slipping
         // onto a nearly full disk would make it flap.
         self.media_wrote();
         decide(job.status, Event::OutputsStored)?;
-        let stored = |s: &Staged, p: &Path| StoredOutput {
+        let stored = |s: &StagedOutput, p: &Path| StoredOutput {
             path: p.to_string_lossy().into_owned(),
             sha256: s.sha256_hex().to_owned(),
             bytes: s.bytes(),
@@ -285,11 +401,7 @@ impl Worker {
         let mut outputs = Outputs {
             files: std::iter::once((staged_video, video_path))
                 .chain(staged_thumb)
-                .map(|(s, path)| Pending {
-                    staged: Some(s),
-                    installed: None,
-                    path,
-                })
+                .map(|(s, path)| s.pending(path))
                 .collect(),
         };
         let detail = format!(
@@ -344,6 +456,52 @@ impl Worker {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Stage `spec` for `location` on the configured store: a temp file,
+    /// or a multipart upload at the final key (every part sent, not yet
+    /// completed).
+    async fn stage_output(
+        &self,
+        cx: &Ctx<'_>,
+        spec: &DownloadSpec,
+        location: &Path,
+        sibling: Option<&Path>,
+    ) -> Result<StagedOutput, ProvidersError> {
+        let Storage::Object(store) = &self.storage else {
+            return self
+                .stage_beside(cx, spec, sibling)
+                .await
+                .map(StagedOutput::Local);
+        };
+        let key = store.key_of(&location.to_string_lossy()).ok_or_else(|| {
+            ProvidersError::WriteOutput {
+                path: location.to_owned(),
+                source: std::io::Error::other("not a key of the configured store"),
+            }
+        })?;
+        // A live upload's marker is rewritten three times per idle limit,
+        // so no sweep takes it for a dead process's.
+        let keep_every = crate::media::temp_max_idle(cx.s.limits.stall_window) / 3;
+        let mut upload = store.upload(key, keep_every);
+        let metrics = self.metrics.clone();
+        let progress = cx.progress.clone();
+        let mut last = 0u64;
+        let fetched = self
+            .downloader
+            .fetch_into(
+                spec,
+                &cx.handle.policy,
+                &cx.s.limits,
+                &mut upload,
+                move |total| {
+                    metrics.download_bytes.inc_by(total.saturating_sub(last));
+                    last = total;
+                    progress.mark();
+                },
+            )
+            .await?;
+        upload.finish(fetched).await.map(StagedOutput::Object)
     }
 
     /// Stage `spec`; while it progresses, keep `sibling` (the staged video,
@@ -423,7 +581,7 @@ impl Worker {
             .storage_fault("media", if disk_full { "disk_full" } else { "write" });
         self.metrics.media_writable.set(0);
         if fault.failures == 1 {
-            error!(media = %cx.s.media_dir.display(), error = %io, "the media directory refuses writes; finished jobs wait for it without spending attempts");
+            error!(media = %self.storage.describe(), error = %io, "the media directory refuses writes; finished jobs wait for it without spending attempts");
         }
         let delay =
             cx.s.backoff
@@ -454,22 +612,10 @@ fn copy_io(e: &std::io::Error) -> std::io::Error {
     }
 }
 
-/// `<media>/<videos|thumbnails>/<scene_id>/<scene_version_id>.<ext>`.
-pub fn final_path(media: &Path, sub: &str, scene: &str, version: &str, ext: &str) -> PathBuf {
-    let ext = if !ext.is_empty() && ext.len() <= 8 && ext.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
-        ext.to_ascii_lowercase()
-    } else if sub == "videos" {
-        "mp4".into()
-    } else {
-        "jpg".into()
-    };
-    media.join(sub).join(scene).join(format!("{version}.{ext}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::final_path;
 
     /// Two `VersionLocks` stand for two processes sharing a media directory:
     /// one version's turn is held by one at a time; other versions' turns

@@ -305,6 +305,11 @@ pub(super) const POSTGRES: Dialect = Dialect {
              updated_at = to_timestamp($2::float8 / 1000.0)
          WHERE provider = $1 AND probe_at <= to_timestamp($2::float8 / 1000.0)",
     delete_pause: "DELETE FROM provider_pauses WHERE provider = $1",
+    recent_workers: "SELECT worker_id FROM (SELECT worker_id FROM ai_job_events
+         WHERE created_at >= to_timestamp($1::float8 / 1000.0) ORDER BY seq DESC LIMIT 10000) e
+         UNION SELECT lease_owner FROM ai_jobs
+         WHERE status IN ('queued', 'submitting', 'pending', 'processing')
+           AND lease_owner IS NOT NULL AND lease_expires_at > to_timestamp($1::float8 / 1000.0)",
     list_pauses: concat!(
         "SELECT provider, cause, reason, operation, ",
         ms!("paused_at"),

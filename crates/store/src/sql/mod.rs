@@ -143,6 +143,9 @@ pub struct Dialect {
     /// Returns provider, cause, reason, operation, paused_at, paused_by,
     /// probe_at, cooldown_ms, probes, updated_at.
     pub list_pauses: &'static str,
+    /// 1 since: the worker ids of events written since then (the latest
+    /// 10,000) and of unfinished jobs' live leases. One column.
+    pub recent_workers: &'static str,
     /// 1 provider, 2 delivery id, 3 now; nothing when the pair is there.
     pub insert_webhook: &'static str,
     /// 1 before: deliveries recorded earlier are dropped.
@@ -445,6 +448,10 @@ where
 
     async fn provider_pauses(&self) -> Result<Vec<ProviderPause>, StoreError> {
         self.sql().provider_pauses().await
+    }
+
+    async fn recent_worker_ids(&self, since: Millis) -> Result<Vec<String>, StoreError> {
+        self.sql().recent_worker_ids(since).await
     }
 
     async fn note_webhook(

@@ -110,6 +110,28 @@ where
     }
 }
 
+impl<DB> Sql<'_, DB>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    /// See [`crate::Store::recent_worker_ids`].
+    pub(super) async fn recent_worker_ids(&self, since: Millis) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(self.d.recent_workers)
+            .bind(since)
+            .fetch_all(self.pool)
+            .await
+            .map_err(StoreError::ReadWorkers)?;
+        let mut ids: Vec<String> = rows.into_iter().map(|(w,)| w).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+}
+
 fn pause_from_row(r: PauseRow) -> Result<ProviderPause, StoreError> {
     let (provider, cause, reason, call, paused_at, paused_by, probe_at, cooldown, probes, updated) =
         r;

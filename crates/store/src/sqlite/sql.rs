@@ -267,6 +267,11 @@ pub(super) const SQLITE: Dialect = Dialect {
     delete_pause: "DELETE FROM provider_pauses WHERE provider = ?1",
     list_pauses: "SELECT provider, cause, reason, operation, paused_at, paused_by, probe_at,
          cooldown_ms, probes, updated_at FROM provider_pauses ORDER BY provider",
+    recent_workers: "SELECT worker_id FROM (SELECT worker_id FROM ai_job_events
+         WHERE created_at >= ?1 ORDER BY rowid DESC LIMIT 10000)
+         UNION SELECT lease_owner FROM ai_jobs
+         WHERE status IN ('queued', 'submitting', 'pending', 'processing')
+           AND lease_owner IS NOT NULL AND lease_expires_at > ?1",
     insert_webhook: "INSERT INTO clawcut_webhook_deliveries (provider, delivery_id, received_at)
          VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     prune_webhooks: "DELETE FROM clawcut_webhook_deliveries WHERE received_at < ?1",

@@ -22,6 +22,7 @@ mod report;
 mod schema;
 mod set_aside;
 mod webhooks;
+mod workers;
 mod write;
 
 pub use backup::*;
@@ -34,6 +35,7 @@ pub use report::*;
 pub use schema::*;
 pub use set_aside::*;
 pub use webhooks::*;
+pub use workers::*;
 pub use write::*;
 
 /// Every case, for the backend files to instantiate.
@@ -82,6 +84,7 @@ macro_rules! for_each_case {
             pause_excludes_the_provider_from_claims_until_resumed,
             probe_is_taken_once_per_due_time,
             probe_claim_takes_one_job_of_its_provider,
+            recent_worker_ids_name_events_and_live_leases,
             panel_pages_visit_every_row_once,
             error_groups_and_retry_now_keep_to_the_snapshot,
             job_events_media_and_time_in_state,

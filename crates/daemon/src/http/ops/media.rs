@@ -3,12 +3,17 @@
 //! now" check of the clip against its recorded sha256 and size, and the
 //! export of the job's audit events as NDJSON.
 //!
-//! Only a path the job's row records is served, and only when it lies
-//! inside `media.dir` once symlinks are resolved: a row the app got wrong
-//! cannot turn the panel into a file server for the host.
+//! Read through the media store ([`crate::media::Storage`]), so the same
+//! links work on `media.dir` and on `media.store` (a ranged `GET` of the
+//! object). Only a location the job's row records is served, and only when
+//! it lies inside the store ([`Storage::find`]: a file inside `media.dir`
+//! once symlinks are resolved, or a key under the prefix's `videos/` or
+//! `thumbnails/`): a row the app got wrong cannot turn the panel into a
+//! file server for the host or a reader of the bucket.
+//!
+//! [`Storage::find`]: crate::media::Storage::find
 
-use std::io::SeekFrom;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -17,12 +22,11 @@ use axum::extract::{Path, State as Extract};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::html;
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::auth::Operator;
 use super::pages::{LIMITS, urlencode};
 use super::view::{Frame, page, problem};
+use crate::media::{Found, MediaError};
 use crate::report::error_chain;
 use crate::state::State;
 
@@ -36,13 +40,13 @@ enum Which {
     Thumbnail,
 }
 
-/// The job's recorded file, checked to lie inside the media directory.
+/// The job's recorded file, found inside the media store.
 async fn recorded_file(
     s: &State,
     op: &Operator,
     id: &str,
     which: Which,
-) -> Result<(PathBuf, clawcut_store::JobMedia), Response> {
+) -> Result<(Found, clawcut_store::JobMedia), Response> {
     let media = match s.worker.store().job_media(id, LIMITS).await {
         Ok(Some(m)) => m,
         Ok(None) => {
@@ -71,28 +75,21 @@ async fn recorded_file(
             "the job has no such file yet",
         ));
     };
-    let dir = s.worker.settings().media_dir.clone();
-    match inside(&dir, FsPath::new(&recorded)).await {
-        Ok(p) => Ok((p, media)),
-        Err(msg) => Err(problem(StatusCode::NOT_FOUND, Some(op), &msg)),
+    match s.worker.storage.find(&recorded).await {
+        Ok(found) => Ok((found, media)),
+        Err(e) => Err(unreadable(op, &e)),
     }
 }
 
-/// `path` resolved, when it is a file inside `dir` (both resolved).
-async fn inside(dir: &FsPath, path: &FsPath) -> Result<PathBuf, String> {
-    let dir = tokio::fs::canonicalize(dir)
-        .await
-        .map_err(|e| format!("the media directory {}: {e}", dir.display()))?;
-    let real = tokio::fs::canonicalize(path)
-        .await
-        .map_err(|e| format!("the recorded file {}: {e}", path.display()))?;
-    if !real.starts_with(&dir) {
-        return Err(format!(
-            "the recorded file {} is outside the media directory; not served",
-            path.display()
-        ));
-    }
-    Ok(real)
+/// 404 for a clip that is not there (or not ours to serve), 503 for a
+/// store that does not answer: the clip may well be there.
+fn unreadable(op: &Operator, e: &MediaError) -> Response {
+    let status = if e.is_not_found() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    problem(status, Some(op), &error_chain(e))
 }
 
 fn content_type(path: &FsPath) -> &'static str {
@@ -148,27 +145,9 @@ pub fn byte_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, 
     Ok(Some((start, end)))
 }
 
-async fn stream(op: &Operator, path: &FsPath, headers: &HeaderMap) -> Response {
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                Some(op),
-                &format!("open the file: {e}"),
-            );
-        }
-    };
-    let len = match file.metadata().await {
-        Ok(m) => m.len(),
-        Err(e) => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                Some(op),
-                &format!("read the file: {e}"),
-            );
-        }
-    };
+async fn stream(op: &Operator, found: Found, headers: &HeaderMap) -> Response {
+    let len = found.size;
+    let kind = content_type(FsPath::new(&found.shown));
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, end) = match byte_range(range, len) {
         Ok(None) => (StatusCode::OK, 0, len.saturating_sub(1)),
@@ -181,42 +160,16 @@ async fn stream(op: &Operator, path: &FsPath, headers: &HeaderMap) -> Response {
                 .into_response();
         }
     };
-    if start > 0
-        && let Err(e) = file.seek(SeekFrom::Start(start)).await
-    {
-        return problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Some(op),
-            &format!("seek: {e}"),
-        );
-    }
     let want = if len == 0 { 0 } else { end - start + 1 };
-    let body = Body::from_stream(futures_util::stream::unfold(
-        (file, want),
-        |(mut file, left)| async move {
-            if left == 0 {
-                return None;
-            }
-            let mut buf = vec![0u8; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
-            match file.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((
-                        Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)),
-                        (file, left - n as u64),
-                    ))
-                }
-                Err(e) => Some((Err(e), (file, 0))),
-            }
-        },
-    ));
+    let part = (status == StatusCode::PARTIAL_CONTENT).then_some((start, end));
+    let reader = match found.read(part).await {
+        Ok(r) => r,
+        Err(e) => return unreadable(op, &e),
+    };
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK));
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(path)),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         header::CACHE_CONTROL,
@@ -240,7 +193,7 @@ pub async fn video(
     headers: HeaderMap,
 ) -> Response {
     match recorded_file(&s, &op, &id, Which::Video).await {
-        Ok((path, _)) => stream(&op, &path, &headers).await,
+        Ok((found, _)) => stream(&op, found, &headers).await,
         Err(r) => r,
     }
 }
@@ -252,26 +205,9 @@ pub async fn thumbnail(
     headers: HeaderMap,
 ) -> Response {
     match recorded_file(&s, &op, &id, Which::Thumbnail).await {
-        Ok((path, _)) => stream(&op, &path, &headers).await,
+        Ok((found, _)) => stream(&op, found, &headers).await,
         Err(r) => r,
     }
-}
-
-/// sha256 and size of a file, read in chunks.
-async fn digest(path: &FsPath) -> std::io::Result<(String, u64)> {
-    let mut file = tokio::fs::File::open(path).await?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut n_total = 0u64;
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        n_total += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), n_total))
 }
 
 pub async fn verify(
@@ -279,11 +215,12 @@ pub async fn verify(
     Extension(op): Extension<Operator>,
     Path(id): Path<String>,
 ) -> Response {
-    let (path, media) = match recorded_file(&s, &op, &id, Which::Video).await {
+    let (found, media) = match recorded_file(&s, &op, &id, Which::Video).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let outcome = digest(&path).await;
+    let shown = found.shown.clone();
+    let outcome = found.digest().await;
     let (ok, lines) = match &outcome {
         Ok((sha, bytes)) => {
             let sha_ok = media.video_sha256.as_deref() == Some(sha.as_str());
@@ -291,7 +228,7 @@ pub async fn verify(
             (
                 sha_ok && size_ok,
                 vec![
-                    format!("read {bytes} bytes from {}", path.display()),
+                    format!("read {bytes} bytes from {shown}"),
                     format!("sha256 {sha}"),
                     format!(
                         "recorded {} ({} bytes)",
@@ -303,7 +240,7 @@ pub async fn verify(
         }
         Err(e) => (
             false,
-            vec![format!("could not read {}: {e}", path.display())],
+            vec![format!("could not read {shown}: {}", error_chain(e))],
         ),
     };
     let body = html! {
@@ -397,33 +334,5 @@ mod tests {
         assert_eq!(byte_range(Some("bytes=x-"), 100), Err(()));
         assert_eq!(byte_range(Some("bytes=0-1,5-6"), 100), Ok(None));
         assert_eq!(byte_range(Some("items=0-1"), 100), Ok(None));
-    }
-
-    #[tokio::test]
-    async fn only_files_inside_the_media_directory_are_served() {
-        let dir = tempfile::tempdir().unwrap();
-        let media = dir.path().join("media");
-        std::fs::create_dir_all(media.join("videos")).unwrap();
-        std::fs::write(media.join("videos/a.mp4"), b"x").unwrap();
-        std::fs::write(dir.path().join("secret"), b"s").unwrap();
-        assert!(inside(&media, &media.join("videos/a.mp4")).await.is_ok());
-        assert!(
-            inside(&media, &media.join("videos/../../secret"))
-                .await
-                .is_err()
-        );
-        assert!(inside(&media, &dir.path().join("secret")).await.is_err());
-        std::os::unix::fs::symlink(dir.path().join("secret"), media.join("videos/link.mp4"))
-            .unwrap();
-        assert!(
-            inside(&media, &media.join("videos/link.mp4"))
-                .await
-                .is_err()
-        );
-        assert!(
-            inside(&media, &media.join("videos/missing.mp4"))
-                .await
-                .is_err()
-        );
     }
 }
