@@ -70,14 +70,15 @@ async fn commits(db: &AppDb) -> i64 {
     .unwrap()
 }
 
-fn start(config: &std::path::Path) -> Child {
+/// One replica, its warnings and errors into `log`.
+fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
     Command::new(BIN)
         .arg("--config")
         .arg(config)
         .arg("run")
         .env("BENCH_KEY", KEY)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
 }
@@ -129,7 +130,9 @@ async fn drain(url: &str, n: usize, replicas: usize, concurrency: usize) -> Run 
     let commits_before = commits(&db).await;
     let pg_before = postgres_cpu();
     let started = Instant::now();
-    let mut children: Vec<Child> = (0..replicas).map(|_| start(&cfg)).collect();
+    let mut children: Vec<Child> = (0..replicas)
+        .map(|i| start(&cfg, &dir.path().join(format!("replica_{i}.log"))))
+        .collect();
     // Each of these reads is a transaction and PostgreSQL CPU of its own:
     // 50 ms apart, they stay a small share of either.
     let mut reads = 0;
@@ -167,6 +170,14 @@ async fn drain(url: &str, n: usize, replicas: usize, concurrency: usize) -> Run 
         .filter(|i| fake.downloads(&format!("video_{i}"), "video") > 1)
         .count();
     db.close().await;
+    // What the replicas complained of (a download redone shows here).
+    for i in 0..replicas {
+        let log = std::fs::read_to_string(dir.path().join(format!("replica_{i}.log")))
+            .unwrap_or_default();
+        for line in log.lines().filter(|l| !l.trim().is_empty()).take(3) {
+            eprintln!("  replica {i}: {line}");
+        }
+    }
     Run {
         secs,
         twice_completed,

@@ -729,9 +729,16 @@ pub fn cleanup_stale_temp_older_than(media_dir: &Path, min_age: Duration) -> io:
         if !meta.is_file() {
             continue;
         }
-        let age = last_change(&meta)
-            .and_then(|m| now.duration_since(m).ok())
-            .unwrap_or(Duration::MAX);
+        // A file changed after `now` was read (created while this sweep
+        // lists the directory) is the youngest there is, not the oldest:
+        // counted as infinitely old it was removed under a live download,
+        // whose publish then failed (seen with replicas sharing a media
+        // dir, a sweep every interval). Only a file whose time cannot be
+        // read at all counts as old.
+        let age = match last_change(&meta) {
+            Some(m) => now.duration_since(m).unwrap_or(Duration::ZERO),
+            None => Duration::MAX,
+        };
         if age < min_age {
             continue;
         }

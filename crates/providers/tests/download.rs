@@ -726,3 +726,29 @@ fn the_sweep_takes_kept_aside_files_by_the_age_of_the_link() {
     assert_eq!(cleanup_stale_temp(media.path()).unwrap(), 1);
     assert!(old.exists(), "only the link goes");
 }
+
+/// A temp file that changed after the sweep read the clock (it was created
+/// while the sweep listed the directory) is the youngest there, never taken
+/// for an abandoned one: replicas sweeping every interval used to remove
+/// each other's live downloads this way.
+#[test]
+fn the_sweep_spares_a_file_newer_than_its_clock() {
+    let media = tempfile::tempdir().unwrap();
+    let tmp = media.path().join(".tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let live = tmp.join("live.part");
+    std::fs::write(&live, b"x").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&live)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(
+        cleanup_stale_temp_older_than(media.path(), Duration::from_secs(60)).unwrap(),
+        0
+    );
+    assert!(live.exists(), "a live download's temp file stays");
+    // The startup sweep (no minimum age) still takes everything.
+    assert_eq!(cleanup_stale_temp(media.path()).unwrap(), 1);
+}

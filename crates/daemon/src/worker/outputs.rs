@@ -581,7 +581,7 @@ impl Worker {
             .storage_fault("media", if disk_full { "disk_full" } else { "write" });
         self.metrics.media_writable.set(0);
         if fault.failures == 1 {
-            error!(media = %self.storage.describe(), error = %io, "the media directory refuses writes; finished jobs wait for it without spending attempts");
+            error!(media = %self.storage.describe(), error = %io, %detail, "the media directory refuses writes; finished jobs wait for it without spending attempts");
         }
         let delay =
             cx.s.backoff
