@@ -93,6 +93,8 @@ struct Run {
     postgres_cpu: f64,
     /// Transactions per job, the bench's own reads taken out.
     commits_per_job: f64,
+    /// PostgreSQL CPU seconds per second while the replicas idle.
+    idle_pg_per_sec: f64,
 }
 
 async fn drain(url: &str, n: usize, replicas: usize, concurrency: usize) -> Run {
@@ -147,17 +149,31 @@ async fn drain(url: &str, n: usize, replicas: usize, concurrency: usize) -> Run 
     let secs = started.elapsed().as_secs_f64();
     let daemon_cpu: f64 = children.iter().map(|c| cpu_secs(c.id())).sum();
     let pg_after = postgres_cpu();
-    let postgres_cpu: f64 = pg_after
-        .iter()
-        .map(|(pid, after)| after - pg_before.get(pid).copied().unwrap_or(0.0))
-        .sum();
+    let spent = |before: &HashMap<u32, f64>, after: &HashMap<u32, f64>| -> f64 {
+        after
+            .iter()
+            .map(|(pid, a)| a - before.get(pid).copied().unwrap_or(0.0))
+            .sum()
+    };
+    let pg_busy = spent(&pg_before, &pg_after);
+    // The daemons' last commits reach pg_stat_database within a second or
+    // so; then the same replicas with nothing to do, for what PostgreSQL
+    // spends on their idle claims and on its own background work.
+    let lag = Duration::from_millis(1500);
+    tokio::time::sleep(lag).await;
+    let (c1, p1) = (commits(&db).await, postgres_cpu());
+    let idle_for = Duration::from_secs(5);
+    tokio::time::sleep(idle_for).await;
+    let (c2, p2) = (commits(&db).await, postgres_cpu());
+    let idle_pg_per_sec = spent(&p1, &p2) / idle_for.as_secs_f64();
+    let idle_commits_per_sec = (c2 - c1 - 1) as f64 / idle_for.as_secs_f64();
     for c in &mut children {
         let _ = c.kill();
         let _ = c.wait();
     }
-    // The daemons' last commits reach pg_stat_database within a second or so.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let commits_per_job = (commits(&db).await - commits_before - reads - 2) as f64 / n as f64;
+    let drain_commits =
+        (c1 - commits_before - reads - 1) as f64 - idle_commits_per_sec * lag.as_secs_f64();
+    let commits_per_job = drain_commits / n as f64;
     let mut completions: HashMap<String, usize> = HashMap::new();
     for e in db.all_events().await.unwrap() {
         if e.to_status == "completed" {
@@ -183,8 +199,9 @@ async fn drain(url: &str, n: usize, replicas: usize, concurrency: usize) -> Run 
         twice_completed,
         twice_downloaded,
         daemon_cpu,
-        postgres_cpu,
+        postgres_cpu: pg_busy,
         commits_per_job,
+        idle_pg_per_sec,
     }
 }
 
@@ -203,7 +220,7 @@ async fn main() {
         "{n} jobs (1 poll + video + thumbnail, each answer after {LATENCY:?}); concurrency {concurrency} per replica; PostgreSQL"
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>7} {:>10} {:>10} {:>13} {:>10} {:>12}",
+        "{:<10} {:>9} {:>9} {:>7} {:>10} {:>10} {:>13} {:>10} {:>12} {:>13}",
         "replicas",
         "seconds",
         "jobs/s",
@@ -212,7 +229,8 @@ async fn main() {
         "2x fetched",
         "daemon ms/job",
         "pg ms/job",
-        "commits/job"
+        "commits/job",
+        "pg idle ms/s"
     );
     let mut base = None;
     // 8 goes past what two cores hold at this latency: where it bends.
@@ -222,7 +240,7 @@ async fn main() {
         let rate = n as f64 / r.secs;
         let one = *base.get_or_insert(rate);
         println!(
-            "{replicas:<10} {:>9.2} {:>9.1} {:>7.2} {:>10} {:>10} {:>13.2} {:>10.2} {:>12.2}",
+            "{replicas:<10} {:>9.2} {:>9.1} {:>7.2} {:>10} {:>10} {:>13.2} {:>10.2} {:>12.2} {:>13.1}",
             r.secs,
             rate,
             rate / one,
@@ -231,6 +249,7 @@ async fn main() {
             1000.0 * r.daemon_cpu / n as f64,
             1000.0 * r.postgres_cpu / n as f64,
             r.commits_per_job,
+            1000.0 * r.idle_pg_per_sec,
         );
     }
     println!(
