@@ -212,6 +212,20 @@ async fn main() {
         .filter_map(|a| a.parse::<usize>().ok());
     let n = nums.next().unwrap_or(800);
     let concurrency = nums.next().unwrap_or(4);
+    // One run on a database of your own (to watch it with
+    // pg_stat_statements, say): SCALEOUT_PG_URL, replicas as a third number.
+    if let Ok(url) = std::env::var("SCALEOUT_PG_URL") {
+        let replicas = nums.next().unwrap_or(1);
+        let r = drain(&url, n, replicas, concurrency).await;
+        println!(
+            "{replicas} replicas: {:.2} s, {:.1} jobs/s, {:.2} commits/job, PostgreSQL {:.2} ms/job",
+            r.secs,
+            n as f64 / r.secs,
+            r.commits_per_job,
+            1000.0 * r.postgres_cpu / n as f64
+        );
+        return;
+    }
     let Some(pg) = clawcut_test_support::pg::require() else {
         println!("scaleout skipped: no PostgreSQL server binaries");
         return;
