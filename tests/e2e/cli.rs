@@ -207,3 +207,58 @@ fn demo_runs_without_any_account() {
         stderr(&o)
     );
 }
+
+/// A running job's next poll waits at most `backoff.poll_max`, while the
+/// same backoff would wait up to `backoff.max` (errors still do): the
+/// next poll of a job polled twelve times comes 60 s later, not 15
+/// minutes (`initial` 1 s doubling, no jitter, so the wait is exact: the
+/// twelfth poll's ceiling is 2,048 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_is_polled_at_least_every_poll_max() {
+    let fake = FakeOpenAi::start(KEY).await;
+    fake.set_default_script(Script::completes_after(1000));
+    for (poll_max, want_secs) in [("", 60), ("poll_max = \"15m\"\n", 900)] {
+        let env = Env::sqlite(
+            &fake.base_url(),
+            &format!("[backoff]\ninitial = \"1s\"\nmax = \"15m\"\njitter = false\n{poll_max}"),
+        );
+        env.migrate();
+        let db = AppDb::connect(&env.db_url).await.unwrap();
+        let now = now_ms();
+        let _ = db.insert_scene("scene_p", "s").await;
+        db.insert_version("ver_p", "scene_p", now).await.unwrap();
+        db.insert_job(&NewJob {
+            id: "job_p".into(),
+            kind: "video".into(),
+            provider: "openai".into(),
+            scene_id: Some("scene_p".into()),
+            scene_version_id: Some("ver_p".into()),
+            request: "{}".into(),
+            status: "processing".into(),
+            provider_job_id: Some("video_p".into()),
+            created_at: now - 3_600_000,
+            updated_at: now - 3_600_000,
+        })
+        .await
+        .unwrap();
+        db.exec("UPDATE ai_jobs SET polls = 11").await.unwrap();
+        let before = now_ms();
+        let o = env.output(&["reconcile", "--job", "job_p"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let after = now_ms();
+        let j = db.job("job_p").await.unwrap().unwrap();
+        assert!(
+            ["pending", "processing"].contains(&j.status.as_str()),
+            "still running: {}",
+            j.status
+        );
+        assert_eq!(j.polls, 12);
+        let want = want_secs * 1000;
+        assert!(
+            j.next_attempt_at >= before + want && j.next_attempt_at <= after + want,
+            "{poll_max:?}: next poll {} ms after the pass, want {want}",
+            j.next_attempt_at - before
+        );
+        db.close().await;
+    }
+}

@@ -266,6 +266,7 @@ pub fn settings(cfg: &Config) -> Settings {
         lease_ttl: cfg.reconcile.lease_ttl.0,
         rules: cfg.eligibility(),
         backoff: cfg.backoff_policy(),
+        poll: cfg.poll_policy(),
         media_dir: m.dir.clone(),
         limits: DownloadLimits {
             max_bytes: m.max_bytes.0,

@@ -327,6 +327,14 @@ pub struct BackoffConfig {
     pub jitter: bool,
     /// Transient errors before a job fails ([`limits::MAX_ATTEMPTS`]).
     pub max_attempts: u32,
+    /// The longest wait between two polls of a job still running at the
+    /// provider ([`limits::BACKOFF_INITIAL`]'s range), clamped into
+    /// `[initial, max]`. Polls grow like the error backoff up to it; errors
+    /// keep `max`. Not in the SPEC's list: its default cadence (up to 15
+    /// min between polls) noticed a 10-minute job 137 s late on average
+    /// (`crates/core/examples/poll_schedule.rs`); 60 s costs 2.7 more polls
+    /// per job and notices it 24 s late.
+    pub poll_max: Dur,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -539,6 +547,7 @@ impl Default for BackoffConfig {
             multiplier: p.multiplier,
             jitter: p.jitter,
             max_attempts: p.max_attempts,
+            poll_max: Dur(Duration::from_secs(60)),
         }
     }
 }
@@ -665,6 +674,7 @@ impl Config {
         )?;
         let b = &self.backoff;
         duration_in("backoff.initial", b.initial, &limits::BACKOFF_INITIAL)?;
+        duration_in("backoff.poll_max", b.poll_max, &limits::BACKOFF_INITIAL)?;
         if b.max.0 < b.initial.0 || b.max.0 > limits::BACKOFF_MAX_MAX {
             return Err((
                 "backoff.max".into(),
@@ -868,6 +878,16 @@ impl Config {
         }
     }
 
+    /// The poll cadence of running jobs: the backoff, capped at
+    /// `backoff.poll_max` (clamped into `[initial, max]`).
+    pub fn poll_policy(&self) -> BackoffPolicy {
+        let b = self.backoff_policy();
+        BackoffPolicy {
+            max: self.backoff.poll_max.0.clamp(b.initial, b.max),
+            ..b
+        }
+    }
+
     pub fn eligibility(&self) -> EligibilityRules {
         EligibilityRules {
             min_age: self.reconcile.min_age.0,
@@ -1062,6 +1082,25 @@ mod tests {
     /// One row per bound: `(toml, None)` must load, `(toml, Some(key))` must
     /// be refused naming `key`, with a problem that states the range.
     #[test]
+    fn polls_are_capped_at_poll_max_within_initial_and_max() {
+        let c = parse("").unwrap();
+        assert_eq!(c.poll_policy().max, Duration::from_secs(60));
+        assert_eq!(
+            c.backoff_policy().max,
+            Duration::from_secs(900),
+            "errors keep max"
+        );
+        assert_eq!(c.poll_policy().initial, c.backoff_policy().initial);
+        // Clamped into [initial, max], never refused for it.
+        let c = parse("[backoff]\ninitial = \"200ms\"\nmax = \"2s\"").unwrap();
+        assert_eq!(c.poll_policy().max, Duration::from_secs(2));
+        let c = parse("[backoff]\ninitial = \"2m\"\nmax = \"1h\"").unwrap();
+        assert_eq!(c.poll_policy().max, Duration::from_secs(120));
+        let c = parse("[backoff]\npoll_max = \"5m\"").unwrap();
+        assert_eq!(c.poll_policy().max, Duration::from_secs(300));
+    }
+
+    #[test]
     fn the_readonly_token_needs_a_variable_of_its_own() {
         for text in [
             "[http]\nreadonly_token_env = \"CLAWCUT_WORKER_ADMIN_TOKEN\"",
@@ -1200,6 +1239,13 @@ mod tests {
             (
                 "[backoff]\ninitial = \"5s\"\nmax = \"4s 999ms\"",
                 Some("backoff.max"),
+            ),
+            ("[backoff]\npoll_max = \"10ms\"", None),
+            ("[backoff]\npoll_max = \"9ms\"", Some("backoff.poll_max")),
+            ("[backoff]\npoll_max = \"24h\"", None),
+            (
+                "[backoff]\npoll_max = \"24h 1ns\"",
+                Some("backoff.poll_max"),
             ),
             ("[backoff]\nmax = \"7d\"", None),
             ("[backoff]\nmax = \"7d 1ns\"", Some("backoff.max")),

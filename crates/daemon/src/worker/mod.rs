@@ -50,6 +50,9 @@ pub struct Settings {
     pub lease_ttl: Duration,
     pub rules: EligibilityRules,
     pub backoff: BackoffPolicy,
+    /// The cadence of polls of running jobs (`backoff` capped at
+    /// `backoff.poll_max`).
+    pub poll: BackoffPolicy,
     pub media_dir: PathBuf,
     pub limits: DownloadLimits,
     /// A job that shows no progress for this long stops renewing its lease.

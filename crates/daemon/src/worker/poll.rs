@@ -53,7 +53,7 @@ impl Worker {
             }) => {
                 let to = decide(job.status, Event::StillRunning(progress))?.status();
                 let polls = job.polls.saturating_add(1);
-                let delay = cx.s.backoff.delay(polls, rand::random::<f64>(), poll_after);
+                let delay = cx.s.poll.delay(polls, rand::random::<f64>(), poll_after);
                 self.schedule_next(
                     cx,
                     Next {
