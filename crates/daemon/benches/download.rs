@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p clawcut-worker --bench download -- [MiB] [rounds]`
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clawcut_test_support::db::AppDb;
@@ -14,7 +14,7 @@ use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 const BIN: &str = env!("CARGO_BIN_EXE_clawcut-worker");
 mod common;
 
-use common::{KEY, completed_count, config, now_ms, seed_job};
+use common::{KEY, completed_count, config, migrate, now_ms, run, seed_job};
 
 /// `VmRSS` / `VmHWM` of a process, in bytes.
 fn vm(pid: u32, field: &str) -> u64 {
@@ -58,18 +58,6 @@ fn curl_round(fake: &FakeOpenAi, dir: &std::path::Path, id: &str) -> (f64, f64) 
     (fetched, synced)
 }
 
-fn start(config: &std::path::Path) -> Child {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .env("BENCH_KEY", KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 /// Seconds from the job's insertion to `completed` (its claim waits for
 /// the next 100 ms tick at most), and the daemon's resident-set growth over
 /// its idle baseline.
@@ -82,19 +70,9 @@ async fn daemon_round(fake: &FakeOpenAi, round: usize) -> (f64, u64) {
         &fake.base_url(),
         "interval = \"100ms\"\nmin_age = \"0s\"\nconcurrency = 1\n",
     );
-    let st = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("migrate")
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    migrate(BIN, &cfg);
     let db = AppDb::connect(&url).await.unwrap();
-    let mut child = start(&cfg);
+    let mut child = run(BIN, &cfg, Stdio::null());
     // Idle baseline: started, migrated, listening, nothing to do.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = vm(child.id(), "VmRSS:");

@@ -9,7 +9,7 @@
 //! `cargo bench -p clawcut-worker --bench scaleout -- [jobs] [concurrency]`
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use clawcut_test_support::db::AppDb;
@@ -19,7 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_clawcut-worker");
 const LATENCY: Duration = Duration::from_millis(100);
 mod common;
 
-use common::{KEY, completed_count, config, now_ms, seed_job};
+use common::{KEY, completed_count, config, migrate, now_ms, run, seed_job};
 
 /// Clock ticks per second of `/proc/*/stat` (`getconf CLK_TCK`; 100 on
 /// every Linux this runs on).
@@ -70,19 +70,6 @@ async fn commits(db: &AppDb) -> i64 {
     .unwrap()
 }
 
-/// One replica, its warnings and errors into `log`.
-fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .env("BENCH_KEY", KEY)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
 struct Run {
     secs: f64,
     /// Jobs with more than one `completed` event, and videos the provider
@@ -112,17 +99,7 @@ async fn drain(url: &str, n: usize, replicas: usize, concurrency: usize) -> Run 
             "interval = \"100ms\"\nmin_age = \"0s\"\nbatch_size = {concurrency}\nconcurrency = {concurrency}\nlease_ttl = \"30s\"\n"
         ),
     );
-    let st = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("migrate")
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    migrate(BIN, &cfg);
     let db = AppDb::connect(url).await.unwrap();
     let t = now_ms() - 600_000;
     for i in 0..n {
@@ -133,7 +110,10 @@ async fn drain(url: &str, n: usize, replicas: usize, concurrency: usize) -> Run 
     let pg_before = postgres_cpu();
     let started = Instant::now();
     let mut children: Vec<Child> = (0..replicas)
-        .map(|i| start(&cfg, &dir.path().join(format!("replica_{i}.log"))))
+        .map(|i| {
+            let log = std::fs::File::create(dir.path().join(format!("replica_{i}.log"))).unwrap();
+            run(BIN, &cfg, Stdio::from(log))
+        })
         .collect();
     // Each of these reads is a transaction and PostgreSQL CPU of its own:
     // 50 ms apart, they stay a small share of either.

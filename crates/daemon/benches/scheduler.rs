@@ -22,7 +22,7 @@
 //! loops claim it first. Measured: seconds until every *other* job is
 //! `completed`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use clawcut_test_support::db::AppDb;
@@ -31,7 +31,7 @@ use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 const BIN: &str = env!("CARGO_BIN_EXE_clawcut-worker");
 mod common;
 
-use common::{KEY, completed_count, config, now_ms, seed_job};
+use common::{KEY, completed_count, config, migrate, now_ms, run, seed_job};
 
 /// Both binaries' settings (the baseline refuses newer keys).
 const RECONCILE: &str =
@@ -79,36 +79,18 @@ async fn drain(bin: &str, name: &str, n: usize, slow: bool) -> f64 {
     let (_db_dir, url) = clawcut_test_support::db::temp_sqlite();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, &fake.base_url(), RECONCILE);
-    let st = Command::new(bin)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("migrate")
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    migrate(bin, &cfg);
     let db = AppDb::connect(&url).await.unwrap();
     seed(&db, n, slow).await;
     let started = Instant::now();
-    let mut child: Child = Command::new(bin)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .env("BENCH_KEY", KEY)
-        .stdout(Stdio::null())
-        .stderr(match std::env::var("BENCH_LOG_DIR") {
-            // Keep each daemon's log to see where its time goes.
-            Ok(d) => Stdio::from(
-                std::fs::File::create(format!("{d}/{}.log", name.replace([' ', ','], "_")))
-                    .unwrap(),
-            ),
-            Err(_) => Stdio::null(),
-        })
-        .spawn()
-        .unwrap();
+    // BENCH_LOG_DIR keeps each daemon's log, to see where its time goes.
+    let log = match std::env::var("BENCH_LOG_DIR") {
+        Ok(d) => Stdio::from(
+            std::fs::File::create(format!("{d}/{}.log", name.replace([' ', ','], "_"))).unwrap(),
+        ),
+        Err(_) => Stdio::null(),
+    };
+    let mut child: Child = run(bin, &cfg, log);
     loop {
         // Counting all completions is cheap; only near the end ask whether
         // the fast ones (not the slow one) are the ones done.

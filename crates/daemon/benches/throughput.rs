@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p clawcut-worker --bench throughput -- [jobs]`
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use clawcut_test_support::db::AppDb;
@@ -14,25 +14,13 @@ use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 const BIN: &str = env!("CARGO_BIN_EXE_clawcut-worker");
 mod common;
 
-use common::{KEY, completed_count, config, now_ms, seed_job};
+use common::{KEY, completed_count, config, migrate, now_ms, run, seed_job};
 
 async fn seed(db: &AppDb, n: usize) {
     let t = now_ms() - 600_000;
     for i in 0..n {
         seed_job(db, i, format!("job_{i}"), format!("video_{i}"), t).await;
     }
-}
-
-fn start(config: &std::path::Path) -> Child {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .env("BENCH_KEY", KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 /// Seconds to drain `n` jobs with `replicas` processes.
@@ -50,21 +38,13 @@ async fn drain(name: &str, url: &str, n: usize, replicas: usize) -> f64 {
         &fake.base_url(),
         "interval = \"100ms\"\nmin_age = \"0s\"\nbatch_size = 50\nconcurrency = 8\nlease_ttl = \"30s\"\n",
     );
-    let st = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("migrate")
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    migrate(BIN, &cfg);
     let db = AppDb::connect(url).await.unwrap();
     seed(&db, n).await;
     let started = Instant::now();
-    let mut children: Vec<Child> = (0..replicas).map(|_| start(&cfg)).collect();
+    let mut children: Vec<Child> = (0..replicas)
+        .map(|_| run(BIN, &cfg, Stdio::null()))
+        .collect();
     while completed_count(&db).await < n as i64 {
         assert!(
             started.elapsed() < Duration::from_secs(600),

@@ -1,7 +1,9 @@
-//! What the benches share: the key, the clock, a config for one daemon, the
-//! app's rows for one stranded job, and the count of completed jobs.
+//! What the benches share: the key, the clock, a config for one daemon, its
+//! migrate and run commands, the app's rows for one stranded job, and the
+//! count of completed jobs.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use clawcut_test_support::db::{AppDb, NewJob};
 
@@ -64,4 +66,32 @@ pub async fn completed_count(db: &AppDb) -> i64 {
         .filter(|(s, _)| s == "completed")
         .map(|(_, n)| n)
         .sum()
+}
+
+/// `bin migrate` with `config`; panics with its stderr when it fails.
+pub fn migrate(bin: &str, config: &Path) {
+    let out = Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `bin run` with `config`, its stderr (the log) to `log`.
+pub fn run(bin: &str, config: &Path, log: Stdio) -> Child {
+    Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env("BENCH_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
