@@ -247,6 +247,12 @@ macro_rules! outage_accessors {
             pub fn outage_hits(&self) -> u64 {
                 self.server.outage_hits()
             }
+
+            /// Wait `d` before answering each request from now on (a
+            /// provider across a network; requests still overlap).
+            pub fn set_latency(&self, d: std::time::Duration) {
+                self.server.set_latency(d);
+            }
         }
     };
 }

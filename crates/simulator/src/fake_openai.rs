@@ -270,8 +270,6 @@ struct FakeState {
     content_in_flight: Arc<InFlight>,
     creates: Creates,
     jobs: Mutex<Jobs>,
-    /// Added before every answer (a provider across a network), in µs.
-    latency_us: AtomicU64,
 }
 
 #[derive(Default)]
@@ -318,27 +316,15 @@ impl FakeOpenAi {
             content_in_flight: Arc::default(),
             creates: Creates::default(),
             jobs: Mutex::default(),
-            latency_us: AtomicU64::new(0),
         });
         let router = Router::new()
             .route("/v1/videos", post(create))
             .route("/v1/videos/{id}", get(retrieve))
             .route("/v1/videos/{id}/content", get(content))
             .fallback(fallback)
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&state),
-                with_latency,
-            ))
             .with_state(Arc::clone(&state));
         let server = Server::start(router, tx).await?;
         Ok(FakeOpenAi { server, state })
-    }
-
-    /// Wait `d` before answering each request from now on (a provider
-    /// across a network; the wait holds no lock, so requests overlap).
-    pub fn set_latency(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.state.latency_us.store(us, Ordering::Relaxed);
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -478,18 +464,6 @@ fn video_json(id: &str, status: &str, progress: u8, script: &Script, error: Valu
         "remixed_from_video_id": null,
         "error": error,
     })
-}
-
-async fn with_latency(
-    State(state): State<Arc<FakeState>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let us = state.latency_us.load(Ordering::Relaxed);
-    if us > 0 {
-        tokio::time::sleep(Duration::from_micros(us)).await;
-    }
-    next.run(req).await
 }
 
 async fn retrieve(

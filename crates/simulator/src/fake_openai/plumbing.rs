@@ -89,6 +89,8 @@ impl Outage {
 struct OutageSwitch {
     now: Mutex<Option<Outage>>,
     hits: std::sync::atomic::AtomicU64,
+    /// Added before every answer (a provider across a network), in µs.
+    latency_us: std::sync::atomic::AtomicU64,
 }
 
 async fn outage_layer(
@@ -96,6 +98,11 @@ async fn outage_layer(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let us = sw.latency_us.load(std::sync::atomic::Ordering::Relaxed);
+    if us > 0 {
+        // No lock is held while waiting: requests overlap.
+        tokio::time::sleep(Duration::from_micros(us)).await;
+    }
     let now = lock(&sw.now).clone();
     match now {
         Some(o) => {
@@ -153,6 +160,14 @@ impl Server {
     /// Answer every request with `outage` from now on (`None`: serve again).
     pub fn set_outage(&self, outage: Option<Outage>) {
         *lock(&self.outage.now) = outage;
+    }
+
+    /// Wait `d` before answering each request from now on.
+    pub fn set_latency(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.outage
+            .latency_us
+            .store(us, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Requests answered with an outage so far.
