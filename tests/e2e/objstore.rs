@@ -251,17 +251,7 @@ async fn sigkill_mid_upload_then_restart_leaves_nothing_behind() {
     let env = env_on(Backend::Sqlite, "objstore_kill", &fake, &s3, "").unwrap();
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();
-    for i in 0..4 {
-        seed_job(
-            &db,
-            &format!("job_{i}"),
-            &format!("scene_{i}"),
-            &format!("ver_{i}"),
-            &format!("video_{i}"),
-            now_ms(),
-        )
-        .await;
-    }
+    seed_jobs(&db, 4).await;
     let first = start(&env, &s3, "first");
     eventually(Duration::from_secs(30), "uploads under way", || async {
         (!s3.multipart_uploads().is_empty() && fake.downloads("video_0", "video") > 0).then_some(())
@@ -339,19 +329,7 @@ async fn an_unreachable_store_delays_jobs_and_fails_none() {
     let env = env_on(Backend::Sqlite, "objstore_down", &fake, &s3, "").unwrap();
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        seed_job(
-            &db,
-            &format!("job_{i}"),
-            &format!("scene_{i}"),
-            &format!("ver_{i}"),
-            &format!("video_{i}"),
-            now_ms(),
-        )
-        .await;
-        ids.push(format!("job_{i}"));
-    }
+    let ids = seed_jobs(&db, 3).await;
     s3.set_reachable(false);
     let daemon = start(&env, &s3, "down");
     // Long enough for several tries each (backoff.max is 1 s here, and
@@ -575,18 +553,7 @@ async fn clips_stream_through_bounded_memory() {
     .await;
     let baseline = peak_rss(daemon.pid());
 
-    let ids: Vec<String> = (0..CONCURRENCY).map(|i| format!("job_{i}")).collect();
-    for i in 0..CONCURRENCY {
-        seed_job(
-            &db,
-            &format!("job_{i}"),
-            &format!("scene_{i}"),
-            &format!("ver_{i}"),
-            &format!("video_{i}"),
-            now_ms(),
-        )
-        .await;
-    }
+    let ids = seed_jobs(&db, CONCURRENCY as usize).await;
     settle(&daemon, Duration::from_secs(180), || async {
         all_final(&db, &ids).await
     })
@@ -632,18 +599,7 @@ async fn backup_reads_the_bucket_and_restore_writes_a_local_dir() {
     let env = env_on(Backend::Sqlite, "objstore_backup", &fake, &s3, "").unwrap();
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();
-    let ids: Vec<String> = (0..3).map(|i| format!("job_{i}")).collect();
-    for i in 0..3 {
-        seed_job(
-            &db,
-            &format!("job_{i}"),
-            &format!("scene_{i}"),
-            &format!("ver_{i}"),
-            &format!("video_{i}"),
-            now_ms(),
-        )
-        .await;
-    }
+    let ids = seed_jobs(&db, 3).await;
     let daemon = start(&env, &s3, "backup");
     settle(&daemon, Duration::from_secs(60), || async {
         all_final(&db, &ids).await

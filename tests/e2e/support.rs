@@ -231,6 +231,26 @@ where
     }
 }
 
+/// `n` stranded jobs `job_<i>` of `scene_<i>` / `ver_<i>`, running at the
+/// provider as `video_<i>`; their ids, in order.
+pub async fn seed_jobs(db: &AppDb, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("job_{i}");
+        seed_job(
+            db,
+            &id,
+            &format!("scene_{i}"),
+            &format!("ver_{i}"),
+            &format!("video_{i}"),
+            now_ms(),
+        )
+        .await;
+        ids.push(id);
+    }
+    ids
+}
+
 /// A stranded video job, as the app leaves it: running at the provider,
 /// untouched for ten minutes.
 pub async fn seed_job(
