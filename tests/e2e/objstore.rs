@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clawcut_test_support::db::AppDb;
 use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
+use clawcut_test_support::procfs::status_bytes;
 use clawcut_test_support::s3::{self, S3Server};
 
 use crate::support::*;
@@ -480,16 +481,6 @@ async fn a_local_media_dir_shared_across_hosts_is_warned_about() {
     );
 }
 
-/// The largest resident set the daemon `pid` had (`VmHWM`), in bytes.
-fn peak_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Streamed end to end: three 160 MiB clips at once (480 MiB) pass through
 /// a daemon whose resident set grows, past its baseline, by no more than
 /// `concurrency × (part_size + 2 MiB)` (21 MiB here), far below one clip
@@ -551,14 +542,14 @@ async fn clips_stream_through_bounded_memory() {
         all_final(&db, &warm).await
     })
     .await;
-    let baseline = peak_rss(daemon.pid());
+    let baseline = status_bytes(daemon.pid() as u32, "VmHWM:");
 
     let ids = seed_jobs(&db, CONCURRENCY as usize).await;
     settle(&daemon, Duration::from_secs(180), || async {
         all_final(&db, &ids).await
     })
     .await;
-    let peak = peak_rss(daemon.pid());
+    let peak = status_bytes(daemon.pid() as u32, "VmHWM:");
     for (i, id) in ids.iter().enumerate() {
         let j = db.job(id).await.unwrap().unwrap();
         assert_eq!(j.status, "completed", "{id}: {:?}", j.last_error);

@@ -10,21 +10,12 @@ use std::time::{Duration, Instant};
 
 use clawcut_test_support::db::AppDb;
 use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
+use clawcut_test_support::procfs::status_bytes;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawcut-worker");
 mod common;
 
 use common::{KEY, completed_count, config, migrate, now_ms, run, seed_job};
-
-/// `VmRSS` / `VmHWM` of a process, in bytes.
-fn vm(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 fn curl(args: &[&str]) {
     let st = Command::new("curl")
@@ -75,7 +66,7 @@ async fn daemon_round(fake: &FakeOpenAi, round: usize) -> (f64, u64) {
     let mut child = run(BIN, &cfg, Stdio::null());
     // Idle baseline: started, migrated, listening, nothing to do.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let baseline = vm(child.id(), "VmRSS:");
+    let baseline = status_bytes(child.id(), "VmRSS:");
     let t = Instant::now();
     seed_job(
         &db,
@@ -90,7 +81,7 @@ async fn daemon_round(fake: &FakeOpenAi, round: usize) -> (f64, u64) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = t.elapsed().as_secs_f64();
-    let peak = vm(child.id(), "VmHWM:");
+    let peak = status_bytes(child.id(), "VmHWM:");
     let _ = child.kill();
     let _ = child.wait();
     let job = db.job(&format!("job_{round}")).await.unwrap().unwrap();

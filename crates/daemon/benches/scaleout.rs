@@ -14,30 +14,13 @@ use std::time::{Duration, Instant};
 
 use clawcut_test_support::db::AppDb;
 use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
+use clawcut_test_support::procfs::cpu_secs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawcut-worker");
 const LATENCY: Duration = Duration::from_millis(100);
 mod common;
 
 use common::{KEY, completed_count, config, migrate, now_ms, run, seed_job};
-
-/// Clock ticks per second of `/proc/*/stat` (`getconf CLK_TCK`; 100 on
-/// every Linux this runs on).
-const TICKS: f64 = 100.0;
-
-/// User + system CPU seconds of one process, 0 when it is gone.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the `(comm)`, which may hold spaces: utime is the 12th.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / TICKS
-}
 
 /// CPU seconds of every `postgres` process now, by pid (the bench's
 /// throwaway cluster is the only one it expects on the machine).

@@ -6,6 +6,7 @@
 //!   the ClawCut app does and reads back what the daemon did);
 //! - [`pg`]: a throwaway PostgreSQL cluster started from the machine's server
 //!   binaries (`initdb`/`pg_ctl`), one per test process, removed at exit;
+//! - [`procfs`]: a started process's memory and CPU time, from `/proc`;
 //! - [`s3`]: a throwaway S3-compatible server (moto) behind a relay a test
 //!   can cut, for `media.store`;
 //! - [`fake_openai`], [`fake_replicate`], [`fake_common`] and the other
@@ -16,6 +17,7 @@
 
 pub mod db;
 pub mod pg;
+pub mod procfs;
 pub mod s3;
 
 pub use clawcut_simulator::{
