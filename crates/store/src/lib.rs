@@ -229,6 +229,14 @@ pub struct Completion {
     pub thumbnail_problem: Option<String>,
 }
 
+/// One job of [`Store::complete_many`]: its lease, its completion and its
+/// files.
+pub struct Completing<'a> {
+    pub lease: &'a Lease,
+    pub completion: &'a Completion,
+    pub publish: &'a mut (dyn Publish + Send),
+}
+
 /// A status change that ends or parks a job (`failed`, `canceled`,
 /// `needs_operator`) or moves it through submission (`submitting`,
 /// `pending`, back to `queued`).
@@ -405,6 +413,26 @@ pub trait Store: Send + Sync {
         c: &Completion,
         publish: &mut (dyn Publish + Send),
     ) -> Result<(), StoreError>;
+
+    /// Finish several jobs as `completed` in one transaction (a group
+    /// commit): each job's fenced update, files, scene version, scene and
+    /// event exactly as [`Store::complete`] writes them, with a handful of
+    /// set-based statements for the whole batch instead of five per job.
+    /// The order of the steps is `complete`'s; on PostgreSQL the batch
+    /// takes its advisory locks in one statement, in key order, so two
+    /// batches never deadlock, and locks the fenced rows before it
+    /// publishes.
+    ///
+    /// `Ok` holds one result per item, in order: `Ok(())` (committed,
+    /// [`Publish::committed`] called), `LeaseLost` (nothing of it written,
+    /// its files never published or reverted) or `PublishOutputs` (its
+    /// `publish` failed: nothing of it written). `Err` when the transaction
+    /// as a whole failed: every file published for it was reverted, except
+    /// when the commit's answer was lost (then kept, as `complete` does).
+    async fn complete_many(
+        &self,
+        items: &mut [Completing<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
 
     /// Any other status change, with its event, in one transaction.
     async fn settle(&self, lease: &Lease, s: &Settle) -> Result<(), StoreError>;

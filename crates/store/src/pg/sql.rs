@@ -193,6 +193,56 @@ pub(super) const POSTGRES: Dialect = Dialect {
                WHERE cur.id = scenes.current_version_id AND me.id = $2
                  AND (cur.created_at > me.created_at
                       OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+    held_many: "SELECT j.id FROM ai_jobs j
+         JOIN json_to_recordset($1::json) AS t(id text, owner text, token int8, from_status text)
+           ON j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
+          AND j.status = t.from_status
+         ORDER BY j.id FOR UPDATE OF j",
+    // `lock_completion`'s keys, each once, taken in key order: volatile
+    // functions in the target list run after the sort.
+    lock_completions: Some(
+        "SELECT pg_advisory_xact_lock(k) FROM (
+             SELECT DISTINCT hashtextextended(COALESCE(
+                 'clawcut-worker:scene_version:' || j.scene_version_id,
+                 'clawcut-worker:job:' || t.id), 0) AS k
+             FROM json_array_elements_text($1::json) AS t(id)
+             LEFT JOIN ai_jobs j ON j.id = t.id) keys
+         ORDER BY k",
+    ),
+    complete_jobs: "UPDATE ai_jobs j SET status = 'completed',
+             completed_at = to_timestamp(t.now::float8 / 1000.0),
+             updated_at = to_timestamp(t.now::float8 / 1000.0),
+             video_path = t.video, video_sha256 = t.sha, video_bytes = t.bytes,
+             thumbnail_path = t.thumb,
+             last_error = NULL, lease_owner = NULL, lease_expires_at = NULL
+         FROM json_to_recordset($1::json) AS t(id text, owner text, token int8,
+             from_status text, now int8, video text, sha text, bytes int8, thumb text)
+         WHERE j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
+           AND j.status = t.from_status
+         RETURNING j.id, j.scene_id, j.scene_version_id",
+    complete_versions: "UPDATE scene_versions v SET status = 'ready', video_path = t.video,
+             thumbnail_path = t.thumb, video_sha256 = t.sha, video_bytes = t.bytes, error = NULL,
+             updated_at = to_timestamp(t.now::float8 / 1000.0)
+         FROM json_to_recordset($1::json) AS t(version text, video text, thumb text, sha text,
+             bytes int8, now int8)
+         WHERE v.id = t.version",
+    complete_scenes: "UPDATE scenes SET current_version_id = t.version,
+             updated_at = to_timestamp(t.now::float8 / 1000.0)
+         FROM json_to_recordset($1::json) AS t(scene text, version text, now int8)
+         WHERE scenes.id = t.scene
+           AND scenes.current_version_id IS DISTINCT FROM t.version
+           AND EXISTS (SELECT 1 FROM scene_versions WHERE id = t.version)
+           AND NOT EXISTS (
+               SELECT 1 FROM scene_versions cur, scene_versions me
+               WHERE cur.id = scenes.current_version_id AND me.id = t.version
+                 AND (cur.created_at > me.created_at
+                      OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+    insert_events: "INSERT INTO ai_job_events
+             (ai_job_id, from_status, to_status, worker_id, detail, created_at)
+         SELECT t.job, t.from_status, t.to_status, t.worker, t.detail,
+                to_timestamp(t.now::float8 / 1000.0)
+         FROM json_to_recordset($1::json) AS t(job text, from_status text, to_status text,
+             worker text, detail text, now int8)",
     settle: "UPDATE ai_jobs SET status = $5, updated_at = to_timestamp($6::float8 / 1000.0),
              last_error = $7,
              provider_job_id = COALESCE($8::text, provider_job_id),

@@ -27,6 +27,7 @@ use crate::{
     StoreError,
 };
 
+mod batch;
 mod panel;
 mod pauses;
 mod read;
@@ -75,6 +76,27 @@ pub struct Dialect {
     pub complete_version: &'static str,
     /// 1 scene id, 2 version id, 3 now: the newer-version-wins pointer rule.
     pub complete_scene: &'static str,
+    /// The batched completion (`batch.rs`): each takes one parameter, a
+    /// JSON array of objects with the keys named here.
+    /// Objects `id`, `owner`, `token`, `from_status`. Returns the `id` of
+    /// each row whose lease is held and status matches; on PostgreSQL the
+    /// rows are locked (`FOR UPDATE`) for the rest of the transaction.
+    pub held_many: &'static str,
+    /// Strings (job ids): takes `lock_completion`'s lock for each, in key
+    /// order; `None` where the write transaction serializes every writer.
+    pub lock_completions: Option<&'static str>,
+    /// Objects `id`, `owner`, `token`, `from_status`, `now`, `video`, `sha`,
+    /// `bytes`, `thumb`: the fenced update of each. Returns id, scene_id,
+    /// scene_version_id of the rows it changed.
+    pub complete_jobs: &'static str,
+    /// Objects `version`, `video`, `thumb`, `sha`, `bytes`, `now`, at most
+    /// one per version.
+    pub complete_versions: &'static str,
+    /// Objects `scene`, `version`, `now`, at most one per scene: the
+    /// newer-version-wins rule of `complete_scene`.
+    pub complete_scenes: &'static str,
+    /// Objects `job`, `from_status`, `to_status`, `worker`, `detail`, `now`.
+    pub insert_events: &'static str,
     /// 1 id, 2 owner, 3 token, 4 from, 5 to, 6 now, 7 last_error,
     /// 8 provider_job_id, 9 idempotency_key, 10 completed_at, 11 keep lease,
     /// 12 attempts. Returns scene_version_id.
@@ -301,6 +323,13 @@ where
         publish: &mut (dyn Publish + Send),
     ) -> Result<(), StoreError> {
         self.sql().complete(lease, c, publish).await
+    }
+
+    async fn complete_many(
+        &self,
+        items: &mut [crate::Completing<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.sql().complete_many(items).await
     }
 
     async fn settle(&self, lease: &Lease, s: &Settle) -> Result<(), StoreError> {

@@ -165,6 +165,51 @@ pub(super) const SQLITE: Dialect = Dialect {
                WHERE cur.id = scenes.current_version_id AND me.id = ?2
                  AND (cur.created_at > me.created_at
                       OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+    held_many: "SELECT j.id FROM ai_jobs j
+         JOIN (SELECT value ->> 'id' AS id, value ->> 'owner' AS owner,
+                      value ->> 'token' AS token, value ->> 'from_status' AS from_status
+               FROM json_each(?1)) t
+           ON j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
+          AND j.status = t.from_status",
+    lock_completions: None,
+    complete_jobs: "UPDATE ai_jobs SET status = 'completed', completed_at = t.now,
+             updated_at = t.now, video_path = t.video, video_sha256 = t.sha,
+             video_bytes = t.bytes, thumbnail_path = t.thumb,
+             last_error = NULL, lease_owner = NULL, lease_expires_at = NULL
+         FROM (SELECT value ->> 'id' AS id, value ->> 'owner' AS owner,
+                      value ->> 'token' AS token, value ->> 'from_status' AS from_status,
+                      value ->> 'now' AS now, value ->> 'video' AS video,
+                      value ->> 'sha' AS sha, value ->> 'bytes' AS bytes,
+                      value ->> 'thumb' AS thumb
+               FROM json_each(?1)) AS t
+         WHERE ai_jobs.id = t.id AND ai_jobs.lease_owner = t.owner
+           AND ai_jobs.fencing_token = t.token AND ai_jobs.status = t.from_status
+         RETURNING id, scene_id, scene_version_id",
+    complete_versions: "UPDATE scene_versions SET status = 'ready', video_path = t.video,
+             thumbnail_path = t.thumb, video_sha256 = t.sha, video_bytes = t.bytes,
+             error = NULL, updated_at = t.now
+         FROM (SELECT value ->> 'version' AS version, value ->> 'video' AS video,
+                      value ->> 'thumb' AS thumb, value ->> 'sha' AS sha,
+                      value ->> 'bytes' AS bytes, value ->> 'now' AS now
+               FROM json_each(?1)) AS t
+         WHERE scene_versions.id = t.version",
+    complete_scenes: "UPDATE scenes SET current_version_id = t.version, updated_at = t.now
+         FROM (SELECT value ->> 'scene' AS scene, value ->> 'version' AS version,
+                      value ->> 'now' AS now
+               FROM json_each(?1)) AS t
+         WHERE scenes.id = t.scene
+           AND scenes.current_version_id IS NOT t.version
+           AND EXISTS (SELECT 1 FROM scene_versions WHERE id = t.version)
+           AND NOT EXISTS (
+               SELECT 1 FROM scene_versions cur, scene_versions me
+               WHERE cur.id = scenes.current_version_id AND me.id = t.version
+                 AND (cur.created_at > me.created_at
+                      OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+    insert_events: "INSERT INTO ai_job_events
+             (ai_job_id, from_status, to_status, worker_id, detail, created_at)
+         SELECT value ->> 'job', value ->> 'from_status', value ->> 'to_status',
+                value ->> 'worker', value ->> 'detail', value ->> 'now'
+         FROM json_each(?1)",
     settle: "UPDATE ai_jobs SET status = ?5, updated_at = ?6, last_error = ?7,
              provider_job_id = COALESCE(?8, provider_job_id),
              idempotency_key = COALESCE(?9, idempotency_key),

@@ -13,6 +13,7 @@ use clawcut_store::{Backend, ClaimRequest, Claimed, Publish, Store, StoreError, 
 use clawcut_test_support::db::{AppDb, NewJob};
 
 mod backup;
+mod batch;
 mod cancel;
 mod claim;
 mod panel;
@@ -26,6 +27,7 @@ mod workers;
 mod write;
 
 pub use backup::*;
+pub use batch::*;
 pub use cancel::*;
 pub use claim::*;
 pub use panel::*;
@@ -75,6 +77,11 @@ macro_rules! for_each_case {
             complete_with_a_stale_lease_never_publishes,
             complete_publish_error_rolls_back,
             complete_failure_after_publish_reverts,
+            complete_many_writes_each_job_as_complete_does,
+            complete_many_takes_out_only_the_jobs_it_cannot_finish,
+            complete_many_keeps_the_newer_version_rule_inside_a_batch,
+            complete_many_failure_reverts_every_file,
+            complete_many_crossed_batches_do_not_deadlock,
             snapshot_holds_its_instant,
             rewrite_media_paths_only_under_the_prefix,
             cancel_each_non_final_status,

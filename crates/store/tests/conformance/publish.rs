@@ -102,7 +102,7 @@ pub async fn complete_publish_error_rolls_back(url: &str) {
 
 /// Statements that refuse every new audit event: at once, or (PostgreSQL)
 /// only at COMMIT.
-fn refuse_events(b: Backend, at_commit: bool) -> &'static str {
+pub fn refuse_events(b: Backend, at_commit: bool) -> &'static str {
     match (b, at_commit) {
         (Backend::Sqlite, false) => {
             "CREATE TRIGGER refuse_events BEFORE INSERT ON ai_job_events
@@ -123,7 +123,7 @@ fn refuse_events(b: Backend, at_commit: bool) -> &'static str {
     }
 }
 
-fn accept_events(b: Backend) -> &'static str {
+pub fn accept_events(b: Backend) -> &'static str {
     match b {
         Backend::Sqlite => "DROP TRIGGER refuse_events",
         Backend::Postgres => "DROP TRIGGER refuse_events ON ai_job_events",

@@ -1,0 +1,454 @@
+//! The batched completion, [`crate::Store::complete_many`]: a group commit
+//! of many jobs' completions. It keeps every rule of the single
+//! `complete` (fenced update, files published only while the lease is
+//! held, newer version wins the scene pointer, one event per job, all in
+//! one transaction) but sends each step once for the whole batch, as a
+//! set-based statement over a JSON array, so the cost per job is a few rows
+//! written rather than five round trips and a commit.
+
+use std::collections::{HashMap, HashSet};
+
+use clawcut_core::JobStatus;
+use serde_json::{Value, json};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Transaction, Type};
+
+use super::{RowsAffected, Sql};
+use crate::row::{OpErr, bytes_i64, completion_detail};
+use crate::{Completing, StoreError};
+
+/// Where one item of the batch stands.
+enum Step {
+    /// Still in the batch, files not yet in place.
+    Pending,
+    /// Its files are at their final paths: reverted unless committed.
+    Published,
+    /// Out of the batch with this answer (nothing of it written).
+    Out(StoreError),
+    /// Written; its files are kept once the transaction commits.
+    Written,
+    /// Committed (or its commit's answer lost): its files are kept.
+    Committed,
+}
+
+/// The items and where each stands. Dropping it (an error, or the
+/// completion's future dropped) reverts every file published and not yet
+/// committed; it is declared before the transaction, so the revert runs
+/// after the rollback, as in `complete`.
+struct Batch<'s, 'a> {
+    items: &'s mut [Completing<'a>],
+    steps: Vec<Step>,
+}
+
+impl Batch<'_, '_> {
+    fn in_play(&self) -> impl Iterator<Item = usize> + '_ {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Step::Pending | Step::Published))
+            .map(|(i, _)| i)
+    }
+
+    /// The lease of every item still in play, as `held_many` reads it.
+    fn leases_json(&self) -> String {
+        let rows: Vec<Value> = self
+            .in_play()
+            .map(|i| {
+                let c = &self.items[i];
+                json!({
+                    "id": c.lease.job_id,
+                    "owner": c.lease.owner,
+                    "token": c.lease.token,
+                    "from_status": c.completion.from.as_str(),
+                })
+            })
+            .collect();
+        Value::Array(rows).to_string()
+    }
+
+    /// Items in play whose id is not in `held`: their lease is gone.
+    fn drop_unheld(&mut self, held: &HashSet<String>) {
+        for i in 0..self.items.len() {
+            if matches!(self.steps[i], Step::Pending | Step::Published)
+                && !held.contains(&self.items[i].lease.job_id)
+            {
+                self.out(i, lease_lost(&self.items[i]));
+            }
+        }
+    }
+
+    /// Publish every pending item; a failure takes only that item out.
+    fn publish_pending(&mut self) {
+        for i in 0..self.items.len() {
+            if matches!(self.steps[i], Step::Pending) {
+                self.steps[i] = match self.items[i].publish.publish() {
+                    Ok(()) => Step::Published,
+                    // `publish` leaves nothing behind when it fails.
+                    Err(e) => Step::Out(StoreError::PublishOutputs(e)),
+                };
+            }
+        }
+    }
+
+    /// Take item `i` out with `err`, putting back its files if they were
+    /// published.
+    fn out(&mut self, i: usize, err: StoreError) {
+        if matches!(self.steps[i], Step::Published) {
+            self.items[i].publish.revert();
+        }
+        self.steps[i] = Step::Out(err);
+    }
+
+    /// The transaction committed (or its answer was lost): keep the files
+    /// of every written item.
+    fn committed(&mut self) {
+        for i in 0..self.items.len() {
+            if matches!(self.steps[i], Step::Written) {
+                self.items[i].publish.committed();
+                self.steps[i] = Step::Committed;
+            }
+        }
+    }
+
+    /// Revert every file published for the transaction.
+    fn revert_all(&mut self) {
+        for i in 0..self.items.len() {
+            if matches!(self.steps[i], Step::Published | Step::Written) {
+                self.items[i].publish.revert();
+                self.steps[i] = Step::Pending;
+            }
+        }
+    }
+
+    /// One answer per item, once the batch committed.
+    fn answers(mut self) -> Vec<Result<(), StoreError>> {
+        std::mem::take(&mut self.steps)
+            .into_iter()
+            .map(|s| match s {
+                Step::Out(e) => Err(e),
+                Step::Committed => Ok(()),
+                // After `committed`, every item is committed or out.
+                Step::Pending | Step::Published | Step::Written => Err(StoreError::Complete(
+                    sqlx::Error::Protocol("a batched completion item was left unfinished".into()),
+                )),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Batch<'_, '_> {
+    fn drop(&mut self) {
+        for i in 0..self.steps.len() {
+            if matches!(self.steps[i], Step::Published | Step::Written) {
+                self.items[i].publish.revert();
+            }
+        }
+    }
+}
+
+fn lease_lost(c: &Completing<'_>) -> StoreError {
+    StoreError::LeaseLost {
+        job_id: c.lease.job_id.clone(),
+    }
+}
+
+/// A written item's scene and version, from `complete_jobs`.
+struct Written {
+    item: usize,
+    scene_id: Option<String>,
+    version_id: Option<String>,
+}
+
+/// Split the written items into rounds in which no version and no scene
+/// appears twice: a set-based UPDATE applies one source row per target
+/// row, so two completions of one version (or two versions of one scene)
+/// go in successive statements, in batch order, as successive single
+/// completions would.
+fn rounds(written: &[Written]) -> Vec<Vec<&Written>> {
+    let mut rounds: Vec<(HashSet<&str>, Vec<&Written>)> = Vec::new();
+    for w in written {
+        let keys: Vec<&str> = [w.version_id.as_deref(), w.scene_id.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        // The first round after the last one holding any of its keys.
+        let after = rounds
+            .iter()
+            .rposition(|(seen, _)| keys.iter().any(|k| seen.contains(k)))
+            .map_or(0, |r| r + 1);
+        if after == rounds.len() {
+            rounds.push((HashSet::new(), Vec::new()));
+        }
+        let (seen, members) = &mut rounds[after];
+        seen.extend(keys.iter().copied());
+        members.push(w);
+    }
+    rounds.into_iter().map(|(_, m)| m).collect()
+}
+
+impl<DB> Sql<'_, DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB>,
+    for<'a> bool: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+    for<'a> Option<String>: Decode<'a, DB>,
+    usize: ColumnIndex<DB::Row>,
+    DB::QueryResult: RowsAffected,
+{
+    /// See [`crate::Store::complete_many`].
+    pub(super) async fn complete_many(
+        &self,
+        items: &mut [Completing<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let op: OpErr = StoreError::Complete;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let steps = (0..items.len()).map(|_| Step::Pending).collect();
+        let mut batch = Batch { items, steps };
+        // Where the write lock is database-wide (SQLite), publish before
+        // taking it, once a read confirmed each lease (see `lease_held`).
+        let early = self.d.lease_held.is_some();
+        if early {
+            let held = self.held(None, &batch.leases_json()).await?;
+            batch.drop_unheld(&held);
+            batch.publish_pending();
+        }
+        let mut tx = self.begin_write(op).await?;
+        match self.write_batch(&mut tx, &mut batch, early).await {
+            Ok(()) => {}
+            Err(e) => {
+                let e = self.abandon(tx, e).await;
+                batch.revert_all();
+                return Err(e);
+            }
+        }
+        match tx.commit().await {
+            Ok(()) => {
+                batch.committed();
+                Ok(batch.answers())
+            }
+            // The server refused the commit: nothing was written.
+            Err(e @ sqlx::Error::Database(_)) => {
+                batch.revert_all();
+                Err(op(e))
+            }
+            // The answer was lost: keep the files, as `complete` does.
+            Err(e) => {
+                batch.committed();
+                Err(op(e))
+            }
+        }
+    }
+
+    /// The ids among `leases` whose lease is held, read on `tx` (rows
+    /// locked where the backend locks) or on the pool.
+    async fn held(
+        &self,
+        tx: Option<&mut Transaction<'static, DB>>,
+        leases: &str,
+    ) -> Result<HashSet<String>, StoreError> {
+        let q = sqlx::query_scalar::<DB, String>(self.d.held_many).bind(leases);
+        let ids = match tx {
+            Some(tx) => q.fetch_all(&mut **tx).await,
+            None => q.fetch_all(self.pool).await,
+        };
+        Ok(ids.map_err(StoreError::Complete)?.into_iter().collect())
+    }
+
+    /// Everything between begin and commit.
+    async fn write_batch(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        batch: &mut Batch<'_, '_>,
+        early: bool,
+    ) -> Result<(), StoreError> {
+        let op: OpErr = StoreError::Complete;
+        if let Some(lock) = self.d.lock_completions {
+            let ids: Vec<&str> = batch
+                .in_play()
+                .map(|i| batch.items[i].lease.job_id.as_str())
+                .collect();
+            let ids = Value::from(ids).to_string();
+            sqlx::query(lock)
+                .bind(ids.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(op)?;
+        }
+        if !early {
+            let held = self.held(Some(&mut *tx), &batch.leases_json()).await?;
+            batch.drop_unheld(&held);
+            batch.publish_pending();
+        }
+        let jobs: Vec<Value> = batch
+            .in_play()
+            .map(|i| {
+                let (l, c) = (batch.items[i].lease, batch.items[i].completion);
+                json!({
+                    "id": l.job_id, "owner": l.owner, "token": l.token,
+                    "from_status": c.from.as_str(), "now": c.now,
+                    "video": c.video.path, "sha": c.video.sha256,
+                    "bytes": bytes_i64(c.video.bytes),
+                    "thumb": c.thumbnail.as_ref().map(|t| t.path.as_str()),
+                })
+            })
+            .collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, Option<String>, Option<String>)> =
+            sqlx::query_as(self.d.complete_jobs)
+                .bind(Value::Array(jobs).to_string().as_str())
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(op)?;
+        let by_id: HashMap<&str, usize> = batch
+            .in_play()
+            .map(|i| (batch.items[i].lease.job_id.as_str(), i))
+            .collect();
+        let mut written: Vec<Written> = rows
+            .into_iter()
+            .filter_map(|(id, scene_id, version_id)| {
+                by_id.get(id.as_str()).map(|&item| Written {
+                    item,
+                    scene_id,
+                    version_id,
+                })
+            })
+            .collect();
+        written.sort_by_key(|w| w.item);
+        for w in &written {
+            batch.steps[w.item] = Step::Written;
+        }
+        // In play but not written: the fenced update did not match (an
+        // out-of-band write after the early read), so put its files back
+        // while the transaction's locks are held.
+        let unmatched: Vec<usize> = batch.in_play().collect();
+        for i in unmatched {
+            batch.out(i, lease_lost(&batch.items[i]));
+        }
+        for round in rounds(&written) {
+            self.versions_and_scenes(tx, batch, &round).await?;
+        }
+        let events: Vec<Value> = written
+            .iter()
+            .map(|w| {
+                let (l, c) = (batch.items[w.item].lease, batch.items[w.item].completion);
+                json!({
+                    "job": l.job_id, "from_status": c.from.as_str(),
+                    "to_status": JobStatus::Completed.as_str(), "worker": l.owner,
+                    // Every text column is written under the one redaction rule.
+                    "detail": clawcut_core::redact::redact(&completion_detail(c)),
+                    "now": c.now,
+                })
+            })
+            .collect();
+        sqlx::query(self.d.insert_events)
+            .bind(Value::Array(events).to_string().as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(op)?;
+        Ok(())
+    }
+
+    /// One round's scene versions and scene pointers.
+    async fn versions_and_scenes(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        batch: &mut Batch<'_, '_>,
+        round: &[&Written],
+    ) -> Result<(), StoreError> {
+        let op: OpErr = StoreError::Complete;
+        let mut versions = Vec::new();
+        let mut scenes = Vec::new();
+        for w in round {
+            let Some(version) = w.version_id.as_deref() else {
+                continue;
+            };
+            let c = batch.items[w.item].completion;
+            versions.push(json!({
+                "version": version, "video": c.video.path,
+                "thumb": c.thumbnail.as_ref().map(|t| t.path.as_str()),
+                "sha": c.video.sha256, "bytes": bytes_i64(c.video.bytes), "now": c.now,
+            }));
+            if let Some(scene) = w.scene_id.as_deref() {
+                scenes.push(json!({"scene": scene, "version": version, "now": c.now}));
+            }
+        }
+        for (stmt, rows) in [
+            (self.d.complete_versions, versions),
+            (self.d.complete_scenes, scenes),
+        ] {
+            if rows.is_empty() {
+                continue;
+            }
+            sqlx::query(stmt)
+                .bind(Value::Array(rows).to_string().as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(op)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(item: usize, scene: Option<&str>, version: Option<&str>) -> Written {
+        Written {
+            item,
+            scene_id: scene.map(str::to_owned),
+            version_id: version.map(str::to_owned),
+        }
+    }
+
+    fn items(rounds: &[Vec<&Written>]) -> Vec<Vec<usize>> {
+        rounds
+            .iter()
+            .map(|r| r.iter().map(|w| w.item).collect())
+            .collect()
+    }
+
+    #[test]
+    fn distinct_scenes_and_versions_share_one_round() {
+        let ws = [
+            w(0, Some("s1"), Some("v1")),
+            w(1, Some("s2"), Some("v2")),
+            w(2, None, None),
+        ];
+        assert_eq!(items(&rounds(&ws)), [vec![0, 1, 2]]);
+    }
+
+    #[test]
+    fn a_repeated_version_or_scene_waits_for_the_next_round_in_order() {
+        let ws = [
+            w(0, Some("s1"), Some("v1")),
+            w(1, Some("s1"), Some("v2")),
+            w(2, Some("s3"), Some("v1")),
+            w(3, Some("s4"), Some("v4")),
+            w(4, Some("s1"), Some("v5")),
+        ];
+        // 1 shares s1 with 0; 2 shares v1 with 0; 4 shares s1 with 1.
+        assert_eq!(items(&rounds(&ws)), [vec![0, 3], vec![1, 2], vec![4]]);
+    }
+
+    #[test]
+    fn an_item_never_moves_ahead_of_an_earlier_one_with_its_key() {
+        // 2 shares v2 with 1, which is in round 1: 2 goes to round 2 even
+        // though round 0 has no v2.
+        let ws = [
+            w(0, Some("s1"), Some("v1")),
+            w(1, Some("s1"), Some("v2")),
+            w(2, Some("s9"), Some("v2")),
+        ];
+        assert_eq!(items(&rounds(&ws)), [vec![0], vec![1], vec![2]]);
+    }
+}

@@ -1,0 +1,339 @@
+//! `complete_many`, the batched completion: each job of a batch ends as a
+//! single `complete` would leave it, one that cannot be finished drops out
+//! alone, and a failure of the transaction puts every file back.
+
+use clawcut_core::{JobStatus, Lease};
+use clawcut_store::{Backend, Completing, Completion, StoreError};
+
+use super::*;
+
+/// Lease each of `ids` to `worker`.
+async fn leases(ctx: &Ctx, ids: &[&str], worker: &str) -> Vec<Lease> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(lease_of(ctx, id, worker, NOW).await.1);
+    }
+    out
+}
+
+/// Run one batch of `(lease, completion, files)`.
+async fn batch(
+    ctx: &Ctx,
+    jobs: &[(Lease, Completion)],
+    files: &mut [Files],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut items: Vec<Completing<'_>> = jobs
+        .iter()
+        .zip(files.iter_mut())
+        .map(|((lease, completion), publish)| Completing {
+            lease,
+            completion,
+            publish,
+        })
+        .collect();
+    ctx.store.complete_many(&mut items).await
+}
+
+fn kinds(results: &[Result<(), StoreError>]) -> Vec<&'static str> {
+    results
+        .iter()
+        .map(|r| match r {
+            Ok(()) => "ok",
+            Err(e) if e.is_lease_lost() => "lease_lost",
+            Err(StoreError::PublishOutputs(_)) => "publish",
+            Err(_) => "other",
+        })
+        .collect()
+}
+
+pub async fn complete_many_writes_each_job_as_complete_does(url: &str) {
+    let ctx = setup(url).await;
+    let ids = ["a", "b", "c"];
+    for id in ids {
+        seed(&ctx, id, "processing", Some(&format!("p-{id}"))).await;
+    }
+    let ls = leases(&ctx, &ids, "worker-1").await;
+    let jobs: Vec<(Lease, Completion)> = ls
+        .into_iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(n, (l, id))| (l, completion(JobStatus::Processing, NOW + n as i64, id)))
+        .collect();
+    let mut files: Vec<Files> = ids.iter().map(|_| Files::new()).collect();
+    let results = batch(&ctx, &jobs, &mut files).await.unwrap();
+    assert_eq!(kinds(&results), ["ok", "ok", "ok"]);
+    for (n, ((_, c), f)) in jobs.iter().zip(&files).enumerate() {
+        let id = ids[n];
+        assert_eq!(f.calls, [Call::Publish, Call::Committed], "{id}");
+        let row = ctx.db.job(id).await.unwrap().unwrap();
+        assert_eq!(row.status, "completed", "{id}");
+        assert_eq!(row.completed_at, Some(c.now));
+        assert_eq!(row.updated_at, c.now);
+        assert_eq!(row.video_path.as_deref(), Some(c.video.path.as_str()));
+        assert_eq!(
+            row.thumbnail_path.as_deref(),
+            Some(c.thumbnail.as_ref().unwrap().path.as_str())
+        );
+        assert_eq!(row.video_sha256.as_deref(), Some(c.video.sha256.as_str()));
+        assert_eq!(row.video_bytes, Some(1234));
+        assert_eq!(
+            (row.lease_owner, row.lease_expires_at, row.last_error),
+            (None, None, None)
+        );
+        let v = ctx.db.version(&format!("v-{id}")).await.unwrap().unwrap();
+        assert_eq!(
+            (v.status.as_str(), v.video_path.as_deref(), v.updated_at),
+            ("ready", Some(c.video.path.as_str()), c.now)
+        );
+        assert_eq!(v.video_bytes, Some(1234));
+        let s = ctx.db.scene(&format!("s-{id}")).await.unwrap().unwrap();
+        assert_eq!(s.current_version_id, Some(format!("v-{id}")));
+        assert_eq!(s.updated_at, c.now);
+        let ev = ctx.db.events(id).await.unwrap();
+        assert_eq!(ev.len(), 1, "{id}: {ev:?}");
+        assert_eq!(ev[0].from_status.as_deref(), Some("processing"));
+        assert_eq!(ev[0].to_status, "completed");
+        assert_eq!(ev[0].worker_id, "worker-1");
+        assert_eq!(ev[0].created_at, c.now);
+        let detail: serde_json::Value = serde_json::from_str(&ev[0].detail).unwrap();
+        assert_eq!(detail["video"]["sha256"], c.video.sha256);
+        assert_eq!(detail["thumbnail"]["bytes"], 56);
+    }
+    // The same batch again (a retry after a lost reply) changes nothing and
+    // publishes nothing.
+    let mut again: Vec<Files> = ids.iter().map(|_| Files::new()).collect();
+    let results = batch(&ctx, &jobs, &mut again).await.unwrap();
+    assert_eq!(kinds(&results), ["lease_lost", "lease_lost", "lease_lost"]);
+    assert!(again.iter().all(|f| f.calls.is_empty()));
+    assert_eq!(ctx.db.all_events().await.unwrap().len(), 3);
+    // An empty batch is an empty answer.
+    assert_eq!(batch(&ctx, &[], &mut []).await.unwrap().len(), 0);
+}
+
+pub async fn complete_many_takes_out_only_the_jobs_it_cannot_finish(url: &str) {
+    let ctx = setup(url).await;
+    let ids = ["ok1", "stale", "wrong_from", "disk_full", "ok2"];
+    for id in ids {
+        seed(&ctx, id, "processing", Some(&format!("p-{id}"))).await;
+    }
+    let mut ls = leases(&ctx, &ids, "w").await;
+    // `stale`: w stalled past its lease and B took over.
+    let (_, taken) = lease_of(&ctx, "stale", "B", NOW + 2 * MIN).await;
+    let now = NOW + 3 * MIN;
+    let mut jobs: Vec<(Lease, Completion)> = Vec::new();
+    for (id, l) in ids.iter().zip(ls.drain(..)) {
+        let from = if *id == "wrong_from" {
+            JobStatus::Pending
+        } else {
+            JobStatus::Processing
+        };
+        jobs.push((l, completion(from, now, id)));
+    }
+    let mut files: Vec<Files> = ids
+        .iter()
+        .map(|id| {
+            if *id == "disk_full" {
+                Files::failing()
+            } else {
+                Files::new()
+            }
+        })
+        .collect();
+    let results = batch(&ctx, &jobs, &mut files).await.unwrap();
+    assert_eq!(
+        kinds(&results),
+        ["ok", "lease_lost", "lease_lost", "publish", "ok"]
+    );
+    let calls: Vec<&[Call]> = files.iter().map(|f| f.calls.as_slice()).collect();
+    assert_eq!(
+        calls,
+        [
+            &[Call::Publish, Call::Committed][..],
+            &[],
+            &[],
+            &[Call::Publish],
+            &[Call::Publish, Call::Committed],
+        ]
+    );
+    let status = |id: &'static str| {
+        let db = &ctx.db;
+        async move {
+            let r = db.job(id).await.unwrap().unwrap();
+            (r.status, r.lease_owner)
+        }
+    };
+    assert_eq!(status("ok1").await, ("completed".into(), None));
+    assert_eq!(status("ok2").await, ("completed".into(), None));
+    assert_eq!(
+        status("stale").await,
+        ("processing".into(), Some(taken.owner.clone()))
+    );
+    assert_eq!(
+        status("wrong_from").await,
+        ("processing".into(), Some("w".into()))
+    );
+    assert_eq!(
+        status("disk_full").await,
+        ("processing".into(), Some("w".into()))
+    );
+    for id in ["stale", "wrong_from", "disk_full"] {
+        assert_eq!(ctx.db.events(id).await.unwrap(), [], "{id}");
+        let v = ctx.db.version(&format!("v-{id}")).await.unwrap().unwrap();
+        assert_eq!(v.status, "generating", "{id}");
+    }
+    assert_eq!(ctx.db.all_events().await.unwrap().len(), 2);
+    // The failed one's lease still holds: it completes on the next try.
+    let mut retry = Files::new();
+    ctx.store
+        .complete(&jobs[3].0, &jobs[3].1, &mut retry)
+        .await
+        .unwrap();
+    assert_eq!(retry.calls, [Call::Publish, Call::Committed]);
+}
+
+/// Two versions of one scene, and two jobs of one version, in one batch:
+/// the newer version keeps the pointer whatever the order, and every job
+/// gets its event.
+pub async fn complete_many_keeps_the_newer_version_rule_inside_a_batch(url: &str) {
+    let ctx = setup(url).await;
+    let db = &ctx.db;
+    for s in ["s1", "s2"] {
+        db.insert_scene(s, "scene").await.unwrap();
+        db.insert_version(&format!("{s}_old"), s, NOW - 20 * MIN)
+            .await
+            .unwrap();
+        db.insert_version(&format!("{s}_new"), s, NOW - 10 * MIN)
+            .await
+            .unwrap();
+    }
+    db.insert_version("shared", "s3", NOW - 10 * MIN)
+        .await
+        .unwrap();
+    db.insert_scene("s3", "scene").await.unwrap();
+    // s1: newer listed first; s2: older listed first; two jobs of `shared`.
+    let rows = [
+        ("j1_new", "s1", "s1_new"),
+        ("j1_old", "s1", "s1_old"),
+        ("j2_old", "s2", "s2_old"),
+        ("j2_new", "s2", "s2_new"),
+        ("j3_a", "s3", "shared"),
+        ("j3_b", "s3", "shared"),
+    ];
+    for (job, scene, version) in rows {
+        let mut j = NewJob::video(job, "processing", Some("p"), NOW - 30 * MIN);
+        j.scene_id = Some(scene.into());
+        j.scene_version_id = Some(version.into());
+        db.insert_job(&j).await.unwrap();
+    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    let ls = leases(&ctx, &ids, "w").await;
+    let jobs: Vec<(Lease, Completion)> = ls
+        .into_iter()
+        .zip(&ids)
+        .map(|(l, id)| (l, completion(JobStatus::Processing, NOW + 1, id)))
+        .collect();
+    let mut files: Vec<Files> = ids.iter().map(|_| Files::new()).collect();
+    let results = batch(&ctx, &jobs, &mut files).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for (s, v) in [("s1", "s1_new"), ("s2", "s2_new"), ("s3", "shared")] {
+        let scene = db.scene(s).await.unwrap().unwrap();
+        assert_eq!(scene.current_version_id.as_deref(), Some(v), "{s}");
+    }
+    for v in ["s1_old", "s1_new", "s2_old", "s2_new", "shared"] {
+        assert_eq!(db.version(v).await.unwrap().unwrap().status, "ready", "{v}");
+    }
+    // The later job of the shared version wrote last, as it would have
+    // committed last one by one.
+    let shared = db.version("shared").await.unwrap().unwrap();
+    assert_eq!(shared.video_path, Some(jobs[5].1.video.path.clone()));
+    for id in &ids {
+        assert_eq!(db.events(id).await.unwrap().len(), 1, "{id}");
+    }
+}
+
+/// A failure after the files were published (a statement, or on
+/// PostgreSQL the COMMIT) rolls the whole batch back and reverts every
+/// file; nothing of any job is written.
+pub async fn complete_many_failure_reverts_every_file(url: &str) {
+    let ctx = setup(url).await;
+    let b = ctx.backend();
+    let ids = ["a", "b"];
+    for id in ids {
+        seed(&ctx, id, "processing", Some("p")).await;
+    }
+    let ls = leases(&ctx, &ids, "w").await;
+    let jobs: Vec<(Lease, Completion)> = ls
+        .into_iter()
+        .zip(ids)
+        .map(|(l, id)| (l, completion(JobStatus::Processing, NOW + 5, id)))
+        .collect();
+    let mut ats = vec![false];
+    if b == Backend::Postgres {
+        ats.push(true);
+    }
+    for at_commit in ats {
+        ctx.db.exec(refuse_events(b, at_commit)).await.unwrap();
+        let mut files = vec![Files::new(), Files::new()];
+        match batch(&ctx, &jobs, &mut files).await {
+            Err(StoreError::Complete(_)) => {}
+            other => panic!("expected Complete (at commit: {at_commit}), got {other:?}"),
+        }
+        for f in &files {
+            assert_eq!(
+                f.calls,
+                [Call::Publish, Call::Revert],
+                "at commit {at_commit}"
+            );
+        }
+        for id in ids {
+            let row = ctx.db.job(id).await.unwrap().unwrap();
+            assert_eq!(
+                (row.status.as_str(), row.lease_owner.as_deref()),
+                ("processing", Some("w"))
+            );
+        }
+        assert_eq!(ctx.db.all_events().await.unwrap().len(), 0);
+        ctx.db.exec(accept_events(b)).await.unwrap();
+    }
+    let mut files = vec![Files::new(), Files::new()];
+    let results = batch(&ctx, &jobs, &mut files).await.unwrap();
+    assert_eq!(kinds(&results), ["ok", "ok"]);
+    assert_eq!(ctx.db.all_events().await.unwrap().len(), 2);
+}
+
+/// Two batches whose jobs share scene versions in crossed order (A holds
+/// v1 then v2, B v2 then v1) both finish: the locks are taken in one order,
+/// so neither waits on the other forever (PostgreSQL would abort one as a
+/// deadlock: an error).
+pub async fn complete_many_crossed_batches_do_not_deadlock(url: &str) {
+    let ctx = setup(url).await;
+    let db = &ctx.db;
+    db.insert_scene("s", "scene").await.unwrap();
+    db.insert_version("v1", "s", NOW - 20 * MIN).await.unwrap();
+    db.insert_version("v2", "s", NOW - 10 * MIN).await.unwrap();
+    for (job, version) in [("a1", "v1"), ("a2", "v2"), ("b2", "v2"), ("b1", "v1")] {
+        let mut j = NewJob::video(job, "processing", Some("p"), NOW - 30 * MIN);
+        j.scene_id = Some("s".into());
+        j.scene_version_id = Some(version.into());
+        db.insert_job(&j).await.unwrap();
+    }
+    let la = leases(&ctx, &["a1", "a2"], "A").await;
+    let lb = leases(&ctx, &["b2", "b1"], "B").await;
+    let mk = |ls: Vec<Lease>, ids: [&str; 2]| -> Vec<(Lease, Completion)> {
+        ls.into_iter()
+            .zip(ids)
+            .map(|(l, id)| (l, completion(JobStatus::Processing, NOW + 1, id)))
+            .collect()
+    };
+    let (ja, jb) = (mk(la, ["a1", "a2"]), mk(lb, ["b2", "b1"]));
+    let (mut fa, mut fb) = (
+        vec![Files::new(), Files::new()],
+        vec![Files::new(), Files::new()],
+    );
+    let (ra, rb) = tokio::join!(batch(&ctx, &ja, &mut fa), batch(&ctx, &jb, &mut fb));
+    assert_eq!(kinds(&ra.unwrap()), ["ok", "ok"]);
+    assert_eq!(kinds(&rb.unwrap()), ["ok", "ok"]);
+    let s = db.scene("s").await.unwrap().unwrap();
+    assert_eq!(s.current_version_id.as_deref(), Some("v2"));
+    assert_eq!(db.all_events().await.unwrap().len(), 4);
+}
