@@ -25,6 +25,11 @@ pub enum StoreError {
     Heartbeat(#[source] SqlxError),
     #[error("complete the job")]
     Complete(#[source] SqlxError),
+    /// A batched completion ([`crate::Store::complete_many`]) failed as a
+    /// whole: what each of its jobs but one gets (the error itself goes to
+    /// one of them), see [`StoreError::for_batch`].
+    #[error("complete the job in a batch: {message}")]
+    CompleteBatch { message: String, unavailable: bool },
     /// [`crate::Publish::publish`] failed inside a completion: rolled back,
     /// nothing written.
     #[error("publish the outputs")]
@@ -140,9 +145,28 @@ impl StoreError {
     /// malformed statement): the caller should back off and retry, and
     /// readiness should report it.
     pub fn is_unavailable(&self) -> bool {
+        if let StoreError::CompleteBatch { unavailable, .. } = self {
+            return *unavailable;
+        }
         match self.sqlx_error() {
             Some(e) => is_unavailable(e),
             None => false,
+        }
+    }
+
+    /// A copy of a batch's error for another job of the batch: the message
+    /// with its sources, and whether the database was unreachable.
+    pub fn for_batch(&self) -> StoreError {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        StoreError::CompleteBatch {
+            message,
+            unavailable: self.is_unavailable(),
         }
     }
 
@@ -179,6 +203,7 @@ impl StoreError {
             | StoreError::RewriteMediaPaths(e)
             | StoreError::PrepareRestoreTarget(e) => Some(e),
             StoreError::SchemaTooNew { .. }
+            | StoreError::CompleteBatch { .. }
             | StoreError::PublishOutputs(_)
             | StoreError::SnapshotFile(_)
             | StoreError::RestoreTargetNotEmpty { .. }

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 pub mod activity;
 pub mod cancel;
 pub mod decide;
+mod group;
 pub mod health;
 pub mod lease;
 pub mod outputs;
@@ -87,6 +88,8 @@ pub struct Worker {
     /// One completion at a time per scene version in this process (the
     /// database serializes them across replicas).
     versions: outputs::VersionLocks,
+    /// Completions that meet while one commits are written together.
+    group: Arc<group::GroupCommit>,
     /// Provider pauses: the counts that decide them, and the board.
     pub health: health::Health,
     /// Whether the media directory takes our writes (`outputs`).
@@ -152,6 +155,7 @@ impl Worker {
             clock: p.clock,
             detached: TaskTracker::new(),
             versions: outputs::VersionLocks::default(),
+            group: Arc::default(),
             health: health::Health::default(),
             media: crate::runtime::health::MediaHealth::default(),
             storage: p.storage,

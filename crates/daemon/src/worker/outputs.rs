@@ -398,7 +398,7 @@ impl Worker {
             thumbnail: staged_thumb.as_ref().map(|(s, p)| stored(s, p)),
             thumbnail_problem: thumb_problem.clone(),
         };
-        let mut outputs = Outputs {
+        let outputs = Outputs {
             files: std::iter::once((staged_video, video_path))
                 .chain(staged_thumb)
                 .map(|(s, path)| s.pending(path))
@@ -418,13 +418,16 @@ impl Worker {
         // would put back files a committed row points at. The slot may stop
         // waiting for it; `Worker::detached` is awaited before exit.
         let store = self.store.clone();
+        let group = self.group.clone();
         let lease = cx.lease.clone();
         let turn = self.versions.turn(media, version).await;
         let completed = self
             .detached
             .spawn(async move {
                 let _turn = turn;
-                store.complete(&lease, &completion, &mut outputs).await
+                group
+                    .complete(&*store, lease, completion, Box::new(outputs))
+                    .await
             })
             .await;
         let completed = match completed {

@@ -14,7 +14,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Trans
 
 use super::{RowsAffected, Sql};
 use crate::row::{OpErr, bytes_i64, completion_detail};
-use crate::{Completing, StoreError};
+use crate::{Completing, Publish, StoreError};
 
 /// Where one item of the batch stands.
 enum Step {
@@ -39,7 +39,7 @@ struct Batch<'s, 'a> {
     steps: Vec<Step>,
 }
 
-impl Batch<'_, '_> {
+impl<'a> Batch<'_, 'a> {
     fn in_play(&self) -> impl Iterator<Item = usize> + '_ {
         self.steps
             .iter()
@@ -76,16 +76,23 @@ impl Batch<'_, '_> {
         }
     }
 
-    /// Publish every pending item; a failure takes only that item out.
+    /// Publish every pending item, concurrently; a failure takes only that
+    /// item out.
     fn publish_pending(&mut self) {
-        for i in 0..self.items.len() {
-            if matches!(self.steps[i], Step::Pending) {
-                self.steps[i] = match self.items[i].publish.publish() {
-                    Ok(()) => Step::Published,
-                    // `publish` leaves nothing behind when it fails.
-                    Err(e) => Step::Out(StoreError::PublishOutputs(e)),
-                };
-            }
+        let (idx, files): (Vec<usize>, Vec<&mut (dyn Publish + Send + 'a)>) = self
+            .items
+            .iter_mut()
+            .zip(&self.steps)
+            .enumerate()
+            .filter(|(_, (_, s))| matches!(s, Step::Pending))
+            .map(|(i, (c, _))| (i, &mut *c.publish))
+            .unzip();
+        for (i, r) in idx.into_iter().zip(publish_all(files)) {
+            self.steps[i] = match r {
+                Ok(()) => Step::Published,
+                // `publish` leaves nothing behind when it fails.
+                Err(e) => Step::Out(StoreError::PublishOutputs(e)),
+            };
         }
     }
 
@@ -142,6 +149,45 @@ impl Drop for Batch<'_, '_> {
                 self.items[i].publish.revert();
             }
         }
+    }
+}
+
+/// Run each `publish` on its own thread and wait for all: the renames and
+/// directory fsyncs of a batch overlap as those of separate completions
+/// did, instead of queuing behind one another (the filesystem's journal
+/// then commits them together). Each thread enters the caller's tokio
+/// runtime, if any, for a `publish` that needs it (an object store's
+/// upload completes through it). The caller's thread waits, as it would
+/// for one `publish`, but never stalls a multi-thread runtime's worker.
+fn publish_all<'a>(mut files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<std::io::Result<()>> {
+    if files.len() <= 1 {
+        return files.iter_mut().map(|f| f.publish()).collect();
+    }
+    let handle = tokio::runtime::Handle::try_current().ok();
+    let run = || {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = files
+                .into_iter()
+                .map(|f| {
+                    let handle = handle.clone();
+                    scope.spawn(move || {
+                        let _entered = handle.as_ref().map(tokio::runtime::Handle::enter);
+                        f.publish()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("publishing panicked")))
+                })
+                .collect()
+        })
+    };
+    match handle.as_ref().map(tokio::runtime::Handle::runtime_flavor) {
+        Some(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+        _ => run(),
     }
 }
 
