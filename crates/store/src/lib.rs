@@ -6,13 +6,16 @@
 //! generic over the database): `claim` (one statement that picks and leases
 //! eligible jobs), then `complete` (the one transaction that finishes a job,
 //! publishes its files, and writes its scene version, its scene and its
-//! audit event). `sqlite/` and `pg/` hold only their connection setup and
+//! audit event), and `batch.rs`'s `complete_many` (the same for a batch of
+//! jobs in one transaction: the group commit). `sqlite/` and `pg/` hold only their connection setup and
 //! their statements (`Dialect`); `row.rs` decodes rows.
 //!
 //! Invariants:
 //! - every write after a claim carries the lease's fencing token and changes
 //!   nothing (returning [`StoreError::LeaseLost`]) when the token is stale;
-//! - one transaction per state change, with its `ai_job_events` row;
+//! - a state change commits in one transaction with its `ai_job_events`
+//!   row (a batch puts several jobs' changes in one transaction, never one
+//!   change in two);
 //! - a claim never fails because of one row's contents: each row is decoded
 //!   on its own, and one the daemon cannot read comes back as
 //!   [`Claimed::Unreadable`] (leased, with its fencing token) for
@@ -197,6 +200,9 @@ pub struct SetAside {
 ///
 /// It runs on the calling task while the transaction (and, on SQLite, the
 /// database's write lock) is held: keep it to renames and fsyncs.
+/// [`Store::complete_many`] runs the `publish` of each job of a batch on a
+/// thread of its own, inside the caller's tokio runtime context if there is
+/// one, and waits for them all.
 pub trait Publish: Send {
     /// Rename the staged files into place (fsynced). An error aborts the
     /// completion (rolled back, [`StoreError::PublishOutputs`]); `revert`
