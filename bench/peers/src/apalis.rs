@@ -73,7 +73,7 @@ pub async fn run(engine: Engine, url: &str, n: u64) -> anyhow::Result<Measured> 
             ctx.stop()
         }
     };
-    let (pool, tables, start, worker) = match engine {
+    let (pool, tables, before, start, worker) = match engine {
         Engine::Sqlite => {
             // apalis's examples connect by URL; `mode=rwc` creates the file.
             let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await?;
@@ -87,12 +87,13 @@ pub async fn run(engine: Engine, url: &str, n: u64) -> anyhow::Result<Measured> 
             }
             let pool = Pool::Sqlite(pool);
             ready(&pool, &SQLITE, n).await?;
+            let before = pool.commits().await?;
             let start = Instant::now();
             let worker = WorkerBuilder::new("bench-peers")
                 .backend(backend)
                 .build(noop);
             let run = tokio::spawn(async move { worker.run_with_ctx(stop_on_signal).await });
-            (pool, SQLITE, start, run)
+            (pool, SQLITE, before, start, run)
         }
         Engine::Postgres => {
             let pool = sqlx::PgPool::connect(url).await?;
@@ -106,12 +107,13 @@ pub async fn run(engine: Engine, url: &str, n: u64) -> anyhow::Result<Measured> 
             }
             let pool = Pool::Pg(pool);
             ready(&pool, &POSTGRES, n).await?;
+            let before = pool.commits().await?;
             let start = Instant::now();
             let worker = WorkerBuilder::new("bench-peers")
                 .backend(backend)
                 .build(noop);
             let run = tokio::spawn(async move { worker.run_with_ctx(stop_on_signal).await });
-            (pool, POSTGRES, start, run)
+            (pool, POSTGRES, before, start, run)
         }
     };
     let elapsed = crate::wait_completed(start, n, &WORKED, &pool, tables.done).await;
@@ -121,6 +123,7 @@ pub async fn run(engine: Engine, url: &str, n: u64) -> anyhow::Result<Measured> 
         .context("worker task")?
         .map_err(|e| anyhow::anyhow!("worker: {e}"))?;
     let elapsed = elapsed?;
+    let commits = pool.commits_since(before).await?;
 
     crate::verify(n, &WORKED, &pool, tables.all, tables.done).await?;
     let retried = pool.scalar(tables.retried).await?;
@@ -130,6 +133,7 @@ pub async fn run(engine: Engine, url: &str, n: u64) -> anyhow::Result<Measured> 
     let durability = pool.durability().await?;
     Ok(Measured {
         elapsed,
+        commits,
         durability,
     })
 }

@@ -18,7 +18,10 @@
 //! events), and reads the durability settings from the pools' own
 //! connections: SQLite's `journal_mode` and `synchronous` on every open
 //! connection (they are per connection, and a library may set them on one),
-//! PostgreSQL's `synchronous_commit` and `fsync`.
+//! PostgreSQL's `synchronous_commit` and `fsync`. On PostgreSQL it also
+//! counts the transactions committed per job (`pg_stat_database.xact_commit`
+//! from start to stop: the library's maintenance and the harness's few
+//! completion checks included).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -98,6 +101,32 @@ impl Pool {
         Ok(())
     }
 
+    /// PostgreSQL's count of committed transactions in this database (every
+    /// one: reads too), or `None` on SQLite, which keeps no such count.
+    pub async fn commits(&self) -> anyhow::Result<Option<i64>> {
+        match self {
+            Pool::Sqlite(_) => Ok(None),
+            Pool::Pg(p) => Ok(Some(
+                sqlx::query_scalar(
+                    "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+                )
+                .fetch_one(p)
+                .await?,
+            )),
+        }
+    }
+
+    /// Transactions committed since `before`, once the library has stopped.
+    /// Backends publish their counts when idle, at most once a second, hence
+    /// the wait.
+    pub async fn commits_since(&self, before: Option<i64>) -> anyhow::Result<Option<u64>> {
+        let Some(before) = before else {
+            return Ok(None);
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Ok(self.commits().await?.map(|after| (after - before) as u64))
+    }
+
     /// The durability settings every idle connection of the pool has now.
     /// Call it once the library has stopped, so its connections are idle.
     pub async fn durability(&self) -> anyhow::Result<String> {
@@ -138,9 +167,8 @@ impl Pool {
                     let commit: String = sqlx::query_scalar("SHOW synchronous_commit")
                         .fetch_one(&mut **c)
                         .await?;
-                    let fsync: String = sqlx::query_scalar("SHOW fsync")
-                        .fetch_one(&mut **c)
-                        .await?;
+                    let fsync: String =
+                        sqlx::query_scalar("SHOW fsync").fetch_one(&mut **c).await?;
                     add(format!("synchronous_commit={commit} fsync={fsync}"));
                 }
             }
@@ -160,6 +188,8 @@ impl Pool {
 /// What one system's run produced.
 pub struct Measured {
     pub elapsed: Duration,
+    /// PostgreSQL only: transactions committed from start to stop.
+    pub commits: Option<u64>,
     pub durability: String,
 }
 
@@ -208,7 +238,9 @@ pub async fn verify(
     let completed = pool.scalar(count_completed).await? as u64;
     let ran = worked.load(Ordering::Relaxed);
     if all != n || completed != n || ran != n {
-        bail!("expected {n} rows all completed, worked once each: {all} rows, {completed} completed, handler ran {ran} times");
+        bail!(
+            "expected {n} rows all completed, worked once each: {all} rows, {completed} completed, handler ran {ran} times"
+        );
     }
     Ok(())
 }
@@ -305,8 +337,10 @@ async fn main() -> anyhow::Result<()> {
         opts.concurrency, opts.claim_limit
     );
     println!();
-    println!("| engine | system | seconds | jobs/s | time / best peer | durability (as the pool's connections have it) |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| engine | system | seconds | jobs/s | time / best peer | transactions per job | durability (as the pool's connections have it) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for &engine in &engines {
         let best_peer = rows
             .iter()
@@ -321,8 +355,12 @@ async fn main() -> anyhow::Result<()> {
                     let ratio = best_peer
                         .map(|b| format!("{:.2}", secs / b.as_secs_f64()))
                         .unwrap_or_else(|| "—".into());
+                    let commits = m
+                        .commits
+                        .map(|c| format!("{:.2}", c as f64 / n as f64))
+                        .unwrap_or_else(|| "—".into());
                     println!(
-                        "| {} | {} | {secs:.2} | {:.0} | {ratio} | {} |",
+                        "| {} | {} | {secs:.2} | {:.0} | {ratio} | {commits} | {} |",
                         engine.label(),
                         r.system,
                         n as f64 / secs,
@@ -330,7 +368,7 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
                 Err(e) => println!(
-                    "| {} | {} | failed | | | {} |",
+                    "| {} | {} | failed | | | | {} |",
                     engine.label(),
                     r.system,
                     format!("{e:#}").replace('|', "/")

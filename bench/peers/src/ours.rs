@@ -167,9 +167,11 @@ pub async fn run(engine: Engine, url: &str, n: u64, opts: &Opts) -> anyhow::Resu
     pool.analyze().await?;
 
     let worked = AtomicU64::new(0);
+    let before = pool.commits().await?;
     let start = Instant::now();
     let done = ours(store.clone(), n, opts, &worked).await?;
     let elapsed = start.elapsed();
+    let commits = pool.commits_since(before).await?;
 
     const ALL: &str = "SELECT COUNT(*) FROM ai_jobs";
     const COMPLETED: &str = "SELECT COUNT(*) FROM ai_jobs WHERE status = 'completed'";
@@ -181,7 +183,7 @@ pub async fn run(engine: Engine, url: &str, n: u64, opts: &Opts) -> anyhow::Resu
         .scalar("SELECT COUNT(*) FROM ai_job_events WHERE to_status = 'completed'")
         .await?;
     let distinct = pool
-        .scalar("SELECT COUNT(DISTINCT job_id) FROM ai_job_events WHERE to_status = 'completed'")
+        .scalar("SELECT COUNT(DISTINCT ai_job_id) FROM ai_job_events WHERE to_status = 'completed'")
         .await?;
     if events as u64 != n || distinct as u64 != n {
         bail!("{events} completion events for {distinct} jobs, expected {n} for {n}");
@@ -189,6 +191,7 @@ pub async fn run(engine: Engine, url: &str, n: u64, opts: &Opts) -> anyhow::Resu
     let durability = pool.durability().await?;
     Ok(Measured {
         elapsed,
+        commits,
         durability,
     })
 }

@@ -90,11 +90,13 @@ pub async fn run(engine: Engine, url: &str, n: u64, profile: Profile) -> anyhow:
     pool.analyze().await?;
 
     WORKED.store(0, Ordering::Relaxed);
+    let before = pool.commits().await?;
     let start = Instant::now();
     let mut handle = client.start()?;
     let elapsed = crate::wait_completed(start, n, &WORKED, &pool, COMPLETED).await;
     handle.stop().await?;
     let elapsed = elapsed?;
+    let commits = pool.commits_since(before).await?;
 
     crate::verify(n, &WORKED, &pool, ALL, COMPLETED).await?;
     let retried = pool.scalar(RETRIED).await?;
@@ -104,6 +106,7 @@ pub async fn run(engine: Engine, url: &str, n: u64, profile: Profile) -> anyhow:
     let durability = pool.durability().await?;
     Ok(Measured {
         elapsed,
+        commits,
         durability,
     })
 }
