@@ -87,7 +87,7 @@ pub async fn run(engine: Engine, url: &str, n: u64) -> anyhow::Result<Measured> 
             }
             let pool = Pool::Sqlite(pool);
             ready(&pool, &SQLITE, n).await?;
-            let before = pool.commits().await?;
+            let before = pool.commits_at_rest().await?;
             let start = Instant::now();
             let worker = WorkerBuilder::new("bench-peers")
                 .backend(backend)
@@ -107,7 +107,7 @@ pub async fn run(engine: Engine, url: &str, n: u64) -> anyhow::Result<Measured> 
             }
             let pool = Pool::Pg(pool);
             ready(&pool, &POSTGRES, n).await?;
-            let before = pool.commits().await?;
+            let before = pool.commits_at_rest().await?;
             let start = Instant::now();
             let worker = WorkerBuilder::new("bench-peers")
                 .backend(backend)
@@ -123,7 +123,6 @@ pub async fn run(engine: Engine, url: &str, n: u64) -> anyhow::Result<Measured> 
         .context("worker task")?
         .map_err(|e| anyhow::anyhow!("worker: {e}"))?;
     let elapsed = elapsed?;
-    let commits = pool.commits_since(before).await?;
 
     crate::verify(n, &WORKED, &pool, tables.all, tables.done).await?;
     let retried = pool.scalar(tables.retried).await?;
@@ -131,6 +130,7 @@ pub async fn run(engine: Engine, url: &str, n: u64) -> anyhow::Result<Measured> 
         bail!("{retried} tasks took more than one attempt");
     }
     let durability = pool.durability().await?;
+    let commits = pool.close_counting_commits(url, before).await?;
     Ok(Measured {
         elapsed,
         commits,

@@ -21,7 +21,7 @@
 //! PostgreSQL's `synchronous_commit` and `fsync`. On PostgreSQL it also
 //! counts the transactions committed per job (`pg_stat_database.xact_commit`
 //! from start to stop: the library's maintenance and the harness's few
-//! completion checks included).
+//! checks included).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -116,15 +116,49 @@ impl Pool {
         }
     }
 
-    /// Transactions committed since `before`, once the library has stopped.
-    /// Backends publish their counts when idle, at most once a second, hence
-    /// the wait.
-    pub async fn commits_since(&self, before: Option<i64>) -> anyhow::Result<Option<u64>> {
-        let Some(before) = before else {
+    /// [`Pool::commits`] once the setup's transactions are counted: a
+    /// backend idle with uncounted transactions publishes them within 10 s
+    /// (PostgreSQL's `PGSTAT_IDLE_INTERVAL`), so on PostgreSQL this waits
+    /// that long first, or they would be counted against the system.
+    pub async fn commits_at_rest(&self) -> anyhow::Result<Option<i64>> {
+        if let Pool::Pg(_) = self {
+            tokio::time::sleep(Duration::from_millis(10_500)).await;
+        }
+        self.commits().await
+    }
+
+    /// Transactions committed since `before`, read last: the pool is closed
+    /// first, because a backend publishes its counts when it exits, or when
+    /// idle only up to 10 s later (PostgreSQL's `PGSTAT_IDLE_INTERVAL`);
+    /// then a fresh connection to `url` reads until two reads agree.
+    pub async fn close_counting_commits(
+        &self,
+        url: &str,
+        before: Option<i64>,
+    ) -> anyhow::Result<Option<u64>> {
+        let (Pool::Pg(p), Some(before)) = (self, before) else {
             return Ok(None);
         };
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        Ok(self.commits().await?.map(|after| (after - before) as u64))
+        p.close().await;
+        let fresh = Pool::Pg(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await?,
+        );
+        let mut last = -1;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = fresh.commits().await?.unwrap_or_default();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        if let Pool::Pg(p) = fresh {
+            p.close().await;
+        }
+        Ok(Some((last - before) as u64))
     }
 
     /// The durability settings every idle connection of the pool has now.

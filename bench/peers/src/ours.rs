@@ -167,11 +167,10 @@ pub async fn run(engine: Engine, url: &str, n: u64, opts: &Opts) -> anyhow::Resu
     pool.analyze().await?;
 
     let worked = AtomicU64::new(0);
-    let before = pool.commits().await?;
+    let before = pool.commits_at_rest().await?;
     let start = Instant::now();
     let done = ours(store.clone(), n, opts, &worked).await?;
     let elapsed = start.elapsed();
-    let commits = pool.commits_since(before).await?;
 
     const ALL: &str = "SELECT COUNT(*) FROM ai_jobs";
     const COMPLETED: &str = "SELECT COUNT(*) FROM ai_jobs WHERE status = 'completed'";
@@ -189,6 +188,7 @@ pub async fn run(engine: Engine, url: &str, n: u64, opts: &Opts) -> anyhow::Resu
         bail!("{events} completion events for {distinct} jobs, expected {n} for {n}");
     }
     let durability = pool.durability().await?;
+    let commits = pool.close_counting_commits(url, before).await?;
     Ok(Measured {
         elapsed,
         commits,

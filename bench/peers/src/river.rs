@@ -90,13 +90,12 @@ pub async fn run(engine: Engine, url: &str, n: u64, profile: Profile) -> anyhow:
     pool.analyze().await?;
 
     WORKED.store(0, Ordering::Relaxed);
-    let before = pool.commits().await?;
+    let before = pool.commits_at_rest().await?;
     let start = Instant::now();
     let mut handle = client.start()?;
     let elapsed = crate::wait_completed(start, n, &WORKED, &pool, COMPLETED).await;
     handle.stop().await?;
     let elapsed = elapsed?;
-    let commits = pool.commits_since(before).await?;
 
     crate::verify(n, &WORKED, &pool, ALL, COMPLETED).await?;
     let retried = pool.scalar(RETRIED).await?;
@@ -104,6 +103,7 @@ pub async fn run(engine: Engine, url: &str, n: u64, profile: Profile) -> anyhow:
         bail!("{retried} jobs took more than one attempt");
     }
     let durability = pool.durability().await?;
+    let commits = pool.close_counting_commits(url, before).await?;
     Ok(Measured {
         elapsed,
         commits,
