@@ -7,7 +7,7 @@
 //! throwaway cluster), in one invocation.
 //!
 //! ```sh
-//! cargo run --release --manifest-path bench/peers/Cargo.toml -- [jobs] [sqlite|postgres|both] [concurrency] [claim_limit]
+//! cargo run --release --manifest-path bench/peers/Cargo.toml -- [jobs] [sqlite|postgres|both] [concurrency] [claim_limit] [loops] [system prefix]
 //! ```
 //!
 //! Measured per (system, engine): wall time from the start of working (all
@@ -304,20 +304,22 @@ async fn run_one(
         "River, defaults" => river::run(engine, url, n, river::Profile::Defaults).await,
         "River, bench profile" => river::run(engine, url, n, river::Profile::Bench).await,
         "apalis, defaults" => apalis::run(engine, url, n).await,
-        "clawcut-store" => ours::run(engine, url, n, opts).await,
+        "clawcut-store, per job" => ours::run(engine, url, n, opts, ours::Mode::PerJob).await,
+        "clawcut-store, group commit" => ours::run(engine, url, n, opts, ours::Mode::Batched).await,
         other => bail!("no system {other}"),
     }
 }
 
-const SYSTEMS: [&str; 4] = [
+const SYSTEMS: [&str; 5] = [
     "River, defaults",
     "River, bench profile",
     "apalis, defaults",
-    "clawcut-store",
+    "clawcut-store, per job",
+    "clawcut-store, group commit",
 ];
 
 fn is_peer(system: &str) -> bool {
-    system != "clawcut-store"
+    !system.starts_with("clawcut-store")
 }
 
 #[tokio::main]
@@ -342,11 +344,20 @@ async fn main() -> anyhow::Result<()> {
             Some(a) => a.parse().context("claim_limit: a number")?,
             None => 500,
         },
+        loops: match args.next() {
+            Some(a) => a.parse().context("loops: a number")?,
+            None => 2,
+        },
     };
+    // A system name (or its prefix) runs only those: the peers take minutes.
+    let only = args.next();
 
     let mut rows = Vec::new();
     for &engine in &engines {
         for system in SYSTEMS {
+            if only.as_deref().is_some_and(|o| !system.starts_with(o)) {
+                continue;
+            }
             eprintln!("{} / {system}: {n} jobs ...", engine.label());
             let result = run_one(system, engine, n, &opts).await;
             match &result {
@@ -367,8 +378,8 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "{n} no-op jobs per system; clawcut-store: concurrency {}, claim limit {}",
-        opts.concurrency, opts.claim_limit
+        "{n} no-op jobs per system; clawcut-store: concurrency {} (per job), claim limit {}, {} loops (group commit)",
+        opts.concurrency, opts.claim_limit, opts.loops
     );
     println!();
     println!(

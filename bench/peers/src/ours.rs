@@ -11,17 +11,33 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clawcut_core::{EligibilityRules, Job, JobStatus};
 use clawcut_store::{
-    ClaimRequest, Claimed, Completion, PgStore, Publish, SqliteStore, Store, StoredOutput,
+    ClaimRequest, Claimed, Completing, Completion, PgStore, Publish, SqliteStore, Store,
+    StoredOutput,
 };
 use futures::{StreamExt, TryStreamExt};
 
 use crate::{Engine, Measured, Pool, now_ms};
 
 pub struct Opts {
-    /// Completions in flight at once.
+    /// Completions in flight at once (per job).
     pub concurrency: usize,
     /// Jobs one claim leases.
     pub claim_limit: u32,
+    /// Claim-and-complete loops at once (group commit).
+    pub loops: usize,
+}
+
+/// How the claimed jobs are completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `Store::complete` per job, `concurrency` in flight: a transaction
+    /// per job, as each daemon slot commits alone.
+    PerJob,
+    /// `Store::complete_many` per claim: one transaction for each claimed
+    /// batch, `loops` claim-and-complete loops at once, so one loop claims
+    /// while another commits. What the daemon's group commit does when
+    /// completions meet.
+    Batched,
 }
 
 const WORKER: &str = "bench-peers";
@@ -83,6 +99,106 @@ async fn complete_one(store: &dyn Store, job: Job) -> anyhow::Result<()> {
         .with_context(|| format!("complete {}", job.id))
 }
 
+fn completion(job: &Job) -> Completion {
+    Completion {
+        from: JobStatus::Processing,
+        now: now_ms(),
+        video: StoredOutput {
+            path: format!("/media/scenes/{}.mp4", job.id),
+            sha256: "0".repeat(64),
+            bytes: 1_048_576,
+        },
+        thumbnail: None,
+        thumbnail_problem: None,
+    }
+}
+
+async fn claim(store: &dyn Store, limit: u32) -> anyhow::Result<Vec<Job>> {
+    let rules = rules();
+    let claimed = store
+        .claim(&ClaimRequest {
+            worker_id: WORKER,
+            now: now_ms(),
+            lease_ttl: Duration::from_secs(300),
+            limit,
+            rules: &rules,
+            only_job: None,
+            force: false,
+            probe: None,
+        })
+        .await
+        .context("claim")?;
+    claimed
+        .into_iter()
+        .map(|c| match c {
+            Claimed::Job(j) => Ok(j),
+            Claimed::Unreadable(u) => bail!("unreadable row {}: {}", u.column, u.problem),
+        })
+        .collect()
+}
+
+/// One claim-and-complete loop of [`Mode::Batched`]: until a claim comes
+/// back empty, complete everything it leased in one `complete_many`.
+async fn batched_loop(
+    store: Arc<dyn Store>,
+    limit: u32,
+    worked: Arc<AtomicU64>,
+) -> anyhow::Result<u64> {
+    let mut done = 0;
+    loop {
+        let jobs = claim(&*store, limit).await?;
+        if jobs.is_empty() {
+            return Ok(done);
+        }
+        let leases = jobs
+            .iter()
+            .map(|j| j.lease().context("a claimed job has a lease"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let completions: Vec<Completion> = jobs.iter().map(completion).collect();
+        let mut files: Vec<NoFiles> = jobs.iter().map(|_| NoFiles).collect();
+        let mut items: Vec<Completing<'_>> = leases
+            .iter()
+            .zip(&completions)
+            .zip(files.iter_mut())
+            .map(|((lease, completion), publish)| Completing {
+                lease,
+                completion,
+                publish,
+            })
+            .collect();
+        let results = store
+            .complete_many(&mut items)
+            .await
+            .context("complete_many")?;
+        for (r, job) in results.into_iter().zip(&jobs) {
+            r.with_context(|| format!("complete {}", job.id))?;
+            worked.fetch_add(1, Ordering::Relaxed);
+            done += 1;
+        }
+    }
+}
+
+/// [`Mode::Batched`]: `loops` loops until the table is drained.
+pub async fn batched(
+    store: Arc<dyn Store>,
+    opts: &Opts,
+    worked: Arc<AtomicU64>,
+) -> anyhow::Result<u64> {
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..opts.loops.max(1) {
+        loops.spawn(batched_loop(
+            store.clone(),
+            opts.claim_limit,
+            worked.clone(),
+        ));
+    }
+    let mut done = 0;
+    while let Some(r) = loops.join_next().await {
+        done += r.context("claim-and-complete loop")??;
+    }
+    Ok(done)
+}
+
 /// Claims and completes until `n` jobs are done; returns how many were.
 /// Kept to the `Store` trait alone, so a batched completion can replace the
 /// per-job one here and nowhere else.
@@ -141,7 +257,13 @@ pub async fn ours(
     Ok(done)
 }
 
-pub async fn run(engine: Engine, url: &str, n: u64, opts: &Opts) -> anyhow::Result<Measured> {
+pub async fn run(
+    engine: Engine,
+    url: &str,
+    n: u64,
+    opts: &Opts,
+    mode: Mode,
+) -> anyhow::Result<Measured> {
     let (store, pool): (Arc<dyn Store>, Pool) = match engine {
         Engine::Sqlite => {
             let s = SqliteStore::connect(url).await?;
@@ -166,10 +288,13 @@ pub async fn run(engine: Engine, url: &str, n: u64, opts: &Opts) -> anyhow::Resu
     }
     pool.analyze().await?;
 
-    let worked = AtomicU64::new(0);
+    let worked = Arc::new(AtomicU64::new(0));
     let before = pool.commits_at_rest().await?;
     let start = Instant::now();
-    let done = ours(store.clone(), n, opts, &worked).await?;
+    let done = match mode {
+        Mode::PerJob => ours(store.clone(), n, opts, &worked).await?,
+        Mode::Batched => batched(store.clone(), opts, worked.clone()).await?,
+    };
     let elapsed = start.elapsed();
 
     const ALL: &str = "SELECT COUNT(*) FROM ai_jobs";

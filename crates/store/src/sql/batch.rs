@@ -152,36 +152,65 @@ impl Drop for Batch<'_, '_> {
     }
 }
 
-/// Run each `publish` on its own thread and wait for all: the renames and
-/// directory fsyncs of a batch overlap as those of separate completions
-/// did, instead of queuing behind one another (the filesystem's journal
-/// then commits them together). Each thread enters the caller's tokio
-/// runtime, if any, for a `publish` that needs it (an object store's
-/// upload completes through it). The caller's thread waits, as it would
-/// for one `publish`, but never stalls a multi-thread runtime's worker.
+/// The most threads one batch publishes on: enough for its fsyncs to
+/// overlap, few enough that starting them costs little next to the writes.
+const PUBLISH_THREADS: usize = 16;
+
+/// Run the `publish` calls on up to [`PUBLISH_THREADS`] threads and wait for
+/// all: the renames and directory fsyncs of a batch overlap as those of
+/// separate completions did, instead of queuing behind one another (the
+/// filesystem's journal then commits them together). Each thread enters the
+/// caller's tokio runtime, if any, for a `publish` that needs it (an object
+/// store's upload completes through it). The caller's thread waits, as it
+/// would for one `publish`, but never stalls a multi-thread runtime's
+/// worker.
 fn publish_all<'a>(mut files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<std::io::Result<()>> {
     if files.len() <= 1 {
         return files.iter_mut().map(|f| f.publish()).collect();
     }
+    let n = files.len();
+    let threads = n.min(PUBLISH_THREADS);
+    // Thread `t` takes items t, t + threads, ...: each keeps its indices.
+    let mut shares: Vec<Vec<(usize, &mut (dyn Publish + Send + 'a))>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (i, f) in files.into_iter().enumerate() {
+        shares[i % threads].push((i, f));
+    }
     let handle = tokio::runtime::Handle::try_current().ok();
     let run = || {
         std::thread::scope(|scope| {
-            let threads: Vec<_> = files
+            let running: Vec<_> = shares
                 .into_iter()
-                .map(|f| {
+                .map(|share| {
                     let handle = handle.clone();
-                    scope.spawn(move || {
+                    let indices: Vec<usize> = share.iter().map(|(i, _)| *i).collect();
+                    let thread = scope.spawn(move || {
                         let _entered = handle.as_ref().map(tokio::runtime::Handle::enter);
-                        f.publish()
-                    })
+                        share
+                            .into_iter()
+                            .map(|(_, f)| f.publish())
+                            .collect::<Vec<_>>()
+                    });
+                    (indices, thread)
                 })
                 .collect();
-            threads
-                .into_iter()
-                .map(|t| {
-                    t.join()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("publishing panicked")))
-                })
+            let mut out: Vec<Option<std::io::Result<()>>> = (0..n).map(|_| None).collect();
+            for (indices, thread) in running {
+                match thread.join() {
+                    Ok(results) => {
+                        for (i, r) in indices.into_iter().zip(results) {
+                            out[i] = Some(r);
+                        }
+                    }
+                    Err(_) => {
+                        for i in indices {
+                            out[i] = Some(Err(std::io::Error::other("publishing panicked")));
+                        }
+                    }
+                }
+            }
+            out.into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(std::io::Error::other("not published"))))
                 .collect()
         })
     };
