@@ -52,6 +52,15 @@ macro_rules! migrations {
                 description: "panel indexes",
                 sql: include_str!(concat!("../../../migrations/", $dir, "/0005_panel.sql")),
             },
+            Migration {
+                version: 6,
+                description: "room for in-place updates",
+                sql: include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0006_hot_updates.sql"
+                )),
+            },
         ]
     };
 }

@@ -17,6 +17,17 @@ pub async fn migrate_is_idempotent_and_app_insert_works(url: &str) {
     assert!(after.is_current(), "{after:?}");
     assert_eq!(after.current, after.latest);
     store.ping().await.unwrap();
+    if store.backend() == Backend::Postgres {
+        // Room on each page for the lease columns' in-place (HOT) updates.
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let opts: Option<Vec<String>> =
+            sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE relname = 'ai_jobs'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(opts, Some(vec!["fillfactor=85".to_owned()]));
+        pool.close().await;
+    }
 
     // The app writes only its own columns; everything else has a default.
     let db = AppDb::connect(url).await.unwrap();
