@@ -38,6 +38,7 @@
 //! jobs seeded a second later, so the tool sees every job. One round, no
 //! baseline; the time includes the tool's overhead.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -74,10 +75,21 @@ impl Engine {
     }
 }
 
+/// Every run's directories, removed only when the bench ends. This
+/// machine's ext4 has no journal, and there a new inode skips every inode
+/// freed in the last 30 s or so (`recently_deleted`, reading the inode
+/// table): removing a run's 30,000 files and directories made the next run
+/// pay for them (85 % of the daemon's CPU in the kernel's inode allocator).
+static KEEP: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+
+fn keep(dir: tempfile::TempDir) {
+    KEEP.lock().unwrap().push(dir);
+}
+
 /// A fresh database: the URL and whatever keeps it alive.
 struct FreshDb {
     url: String,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
 }
 
 fn fresh_db(engine: Engine, hint: &str) -> FreshDb {
@@ -86,14 +98,14 @@ fn fresh_db(engine: Engine, hint: &str) -> FreshDb {
             let (dir, url) = clawcut_test_support::db::temp_sqlite();
             FreshDb {
                 url,
-                _dir: Some(dir),
+                dir: Some(dir),
             }
         }
         Engine::Postgres => FreshDb {
             url: clawcut_test_support::pg::require()
                 .expect("PostgreSQL")
                 .fresh_db(hint),
-            _dir: None,
+            dir: None,
         },
     }
 }
@@ -141,8 +153,8 @@ macro_rules! on_db {
 }
 
 /// The baseline's statements: the daemon's completion writes (same rows,
-/// same columns, same guard), and a claim keyed by id (the daemon's claim
-/// also finds the oldest due rows; finding is not a durable write).
+/// same columns, same guard), and a claim of a list of ids (the daemon's
+/// claim also finds the oldest due rows; finding is not a durable write).
 struct BaselineSql {
     begin_write: Option<&'static str>,
     claim: &'static str,
@@ -156,7 +168,7 @@ const SQLITE_SQL: BaselineSql = BaselineSql {
     begin_write: Some("BEGIN IMMEDIATE"),
     claim: "UPDATE ai_jobs SET lease_owner = ?2, lease_expires_at = ?3,
                 fencing_token = fencing_token + 1
-            WHERE id = ?1 RETURNING fencing_token",
+            WHERE id IN (SELECT value FROM json_each(?1)) RETURNING id, fencing_token",
     complete_job: "UPDATE ai_jobs SET status = 'completed', completed_at = ?4, updated_at = ?4,
                 video_path = ?5, video_sha256 = ?6, video_bytes = ?7, thumbnail_path = ?8,
                 last_error = NULL, lease_owner = NULL, lease_expires_at = NULL
@@ -184,7 +196,7 @@ const PG_SQL: BaselineSql = BaselineSql {
     claim: "UPDATE ai_jobs SET lease_owner = $2,
                 lease_expires_at = to_timestamp($3::float8 / 1000.0),
                 fencing_token = fencing_token + 1
-            WHERE id = $1 RETURNING fencing_token",
+            WHERE id = ANY(ARRAY(SELECT json_array_elements_text($1::json))) RETURNING id, fencing_token",
     complete_job: "UPDATE ai_jobs SET status = 'completed',
                 completed_at = to_timestamp($4::float8 / 1000.0),
                 updated_at = to_timestamp($4::float8 / 1000.0),
@@ -363,26 +375,56 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// CPU seconds of every `postgres` process, summed (the bench's throwaway
-/// cluster is the only one it expects on the machine).
-fn postgres_cpu() -> f64 {
+/// The throwaway cluster's processes: the postmaster (a backend's parent)
+/// and its children. Other clusters on the machine (another worktree's
+/// tests) are not counted.
+async fn cluster_pids(db: &Db) -> Vec<u32> {
+    let Db::Pg(p) = db else { return Vec::new() };
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(p)
+        .await
+        .unwrap();
+    let ppid = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let Some(postmaster) = ppid(backend as u32) else {
+        return Vec::new();
+    };
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "postgres")
-        })
-        .map(cpu_secs)
+        .filter(|&pid| pid == postmaster || ppid(pid) == Some(postmaster))
+        .collect()
+}
+
+/// CPU seconds of the cluster's processes now, by pid.
+fn cpu_of(pids: &[u32]) -> HashMap<u32, f64> {
+    pids.iter().map(|&p| (p, cpu_secs(p))).collect()
+}
+
+/// CPU the cluster spent since `before`: a process born since (the
+/// daemon's backends) counts whole; one that exited takes its time with it
+/// (the daemon's and the bench's connections live through the run).
+fn cpu_since(before: &HashMap<u32, f64>, now: &HashMap<u32, f64>) -> f64 {
+    now.iter()
+        .map(|(p, c)| (c - before.get(p).copied().unwrap_or(0.0)).max(0.0))
         .sum()
 }
 
 struct DaemonRun {
     secs: f64,
     cpu: f64,
-    pg_cpu: f64,
+    /// The cluster's CPU during the run (`None` on SQLite).
+    pg_cpu: Option<f64>,
+    /// Claim statements the scheduler ran, and the seconds it spent in them.
     claims: f64,
     claim_secs: f64,
     busy_slots: f64,
@@ -458,9 +500,10 @@ async fn daemon_run(
     }
     seed(&db, n).await;
     let wal_before = wal_lsn(&db).await;
-    let pg_before = postgres_cpu();
+    let pg_before = cpu_of(&cluster_pids(&db).await);
     let started = Instant::now();
     let mut child = child.unwrap_or_else(|| run(BIN, &cfg, Stdio::from(log)));
+
     let client = reqwest::Client::new();
     let (mut busy_sum, mut samples) = (0.0, 0u32);
     let mut next_sample = Instant::now() + Duration::from_millis(250);
@@ -483,7 +526,11 @@ async fn daemon_run(
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs(child.id());
-    let pg_cpu = postgres_cpu() - pg_before;
+    let pg_cpu = if engine == Engine::Postgres {
+        Some(cpu_since(&pg_before, &cpu_of(&cluster_pids(&db).await)))
+    } else {
+        None
+    };
     let m = scrape(&client, port).await;
     if let Some(t) = tool.as_mut() {
         interrupt(t);
@@ -501,6 +548,10 @@ async fn daemon_run(
     };
     verify(&db, n).await;
     db.close().await;
+    keep(dir);
+    if let Some(d) = fresh.dir {
+        keep(d);
+    }
     DaemonRun {
         secs,
         cpu,
@@ -544,16 +595,32 @@ fn install(temp: &Path, path: &Path) {
 
 const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-async fn baseline_job(db: &Db, media: &Path, video: &Arc<Vec<u8>>, thumb: &Arc<Vec<u8>>, i: usize) {
-    let owner = "baseline";
-    let (job, scene, version) = (format!("job_{i}"), format!("scene_{i}"), format!("ver_{i}"));
-    let token: i64 = on_db!(db, |p, sql| sqlx::query_scalar(sql.claim)
-        .bind(job.as_str())
-        .bind(owner)
+/// Lease jobs `ids` in one statement: their fencing tokens.
+async fn baseline_claim(db: &Db, ids: &[String]) -> HashMap<String, i64> {
+    let list = serde_json::to_string(ids).unwrap();
+    let rows: Vec<(String, i64)> = on_db!(db, |p, sql| sqlx::query_as(sql.claim)
+        .bind(list.as_str())
+        .bind(OWNER)
         .bind(now_ms() + 600_000)
-        .fetch_one(p)
+        .fetch_all(p)
         .await
         .unwrap());
+    assert_eq!(rows.len(), ids.len());
+    rows.into_iter().collect()
+}
+
+const OWNER: &str = "baseline";
+
+async fn baseline_job(
+    db: &Db,
+    media: &Path,
+    video: &Arc<Vec<u8>>,
+    thumb: &Arc<Vec<u8>>,
+    i: usize,
+    token: i64,
+) {
+    let owner = OWNER;
+    let (job, scene, version) = (format!("job_{i}"), format!("scene_{i}"), format!("ver_{i}"));
     let video_path = media.join(format!("videos/{scene}/{version}.mp4"));
     let thumb_path = media.join(format!("thumbnails/{scene}/{version}.webp"));
     {
@@ -621,8 +688,10 @@ async fn baseline_job(db: &Db, media: &Path, video: &Arc<Vec<u8>>, thumb: &Arc<V
     });
 }
 
-/// Seconds for `workers` tasks to do the physical work of `n` completions.
-async fn baseline(engine: Engine, n: usize, workers: usize) -> f64 {
+/// Seconds for `workers` tasks to do the physical work of `n` completions,
+/// each task claiming `per_claim` jobs at a time (the daemon's claims per
+/// job, measured in the same round: the same commits).
+async fn baseline(engine: Engine, n: usize, workers: usize, per_claim: usize) -> f64 {
     let fresh = fresh_db(engine, "limit_baseline");
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &fresh.url, "http://127.0.0.1:9", "");
@@ -646,11 +715,16 @@ async fn baseline(engine: Engine, n: usize, workers: usize) -> f64 {
             );
             tokio::spawn(async move {
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
+                    let first = next.fetch_add(per_claim, Ordering::Relaxed);
+                    if first >= n {
                         break;
                     }
-                    baseline_job(&db, &media, &video, &thumb, i).await;
+                    let mine: Vec<usize> = (first..n.min(first + per_claim)).collect();
+                    let ids: Vec<String> = mine.iter().map(|i| format!("job_{i}")).collect();
+                    let tokens = baseline_claim(&db, &ids).await;
+                    for (i, id) in mine.iter().zip(&ids) {
+                        baseline_job(&db, &media, &video, &thumb, *i, tokens[id]).await;
+                    }
                 }
             })
         })
@@ -661,6 +735,10 @@ async fn baseline(engine: Engine, n: usize, workers: usize) -> f64 {
     let secs = started.elapsed().as_secs_f64();
     verify(&db, n).await;
     db.close().await;
+    keep(dir);
+    if let Some(d) = fresh.dir {
+        keep(d);
+    }
     secs
 }
 
@@ -694,7 +772,7 @@ async fn main() {
     println!(
         "{n} jobs, 64 KiB video + 2 KiB thumbnail each, concurrency {concurrency}, {rounds} round(s)"
     );
-    let mut table = Vec::new();
+    let mut table: Rows = Vec::new();
     for engine in engines {
         if engine == Engine::Postgres && clawcut_test_support::pg::require().is_none() {
             continue;
@@ -712,17 +790,20 @@ async fn main() {
         let (mut ds, mut bc, mut bs) = (vec![], vec![], vec![]);
         for round in 0..rounds {
             let d = daemon_run(engine, n, concurrency, None).await;
-            let c = baseline(engine, n, concurrency).await;
-            let s = baseline(engine, n, 1).await;
+            // The daemon's claim statements per job, as a batch size.
+            let per_claim = ((n as f64 / d.claims.max(1.0)).round() as usize).max(1);
+            let c = baseline(engine, n, concurrency, per_claim).await;
+            let s = baseline(engine, n, 1, per_claim).await;
             println!(
-                "{:<9} round {round}: daemon {:>7.2}s {:>6.0} jobs/s (cpu {:.2} ms/job, postgres cpu {:.2} ms/job, \
+                "{:<9} round {round}: daemon {:>7.2}s {:>6.0} jobs/s (cpu {:.2} ms/job, postgres cpu {} ms/job, \
                  {:.3} claims/job, {:.2} ms/claim, {:.1} busy slots, {} write commits/job) | \
-                 baseline x{concurrency} {:>6.2}s {:>6.0} jobs/s | baseline x1 {:>6.2}s {:>6.0} jobs/s",
+                 baseline (claims of {per_claim}) x{concurrency} {:>6.2}s {:>6.0} jobs/s | baseline x1 {:>6.2}s {:>6.0} jobs/s",
                 engine.name(),
                 d.secs,
                 n as f64 / d.secs,
                 1000.0 * d.cpu / n as f64,
-                1000.0 * d.pg_cpu / n as f64,
+                d.pg_cpu
+                    .map_or("-".to_owned(), |c| format!("{:.2}", 1000.0 * c / n as f64)),
                 d.claims / n as f64,
                 1000.0 * d.claim_secs / d.claims.max(1.0),
                 d.busy_slots,
@@ -739,9 +820,16 @@ async fn main() {
         }
         table.push((engine, ds, bc, bs));
     }
-    if table.is_empty() {
-        return;
+    // A static is never dropped: its directories are removed here.
+    if !table.is_empty() {
+        print_table(&table, n, rounds, concurrency);
     }
+    KEEP.lock().unwrap().clear();
+}
+
+type Rows = Vec<(Engine, Vec<f64>, Vec<f64>, Vec<f64>)>;
+
+fn print_table(table: &Rows, n: usize, rounds: usize, concurrency: usize) {
     println!("\nmedians of {rounds} round(s), {n} jobs (each round's jobs/s in brackets)");
     println!(
         "| engine | daemon jobs/s | baseline x{concurrency} jobs/s | ratio (bar 0.8) | baseline x1 jobs/s | ratio to x1 |"
@@ -756,10 +844,10 @@ async fn main() {
         println!(
             "| {} | {d:.0} [{}] | {c:.0} [{}] | **{:.2}** | {s:.0} [{}] | {:.2} |",
             engine.name(),
-            spread(&ds, n),
-            spread(&bc, n),
+            spread(ds, n),
+            spread(bc, n),
             d / c,
-            spread(&bs, n),
+            spread(bs, n),
             d / s
         );
     }
