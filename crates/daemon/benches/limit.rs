@@ -12,7 +12,8 @@
 //!   a 64 KiB video and a 2 KiB thumbnail, no latency. Timed from starting
 //!   `clawcut-worker run` until all N are `completed` (whose files the
 //!   daemon fsynced before the commit). Every file is then checked for its
-//!   size. Also read: the daemon's CPU, its `/metrics` (claim statements,
+//!   size. Also read: the daemon's CPU, this process's (the fake serving,
+//!   the polling) and the cluster's, its `/metrics` (claim statements,
 //!   time spent in them, busy slots sampled through the run) and on
 //!   PostgreSQL the write transactions per job (commit records in the WAL,
 //!   `pg_waldump`, so the bench's own reads do not count).
@@ -25,7 +26,9 @@
 //!   the new directory and its parent fsynced, then the completion's one
 //!   transaction with the daemon's four writes (fenced job update, scene
 //!   version, scene, audit event). The pool is the store's own (same
-//!   pragmas, same size).
+//!   pragmas, same size). Each worker claims as many jobs per statement as
+//!   the daemon did per claim in the same round, so both make the same
+//!   commits per job. Its CPU is this process's (SQLite included).
 //!
 //! The PostgreSQL leg uses the throwaway cluster of `clawcut_test_support::pg`,
 //! which runs with `fsync=off` and `synchronous_commit=off`: its commits cost
@@ -422,6 +425,8 @@ fn cpu_since(before: &HashMap<u32, f64>, now: &HashMap<u32, f64>) -> f64 {
 struct DaemonRun {
     secs: f64,
     cpu: f64,
+    /// This process meanwhile: the fake provider serving, and the polling.
+    bench_cpu: f64,
     /// The cluster's CPU during the run (`None` on SQLite).
     pg_cpu: Option<f64>,
     /// Claim statements the scheduler ran, and the seconds it spent in them.
@@ -501,6 +506,7 @@ async fn daemon_run(
     seed(&db, n).await;
     let wal_before = wal_lsn(&db).await;
     let pg_before = cpu_of(&cluster_pids(&db).await);
+    let me_before = cpu_secs(std::process::id());
     let started = Instant::now();
     let mut child = child.unwrap_or_else(|| run(BIN, &cfg, Stdio::from(log)));
 
@@ -526,6 +532,7 @@ async fn daemon_run(
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs(child.id());
+    let bench_cpu = cpu_secs(std::process::id()) - me_before;
     let pg_cpu = if engine == Engine::Postgres {
         Some(cpu_since(&pg_before, &cpu_of(&cluster_pids(&db).await)))
     } else {
@@ -555,6 +562,7 @@ async fn daemon_run(
     DaemonRun {
         secs,
         cpu,
+        bench_cpu,
         pg_cpu,
         claims: metric(&m, "clawcut_worker_passes_total"),
         claim_secs: metric(&m, "clawcut_worker_claim_duration_seconds_sum"),
@@ -691,7 +699,7 @@ async fn baseline_job(
 /// Seconds for `workers` tasks to do the physical work of `n` completions,
 /// each task claiming `per_claim` jobs at a time (the daemon's claims per
 /// job, measured in the same round: the same commits).
-async fn baseline(engine: Engine, n: usize, workers: usize, per_claim: usize) -> f64 {
+async fn baseline(engine: Engine, n: usize, workers: usize, per_claim: usize) -> (f64, f64) {
     let fresh = fresh_db(engine, "limit_baseline");
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &fresh.url, "http://127.0.0.1:9", "");
@@ -703,6 +711,7 @@ async fn baseline(engine: Engine, n: usize, workers: usize, per_claim: usize) ->
     let video = Arc::new(vec![7u8; VIDEO_BYTES]);
     let thumb = Arc::new(vec![9u8; THUMB_BYTES]);
     let next = Arc::new(AtomicUsize::new(0));
+    let me_before = cpu_secs(std::process::id());
     let started = Instant::now();
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
@@ -733,13 +742,14 @@ async fn baseline(engine: Engine, n: usize, workers: usize, per_claim: usize) ->
         t.await.unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs(std::process::id()) - me_before;
     verify(&db, n).await;
     db.close().await;
     keep(dir);
     if let Some(d) = fresh.dir {
         keep(d);
     }
-    secs
+    (secs, cpu)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -792,16 +802,17 @@ async fn main() {
             let d = daemon_run(engine, n, concurrency, None).await;
             // The daemon's claim statements per job, as a batch size.
             let per_claim = ((n as f64 / d.claims.max(1.0)).round() as usize).max(1);
-            let c = baseline(engine, n, concurrency, per_claim).await;
-            let s = baseline(engine, n, 1, per_claim).await;
+            let (c, c_cpu) = baseline(engine, n, concurrency, per_claim).await;
+            let (s, _) = baseline(engine, n, 1, per_claim).await;
             println!(
-                "{:<9} round {round}: daemon {:>7.2}s {:>6.0} jobs/s (cpu {:.2} ms/job, postgres cpu {} ms/job, \
+                "{:<9} round {round}: daemon {:>7.2}s {:>6.0} jobs/s (cpu {:.2} ms/job, bench+fake cpu {:.2} ms/job, postgres cpu {} ms/job, \
                  {:.3} claims/job, {:.2} ms/claim, {:.1} busy slots, {} write commits/job) | \
-                 baseline (claims of {per_claim}) x{concurrency} {:>6.2}s {:>6.0} jobs/s | baseline x1 {:>6.2}s {:>6.0} jobs/s",
+                 baseline (claims of {per_claim}) x{concurrency} {:>6.2}s {:>6.0} jobs/s (cpu {:.2} ms/job) | baseline x1 {:>6.2}s {:>6.0} jobs/s",
                 engine.name(),
                 d.secs,
                 n as f64 / d.secs,
                 1000.0 * d.cpu / n as f64,
+                1000.0 * d.bench_cpu / n as f64,
                 d.pg_cpu
                     .map_or("-".to_owned(), |c| format!("{:.2}", 1000.0 * c / n as f64)),
                 d.claims / n as f64,
@@ -811,6 +822,7 @@ async fn main() {
                     .map_or("-".to_owned(), |c| format!("{:.2}", c as f64 / n as f64)),
                 c,
                 n as f64 / c,
+                1000.0 * c_cpu / n as f64,
                 s,
                 n as f64 / s,
             );
