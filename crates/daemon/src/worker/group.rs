@@ -2,9 +2,9 @@
 //! written together, in one transaction, by [`Store::complete_many`].
 //!
 //! There is no background task to start or drain. Each completion queues
-//! itself and then either finds its answer or takes the commit turn; the
-//! task holding the turn writes everything queued (up to [`MAX_BATCH`]) and
-//! answers each. Under no load a completion is a batch of one and commits
+//! itself and then either finds its answer or takes one of [`WRITERS`]
+//! turns; the task holding a turn writes everything queued (up to
+//! [`MAX_BATCH`]) and answers each. Under no load a completion is a batch of one and commits
 //! at once; under load the batch is whatever queued during the previous
 //! commit, so a commit (and its fsync) is shared without ever waiting for
 //! company. Every completion runs in a task `Worker::detached` tracks, so
@@ -30,12 +30,27 @@ struct Queued {
     answer: oneshot::Sender<Result<(), StoreError>>,
 }
 
-#[derive(Default)]
 pub struct GroupCommit {
     queue: Mutex<Vec<Queued>>,
-    turn: tokio::sync::Mutex<()>,
+    /// Batches written at once: while one commits, the next publishes.
+    turns: tokio::sync::Semaphore,
     /// Transactions written so far.
     batches: AtomicU64,
+}
+
+/// Batches in flight at once. One would serialize each batch's renames and
+/// fsyncs behind the previous batch's commit; a few overlap them, while
+/// jobs still queue for a turn (and so share a commit) under load.
+pub const WRITERS: usize = 1;
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        GroupCommit {
+            queue: Mutex::default(),
+            turns: tokio::sync::Semaphore::new(WRITERS),
+            batches: AtomicU64::default(),
+        }
+    }
 }
 
 impl GroupCommit {
@@ -58,12 +73,15 @@ impl GroupCommit {
             tokio::select! {
                 biased;
                 got = &mut answered => return got.unwrap_or_else(|_| Err(unanswered())),
-                turn = self.turn.lock() => {
+                turn = self.turns.acquire() => {
                     let batch = self.take_batch();
-                    if !batch.is_empty() {
-                        self.batches.fetch_add(1, Ordering::Relaxed);
-                        write(store, batch).await;
+                    if batch.is_empty() {
+                        // Another writer took ours: its answer is coming.
+                        drop(turn);
+                        return answered.await.unwrap_or_else(|_| Err(unanswered()));
                     }
+                    self.batches.fetch_add(1, Ordering::Relaxed);
+                    write(store, batch).await;
                     drop(turn);
                 }
             }
