@@ -340,9 +340,11 @@ async fn main() -> anyhow::Result<()> {
             Some(a) => a.parse().context("concurrency: a number")?,
             None => 8,
         },
+        // As many as River's benchmark profile has workers, each of which
+        // holds one fetched job.
         claim_limit: match args.next() {
             Some(a) => a.parse().context("claim_limit: a number")?,
-            None => 500,
+            None => 2000,
         },
         loops: match args.next() {
             Some(a) => a.parse().context("loops: a number")?,

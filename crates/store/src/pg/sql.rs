@@ -198,16 +198,28 @@ pub(super) const POSTGRES: Dialect = Dialect {
            ON j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
           AND j.status = t.from_status
          ORDER BY j.id FOR UPDATE OF j",
-    // `lock_completion`'s keys, each once, taken in key order: volatile
-    // functions in the target list run after the sort.
+    // `lock_completion`'s scene-version keys, each once, taken in key
+    // order: volatile functions in the target list run after the sort. A
+    // job without a version needs no key: `held_many` locks its row before
+    // anything is published, which serializes its completions (a single
+    // `complete` holds the same row lock from its fenced update on).
     lock_completions: Some(
         "SELECT pg_advisory_xact_lock(k) FROM (
-             SELECT DISTINCT hashtextextended(COALESCE(
-                 'clawcut-worker:scene_version:' || j.scene_version_id,
-                 'clawcut-worker:job:' || t.id), 0) AS k
+             SELECT DISTINCT hashtextextended(
+                 'clawcut-worker:scene_version:' || j.scene_version_id, 0) AS k
              FROM json_array_elements_text($1::json) AS t(id)
-             LEFT JOIN ai_jobs j ON j.id = t.id) keys
+             JOIN ai_jobs j ON j.id = t.id
+             WHERE j.scene_version_id IS NOT NULL) keys
          ORDER BY k",
+    ),
+    // Versions are serialized by the advisory locks; scenes are not (two
+    // versions of one scene may complete at once), and a set-based UPDATE
+    // locks its rows in no set order: taking them first in id order keeps
+    // two batches from deadlocking on two scenes.
+    lock_scenes: Some(
+        "SELECT id FROM scenes
+         WHERE id IN (SELECT json_array_elements_text($1::json))
+         ORDER BY id FOR UPDATE",
     ),
     complete_jobs: "UPDATE ai_jobs j SET status = 'completed',
              completed_at = to_timestamp(t.now::float8 / 1000.0),

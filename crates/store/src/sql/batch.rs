@@ -408,6 +408,21 @@ where
         for i in unmatched {
             batch.out(i, lease_lost(&batch.items[i]));
         }
+        if let Some(lock) = self.d.lock_scenes {
+            let mut scenes: Vec<&str> = written
+                .iter()
+                .filter_map(|w| w.scene_id.as_deref())
+                .collect();
+            scenes.sort_unstable();
+            scenes.dedup();
+            if !scenes.is_empty() {
+                sqlx::query(lock)
+                    .bind(Value::from(scenes).to_string().as_str())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(op)?;
+            }
+        }
         for round in rounds(&written) {
             self.versions_and_scenes(tx, batch, &round).await?;
         }

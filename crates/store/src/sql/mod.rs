@@ -82,9 +82,13 @@ pub struct Dialect {
     /// each row whose lease is held and status matches; on PostgreSQL the
     /// rows are locked (`FOR UPDATE`) for the rest of the transaction.
     pub held_many: &'static str,
-    /// Strings (job ids): takes `lock_completion`'s lock for each, in key
-    /// order; `None` where the write transaction serializes every writer.
+    /// Strings (job ids): takes `lock_completion`'s lock for each job with a
+    /// scene version, in key order; `None` where the write transaction
+    /// serializes every writer.
     pub lock_completions: Option<&'static str>,
+    /// Strings (scene ids): locks those rows in id order; `None` where the
+    /// write transaction serializes every writer.
+    pub lock_scenes: Option<&'static str>,
     /// Objects `id`, `owner`, `token`, `from_status`, `now`, `video`, `sha`,
     /// `bytes`, `thumb`: the fenced update of each. Returns id, scene_id,
     /// scene_version_id of the rows it changed.

@@ -172,6 +172,7 @@ pub(super) const SQLITE: Dialect = Dialect {
            ON j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
           AND j.status = t.from_status",
     lock_completions: None,
+    lock_scenes: None,
     complete_jobs: "UPDATE ai_jobs SET status = 'completed', completed_at = t.now,
              updated_at = t.now, video_path = t.video, video_sha256 = t.sha,
              video_bytes = t.bytes, thumbnail_path = t.thumb,

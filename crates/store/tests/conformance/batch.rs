@@ -337,3 +337,49 @@ pub async fn complete_many_crossed_batches_do_not_deadlock(url: &str) {
     assert_eq!(s.current_version_id.as_deref(), Some("v2"));
     assert_eq!(db.all_events().await.unwrap().len(), 4);
 }
+
+/// Jobs without a scene or version (no version lock to take), beside one
+/// with both, in one batch; and a second holder of one of them completing
+/// it alone at the same moment: exactly one of the two writes it.
+pub async fn complete_many_jobs_without_a_scene_version(url: &str) {
+    let ctx = setup(url).await;
+    for id in ["bare1", "bare2"] {
+        let mut j = NewJob::video(id, "processing", Some("p"), NOW - 30 * MIN);
+        j.scene_id = None;
+        j.scene_version_id = None;
+        ctx.db.insert_job(&j).await.unwrap();
+    }
+    seed(&ctx, "full", "processing", Some("p")).await;
+    let ids = ["bare1", "bare2", "full"];
+    let mut ls = leases(&ctx, &ids, "A").await;
+    // bare2's lease expires and B takes it; A's batch and B's single
+    // completion race for it.
+    let (_, taken) = lease_of(&ctx, "bare2", "B", NOW + 2 * MIN).await;
+    let now = NOW + 3 * MIN;
+    let jobs: Vec<(Lease, Completion)> = ls
+        .drain(..)
+        .zip(ids)
+        .map(|(l, id)| {
+            let mut c = completion(JobStatus::Processing, now, id);
+            c.thumbnail = None;
+            (l, c)
+        })
+        .collect();
+    let mut files: Vec<Files> = ids.iter().map(|_| Files::new()).collect();
+    let mut b_files = Files::new();
+    let b_completion = jobs[1].1.clone();
+    let (batch_results, single) = tokio::join!(
+        batch(&ctx, &jobs, &mut files),
+        ctx.store.complete(&taken, &b_completion, &mut b_files)
+    );
+    assert_eq!(kinds(&batch_results.unwrap()), ["ok", "lease_lost", "ok"]);
+    single.unwrap();
+    assert_eq!(files[1].calls, [], "the stale holder never publishes");
+    assert_eq!(b_files.calls, [Call::Publish, Call::Committed]);
+    for id in ids {
+        assert_eq!(ctx.db.job(id).await.unwrap().unwrap().status, "completed");
+        assert_eq!(ctx.db.events(id).await.unwrap().len(), 1, "{id}");
+    }
+    let bare2 = ctx.db.events("bare2").await.unwrap();
+    assert_eq!(bare2[0].worker_id, "B");
+}
