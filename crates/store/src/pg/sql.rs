@@ -87,8 +87,10 @@ macro_rules! stranded {
     };
 }
 
-/// Claiming is one `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
-/// LOCKED) RETURNING`. Rows another claimer holds are skipped, and a row
+/// Claiming is one `UPDATE ... WHERE id = ANY(ARRAY(SELECT ... FOR UPDATE
+/// SKIP LOCKED)) RETURNING`. The array makes the outer update find its rows
+/// by primary key; `id IN (subquery)` let the planner hash-join the
+/// subquery against a scan of the whole table, every claim. Rows another claimer holds are skipped, and a row
 /// another claimer leased and committed meanwhile is re-checked against the
 /// WHERE clause on its new version (read committed), so two replicas never
 /// lease the same job.
@@ -96,10 +98,10 @@ pub(crate) const CLAIM: &str = concat!(
     "UPDATE ai_jobs
      SET lease_taken_from = lease_owner, lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
          fencing_token = fencing_token + 1
-     WHERE id IN (SELECT id FROM ai_jobs WHERE ",
+     WHERE id = ANY(ARRAY(SELECT id FROM ai_jobs WHERE ",
     eligible!(),
     paused!(),
-    " ORDER BY updated_at, id LIMIT $8 FOR UPDATE SKIP LOCKED)
+    " ORDER BY updated_at, id LIMIT $8 FOR UPDATE SKIP LOCKED))
      RETURNING ",
     job_cols!()
 );
@@ -119,11 +121,11 @@ pub(crate) const CLAIM_DUE: &str = concat!(
      UPDATE ai_jobs
      SET lease_taken_from = lease_owner, lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
          fencing_token = fencing_token + 1
-     WHERE id IN (SELECT id FROM ai_jobs
+     WHERE id = ANY(ARRAY(SELECT id FROM ai_jobs
                   WHERE id IN (SELECT id FROM due) AND ",
     eligible!(),
     paused!(),
-    " ORDER BY updated_at, id LIMIT $8 FOR UPDATE SKIP LOCKED)
+    " ORDER BY updated_at, id LIMIT $8 FOR UPDATE SKIP LOCKED))
      RETURNING ",
     job_cols!()
 );
@@ -134,11 +136,11 @@ pub(crate) const CLAIM_PROBE: &str = concat!(
     "UPDATE ai_jobs
      SET lease_taken_from = lease_owner, lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
          fencing_token = fencing_token + 1
-     WHERE id IN (SELECT id FROM ai_jobs WHERE ",
+     WHERE id = ANY(ARRAY(SELECT id FROM ai_jobs WHERE ",
     eligible!(),
     " AND provider = $9
        ORDER BY CASE WHEN (provider_job_id IS NULL) = $10::bool THEN 0 ELSE 1 END, updated_at, id
-       LIMIT $8 FOR UPDATE SKIP LOCKED)
+       LIMIT $8 FOR UPDATE SKIP LOCKED))
      RETURNING ",
     job_cols!()
 );
