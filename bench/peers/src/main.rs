@@ -161,6 +161,24 @@ impl Pool {
         Ok(Some((last - before) as u64))
     }
 
+    /// What a run measured, read once the system has stopped: the
+    /// durability settings, then (closing the pool) the transactions since
+    /// `before`.
+    pub async fn measured(
+        &self,
+        url: &str,
+        before: Option<i64>,
+        elapsed: Duration,
+    ) -> anyhow::Result<Measured> {
+        let durability = self.durability().await?;
+        let commits = self.close_counting_commits(url, before).await?;
+        Ok(Measured {
+            elapsed,
+            commits,
+            durability,
+        })
+    }
+
     /// The durability settings every idle connection of the pool has now.
     /// Call it once the library has stopped, so its connections are idle.
     pub async fn durability(&self) -> anyhow::Result<String> {

@@ -82,19 +82,8 @@ impl Publish for NoFiles {
 
 async fn complete_one(store: &dyn Store, job: Job) -> anyhow::Result<()> {
     let lease = job.lease().context("a claimed job has a lease")?;
-    let c = Completion {
-        from: JobStatus::Processing,
-        now: now_ms(),
-        video: StoredOutput {
-            path: format!("/media/scenes/{}.mp4", job.id),
-            sha256: "0".repeat(64),
-            bytes: 1_048_576,
-        },
-        thumbnail: None,
-        thumbnail_problem: None,
-    };
     store
-        .complete(&lease, &c, &mut NoFiles)
+        .complete(&lease, &completion(&job), &mut NoFiles)
         .await
         .with_context(|| format!("complete {}", job.id))
 }
@@ -208,32 +197,12 @@ pub async fn ours(
     opts: &Opts,
     worked: &AtomicU64,
 ) -> anyhow::Result<u64> {
-    let rules = rules();
     let mut done = 0u64;
     while done < n {
-        let claimed = store
-            .claim(&ClaimRequest {
-                worker_id: WORKER,
-                now: now_ms(),
-                lease_ttl: Duration::from_secs(300),
-                limit: opts.claim_limit,
-                rules: &rules,
-                only_job: None,
-                force: false,
-                probe: None,
-            })
-            .await
-            .context("claim")?;
-        if claimed.is_empty() {
+        let jobs = claim(&*store, opts.claim_limit).await?;
+        if jobs.is_empty() {
             bail!("nothing left to claim after {done} of {n}");
         }
-        let jobs = claimed
-            .into_iter()
-            .map(|c| match c {
-                Claimed::Job(j) => Ok(j),
-                Claimed::Unreadable(u) => bail!("unreadable row {}: {}", u.column, u.problem),
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
         let batch = jobs.len() as u64;
         // Spawned, so the completions spread over the runtime's threads as
         // the peers' workers do.
@@ -312,11 +281,5 @@ pub async fn run(
     if events as u64 != n || distinct as u64 != n {
         bail!("{events} completion events for {distinct} jobs, expected {n} for {n}");
     }
-    let durability = pool.durability().await?;
-    let commits = pool.close_counting_commits(url, before).await?;
-    Ok(Measured {
-        elapsed,
-        commits,
-        durability,
-    })
+    pool.measured(url, before, elapsed).await
 }

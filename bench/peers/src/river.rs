@@ -102,11 +102,5 @@ pub async fn run(engine: Engine, url: &str, n: u64, profile: Profile) -> anyhow:
     if retried != 0 {
         bail!("{retried} jobs took more than one attempt");
     }
-    let durability = pool.durability().await?;
-    let commits = pool.close_counting_commits(url, before).await?;
-    Ok(Measured {
-        elapsed,
-        commits,
-        durability,
-    })
+    pool.measured(url, before, elapsed).await
 }
