@@ -657,6 +657,26 @@ pub fn make_due_sql(backend: Backend) -> &'static str {
     }
 }
 
+/// The batched completion's statements that read or write rows by id, by
+/// name, as the given backend runs them: for the test that checks each
+/// finds its rows through the primary key. Not for other uses.
+#[doc(hidden)]
+pub fn complete_many_sql(backend: Backend) -> Vec<(&'static str, &'static str)> {
+    let d = match backend {
+        Backend::Sqlite => &sqlite::DIALECT,
+        Backend::Postgres => &pg::DIALECT,
+    };
+    let mut out = vec![
+        ("held_many", d.held_many),
+        ("complete_jobs", d.complete_jobs),
+        ("complete_versions", d.complete_versions),
+        ("complete_scenes", d.complete_scenes),
+    ];
+    out.extend(d.lock_completions.map(|s| ("lock_completions", s)));
+    out.extend(d.lock_scenes.map(|s| ("lock_scenes", s)));
+    out
+}
+
 /// The claim statement as the given backend runs it, for tests that check
 /// its query plan (that it uses the partial index). Not for other uses.
 #[doc(hidden)]

@@ -145,7 +145,7 @@ pub(crate) const CLAIM_PROBE: &str = concat!(
     job_cols!()
 );
 
-pub(super) const POSTGRES: Dialect = Dialect {
+pub(crate) const POSTGRES: Dialect = Dialect {
     // Every write statement is fenced on the row it changes, so read
     // committed suffices.
     begin_write: None,
@@ -195,10 +195,16 @@ pub(super) const POSTGRES: Dialect = Dialect {
                WHERE cur.id = scenes.current_version_id AND me.id = $2
                  AND (cur.created_at > me.created_at
                       OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+    // Each batch statement names its rows' ids a second time as
+    // `= ANY(ARRAY(…))`: the planner guesses 100 rows for a JSON set and,
+    // for a table of some thousands, would rather hash-join it against a
+    // scan of the whole table (every batch, under the locks) than probe
+    // the primary key; the array makes it an index scan.
     held_many: "SELECT j.id FROM ai_jobs j
          JOIN json_to_recordset($1::json) AS t(id text, owner text, token int8, from_status text)
            ON j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
           AND j.status = t.from_status
+         WHERE j.id = ANY(ARRAY(SELECT x.id FROM json_to_recordset($1::json) AS x(id text)))
          ORDER BY j.id FOR UPDATE OF j",
     // `lock_completion`'s scene-version keys, each once, taken in key
     // order: volatile functions in the target list run after the sort. A
@@ -209,9 +215,9 @@ pub(super) const POSTGRES: Dialect = Dialect {
         "SELECT pg_advisory_xact_lock(k) FROM (
              SELECT DISTINCT hashtextextended(
                  'clawcut-worker:scene_version:' || j.scene_version_id, 0) AS k
-             FROM json_array_elements_text($1::json) AS t(id)
-             JOIN ai_jobs j ON j.id = t.id
-             WHERE j.scene_version_id IS NOT NULL) keys
+             FROM ai_jobs j
+             WHERE j.id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))
+               AND j.scene_version_id IS NOT NULL) keys
          ORDER BY k",
     ),
     // Versions are serialized by the advisory locks; scenes are not (two
@@ -220,7 +226,7 @@ pub(super) const POSTGRES: Dialect = Dialect {
     // two batches from deadlocking on two scenes.
     lock_scenes: Some(
         "SELECT id FROM scenes
-         WHERE id IN (SELECT json_array_elements_text($1::json))
+         WHERE id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))
          ORDER BY id FOR UPDATE",
     ),
     complete_jobs: "UPDATE ai_jobs j SET status = 'completed',
@@ -233,17 +239,22 @@ pub(super) const POSTGRES: Dialect = Dialect {
              from_status text, now int8, video text, sha text, bytes int8, thumb text)
          WHERE j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
            AND j.status = t.from_status
+           AND j.id = ANY(ARRAY(SELECT x.id FROM json_to_recordset($1::json) AS x(id text)))
          RETURNING j.id, j.scene_id, j.scene_version_id",
     complete_versions: "UPDATE scene_versions v SET status = 'ready', video_path = t.video,
              thumbnail_path = t.thumb, video_sha256 = t.sha, video_bytes = t.bytes, error = NULL,
              updated_at = to_timestamp(t.now::float8 / 1000.0)
          FROM json_to_recordset($1::json) AS t(version text, video text, thumb text, sha text,
              bytes int8, now int8)
-         WHERE v.id = t.version",
+         WHERE v.id = t.version
+           AND v.id = ANY(ARRAY(SELECT x.version FROM json_to_recordset($1::json)
+                                 AS x(version text)))",
     complete_scenes: "UPDATE scenes SET current_version_id = t.version,
              updated_at = to_timestamp(t.now::float8 / 1000.0)
          FROM json_to_recordset($1::json) AS t(scene text, version text, now int8)
          WHERE scenes.id = t.scene
+           AND scenes.id = ANY(ARRAY(SELECT x.scene FROM json_to_recordset($1::json)
+                                     AS x(scene text)))
            AND scenes.current_version_id IS DISTINCT FROM t.version
            AND EXISTS (SELECT 1 FROM scene_versions WHERE id = t.version)
            AND NOT EXISTS (

@@ -23,6 +23,7 @@ mod sql;
 pub(crate) use sql::CLAIM as CLAIM_SQL;
 pub(crate) use sql::CLAIM_DUE;
 pub(crate) use sql::MAKE_DUE as MAKE_DUE_SQL;
+pub(crate) use sql::SQLITE as DIALECT;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {

@@ -121,7 +121,7 @@ pub(crate) const CLAIM_PROBE: &str = concat!(
     job_cols!()
 );
 
-pub(super) const SQLITE: Dialect = Dialect {
+pub(crate) const SQLITE: Dialect = Dialect {
     // Taking the write lock up front makes SQLite wait in its busy handler
     // rather than fail with `SQLITE_BUSY_SNAPSHOT` when another writer got
     // in between the transaction's read and its write.

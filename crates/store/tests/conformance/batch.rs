@@ -383,3 +383,94 @@ pub async fn complete_many_jobs_without_a_scene_version(url: &str) {
     let bare2 = ctx.db.events("bare2").await.unwrap();
     assert_eq!(bare2[0].worker_id, "B");
 }
+
+/// Every batch statement finds its rows by primary key, however large the
+/// tables: a scan of `scenes`, `scene_versions` or `ai_jobs` per batch
+/// would grow with the history and run under the batch's locks.
+pub async fn complete_many_reads_rows_by_primary_key(url: &str) {
+    let ctx = setup(url).await;
+    let b = ctx.backend();
+    let n = 20_000;
+    let seed = match b {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n})
+             INSERT INTO scenes (id, title) SELECT 's' || i, 't' FROM g;
+             WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n})
+             INSERT INTO scene_versions (id, scene_id, created_at) SELECT 'v' || i, 's' || i, 0 FROM g;
+             WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n})
+             INSERT INTO ai_jobs (id, kind, provider, scene_id, scene_version_id, request, status,
+                                  provider_job_id, created_at, updated_at)
+             SELECT 'j' || i, 'video', 'openai', 's' || i, 'v' || i, '{{}}', 'completed', 'p' || i, 0, 0
+             FROM g;
+             ANALYZE;"
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO scenes (id, title) SELECT 's' || i, 't' FROM generate_series(1, {n}) i;
+             INSERT INTO scene_versions (id, scene_id, created_at)
+                 SELECT 'v' || i, 's' || i, now() FROM generate_series(1, {n}) i;
+             INSERT INTO ai_jobs (id, kind, provider, scene_id, scene_version_id, request, status,
+                                  provider_job_id, created_at, updated_at)
+                 SELECT 'j' || i, 'video', 'openai', 's' || i, 'v' || i, '{{}}', 'completed',
+                        'p' || i, now(), now()
+                 FROM generate_series(1, {n}) i;
+             ANALYZE;"
+        ),
+    };
+    ctx.db.exec(&seed).await.unwrap();
+    let objects = serde_json::json!([
+        {"id": "j1", "owner": "w", "token": 1, "from_status": "processing", "now": NOW,
+         "video": "/v", "sha": "00", "bytes": 1, "thumb": null,
+         "version": "v1", "scene": "s1"},
+        {"id": "j2", "owner": "w", "token": 1, "from_status": "processing", "now": NOW,
+         "video": "/v", "sha": "00", "bytes": 1, "thumb": null,
+         "version": "v2", "scene": "s2"},
+    ])
+    .to_string();
+    let ids = serde_json::json!(["j1", "j2"]).to_string();
+    let scenes = serde_json::json!(["s1", "s2"]).to_string();
+    for (name, sql) in clawcut_store::complete_many_sql(b) {
+        let param = match name {
+            "lock_completions" => &ids,
+            "lock_scenes" => &scenes,
+            _ => &objects,
+        };
+        let plan: Vec<String> = match &ctx.db {
+            AppDb::Sqlite(pool) => {
+                let q = format!("EXPLAIN QUERY PLAN {sql}");
+                sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(q))
+                    .bind(param.as_str())
+                    .fetch_all(pool)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.3)
+                    .collect()
+            }
+            AppDb::Pg(pool) => {
+                let q = format!("EXPLAIN {sql}");
+                sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(q))
+                    .bind(param.as_str())
+                    .fetch_all(pool)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.0)
+                    .collect()
+            }
+        };
+        let scans: Vec<&String> = plan
+            .iter()
+            .filter(|l| {
+                ["ai_jobs", "scenes", "scene_versions"].iter().any(|t| {
+                    l.contains(&format!("Seq Scan on {t}"))
+                        || l.trim_start().starts_with(&format!("SCAN {t}"))
+                })
+            })
+            .collect();
+        assert!(
+            scans.is_empty(),
+            "{name} scans a table:\n{}",
+            plan.join("\n")
+        );
+    }
+}

@@ -83,6 +83,7 @@ macro_rules! for_each_case {
             complete_many_failure_reverts_every_file,
             complete_many_crossed_batches_do_not_deadlock,
             complete_many_jobs_without_a_scene_version,
+            complete_many_reads_rows_by_primary_key,
             snapshot_holds_its_instant,
             rewrite_media_paths_only_under_the_prefix,
             cancel_each_non_final_status,
