@@ -206,11 +206,7 @@ async fn api_cancel_needs_the_token_and_refuses_final_jobs(backend: Backend) {
     let Some(env) = env_for(backend, "cancel_api", &fake.base_url(), "") else {
         return;
     };
-    let port = free_port();
-    env.edit_config(
-        "[http]\nlisten = \"\"",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\nadmin_token_env = \"E2E_ADMIN\""),
-    );
+    let port = env.serve_admin_api();
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();
     let now = now_ms();
@@ -432,7 +428,6 @@ async fn runway_and_fal_cancel_call_the_provider_once(backend: Backend) {
     // Long-running at the provider: the cancel finds them mid-flight.
     runway.script("task_1", CoreScript::succeeds_after(1000));
     fal.script("req_1", CoreScript::succeeds_after(1000));
-    let port = free_port();
     let extra = format!(
         "[providers.runway]\nkind = \"runway\"\nbase_url = \"{}\"\napi_key_env = \"E2E_OPENAI_KEY\"\ntimeout = \"2s\"\n\n\
          [providers.fal]\nkind = \"fal\"\nbase_url = \"{}\"\napi_key_env = \"E2E_OPENAI_KEY\"\ntimeout = \"2s\"\n",
@@ -442,10 +437,7 @@ async fn runway_and_fal_cancel_call_the_provider_once(backend: Backend) {
     let Some(env) = env_for(backend, "cancel_rw_fal", &openai.base_url(), &extra) else {
         return;
     };
-    env.edit_config(
-        "[http]\nlisten = \"\"",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\nadmin_token_env = \"E2E_ADMIN\""),
-    );
+    let port = env.serve_admin_api();
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();
     let fal_pid = FakeFal::job_id("fal-ai/veo3/fast", "req_1");

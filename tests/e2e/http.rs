@@ -78,11 +78,7 @@ async fn probes_metrics_and_the_admin_api() {
     let fake = FakeOpenAi::start(KEY).await;
     fake.script("video_x", Script::completes_after(0));
     let env = Env::sqlite(&fake.base_url(), "");
-    let port = free_port();
-    env.edit_config(
-        "[http]\nlisten = \"\"",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\nadmin_token_env = \"E2E_ADMIN\""),
-    );
+    let port = env.serve_admin_api();
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();
     for j in ["job_x", "job_sub"] {

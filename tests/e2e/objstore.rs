@@ -683,11 +683,7 @@ async fn the_panel_serves_and_verifies_clips_from_the_bucket() {
     let Some(env) = env_on(Backend::Sqlite, "objstore_panel", &fake, &s3, "") else {
         return;
     };
-    let port = free_port();
-    env.edit_config(
-        "[http]\nlisten = \"\"",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\nadmin_token_env = \"E2E_ADMIN\""),
-    );
+    let port = env.serve_admin_api();
     env.migrate();
     let db = AppDb::connect(&env.db_url).await.unwrap();
     seed_job(&db, "job_p", "scene_p", "ver_p", "video_p", now_ms()).await;

@@ -557,11 +557,7 @@ on_both_backends!(panel_end_to_end);
 #[tokio::test(flavor = "multi_thread")]
 async fn repeated_wrong_tokens_are_slowed() {
     let env = Env::sqlite("http://127.0.0.1:9", "");
-    let port = free_port();
-    env.edit_config(
-        "[http]\nlisten = \"\"",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\nadmin_token_env = \"E2E_ADMIN\""),
-    );
+    let port = env.serve_admin_api();
     env.migrate();
     let _daemon = env.start_with("ops_throttle", |c| {
         c.env("E2E_ADMIN", ADMIN_TOKEN);

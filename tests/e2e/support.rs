@@ -99,6 +99,17 @@ impl Env {
         std::fs::write(&self.config, text.replacen(from, to, 1)).unwrap();
     }
 
+    /// Turn the HTTP listener on, on a free loopback port, with the admin
+    /// token in `E2E_ADMIN`; returns the port.
+    pub fn serve_admin_api(&self) -> u16 {
+        let port = free_port();
+        self.edit_config(
+            "[http]\nlisten = \"\"",
+            &format!("[http]\nlisten = \"127.0.0.1:{port}\"\nadmin_token_env = \"E2E_ADMIN\""),
+        );
+        port
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--config").arg(&self.config).args(args);
