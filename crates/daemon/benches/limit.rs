@@ -144,86 +144,44 @@ macro_rules! on_db {
     ($db:expr, |$p:ident, $sql:ident| $body:expr) => {
         match $db {
             Db::Sqlite($p) => {
-                let $sql = &SQLITE_SQL;
+                let $sql = &sqlite_sql();
                 $body
             }
             Db::Pg($p) => {
-                let $sql = &PG_SQL;
+                let $sql = &pg_sql();
                 $body
             }
         }
     };
 }
 
-/// The baseline's statements: the daemon's completion writes (same rows,
-/// same columns, same guard), and a claim of a list of ids (the daemon's
-/// claim also finds the oldest due rows; finding is not a durable write).
+/// The baseline's statements: the daemon's own completion writes, as the
+/// store sends them (`clawcut_store::completion_sql`: same rows, columns
+/// and guard), and a claim of a list of ids (the daemon's claim also finds
+/// the oldest due rows; finding is not a durable write).
 struct BaselineSql {
-    begin_write: Option<&'static str>,
     claim: &'static str,
-    complete_job: &'static str,
-    complete_version: &'static str,
-    complete_scene: &'static str,
-    insert_event: &'static str,
+    writes: clawcut_store::CompletionSql,
 }
 
-const SQLITE_SQL: BaselineSql = BaselineSql {
-    begin_write: Some("BEGIN IMMEDIATE"),
-    claim: "UPDATE ai_jobs SET lease_owner = ?2, lease_expires_at = ?3,
+fn sqlite_sql() -> BaselineSql {
+    BaselineSql {
+        claim: "UPDATE ai_jobs SET lease_owner = ?2, lease_expires_at = ?3,
                 fencing_token = fencing_token + 1
             WHERE id IN (SELECT value FROM json_each(?1)) RETURNING id, fencing_token",
-    complete_job: "UPDATE ai_jobs SET status = 'completed', completed_at = ?4, updated_at = ?4,
-                video_path = ?5, video_sha256 = ?6, video_bytes = ?7, thumbnail_path = ?8,
-                last_error = NULL, lease_owner = NULL, lease_expires_at = NULL
-            WHERE id = ?1 AND lease_owner = ?2 AND fencing_token = ?3 AND status = 'processing'",
-    complete_version: "UPDATE scene_versions SET status = 'ready', video_path = ?2,
-                thumbnail_path = ?3, video_sha256 = ?4, video_bytes = ?5, error = NULL,
-                updated_at = ?6
-            WHERE id = ?1",
-    complete_scene: "UPDATE scenes SET current_version_id = ?2, updated_at = ?3
-            WHERE id = ?1
-              AND current_version_id IS NOT ?2
-              AND EXISTS (SELECT 1 FROM scene_versions WHERE id = ?2)
-              AND NOT EXISTS (
-                  SELECT 1 FROM scene_versions cur, scene_versions me
-                  WHERE cur.id = scenes.current_version_id AND me.id = ?2
-                    AND (cur.created_at > me.created_at
-                         OR (cur.created_at = me.created_at AND cur.id > me.id)))",
-    insert_event: "INSERT INTO ai_job_events
-                (ai_job_id, from_status, to_status, worker_id, detail, created_at)
-            VALUES (?1, 'processing', 'completed', ?2, ?3, ?4)",
-};
+        writes: clawcut_store::completion_sql(clawcut_store::Backend::Sqlite),
+    }
+}
 
-const PG_SQL: BaselineSql = BaselineSql {
-    begin_write: None,
-    claim: "UPDATE ai_jobs SET lease_owner = $2,
+fn pg_sql() -> BaselineSql {
+    BaselineSql {
+        claim: "UPDATE ai_jobs SET lease_owner = $2,
                 lease_expires_at = to_timestamp($3::float8 / 1000.0),
                 fencing_token = fencing_token + 1
             WHERE id = ANY(ARRAY(SELECT json_array_elements_text($1::json))) RETURNING id, fencing_token",
-    complete_job: "UPDATE ai_jobs SET status = 'completed',
-                completed_at = to_timestamp($4::float8 / 1000.0),
-                updated_at = to_timestamp($4::float8 / 1000.0),
-                video_path = $5, video_sha256 = $6, video_bytes = $7, thumbnail_path = $8,
-                last_error = NULL, lease_owner = NULL, lease_expires_at = NULL
-            WHERE id = $1 AND lease_owner = $2 AND fencing_token = $3 AND status = 'processing'",
-    complete_version: "UPDATE scene_versions SET status = 'ready', video_path = $2,
-                thumbnail_path = $3, video_sha256 = $4, video_bytes = $5, error = NULL,
-                updated_at = to_timestamp($6::float8 / 1000.0)
-            WHERE id = $1",
-    complete_scene: "UPDATE scenes SET current_version_id = $2,
-                updated_at = to_timestamp($3::float8 / 1000.0)
-            WHERE id = $1
-              AND current_version_id IS DISTINCT FROM $2
-              AND EXISTS (SELECT 1 FROM scene_versions WHERE id = $2)
-              AND NOT EXISTS (
-                  SELECT 1 FROM scene_versions cur, scene_versions me
-                  WHERE cur.id = scenes.current_version_id AND me.id = $2
-                    AND (cur.created_at > me.created_at
-                         OR (cur.created_at = me.created_at AND cur.id > me.id)))",
-    insert_event: "INSERT INTO ai_job_events
-                (ai_job_id, from_status, to_status, worker_id, detail, created_at)
-            VALUES ($1, 'processing', 'completed', $2, $3, to_timestamp($4::float8 / 1000.0))",
-};
+        writes: clawcut_store::completion_sql(clawcut_store::Backend::Postgres),
+    }
+}
 
 /// N stranded jobs as `common::seed_job` writes them (job `job_<i>` of
 /// scene `scene_<i>`, version `ver_<i>`, provider id `video_<i>`, updated
@@ -649,25 +607,27 @@ async fn baseline_job(
     let (vp, tp) = (video_path.to_string_lossy(), thumb_path.to_string_lossy());
     let detail = format!("{{\"video\":\"{vp}\",\"bytes\":{VIDEO_BYTES}}}");
     on_db!(db, |p, sql| {
-        let mut tx = match sql.begin_write {
+        let w = &sql.writes;
+        let mut tx = match w.begin_write {
             Some(b) => p.begin_with(b).await,
             None => p.begin().await,
         }
         .unwrap();
-        let done = sqlx::query(sql.complete_job)
+        let matched: Option<(Option<String>, Option<String>)> = sqlx::query_as(w.complete_job)
             .bind(job.as_str())
             .bind(owner)
             .bind(token)
+            .bind("processing")
             .bind(now)
             .bind(vp.as_ref())
             .bind(SHA)
             .bind(VIDEO_BYTES as i64)
             .bind(tp.as_ref())
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .unwrap();
-        assert_eq!(done.rows_affected(), 1);
-        sqlx::query(sql.complete_version)
+        assert!(matched.is_some(), "the fenced update matched");
+        sqlx::query(w.complete_version)
             .bind(version.as_str())
             .bind(vp.as_ref())
             .bind(tp.as_ref())
@@ -677,15 +637,17 @@ async fn baseline_job(
             .execute(&mut *tx)
             .await
             .unwrap();
-        sqlx::query(sql.complete_scene)
+        sqlx::query(w.complete_scene)
             .bind(scene.as_str())
             .bind(version.as_str())
             .bind(now)
             .execute(&mut *tx)
             .await
             .unwrap();
-        sqlx::query(sql.insert_event)
+        sqlx::query(w.insert_event)
             .bind(job.as_str())
+            .bind("processing")
+            .bind("completed")
             .bind(owner)
             .bind(detail.as_str())
             .bind(now)

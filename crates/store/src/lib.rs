@@ -657,6 +657,39 @@ pub fn make_due_sql(backend: Backend) -> &'static str {
     }
 }
 
+/// The single completion's writes, as [`Store::complete`] sends them (see
+/// `sql::Dialect` for their parameters), for the end-to-end bench's
+/// baseline, which replays the same writes without the daemon. Not for
+/// other uses.
+#[doc(hidden)]
+pub struct CompletionSql {
+    pub begin_write: Option<&'static str>,
+    /// 1 id, 2 owner, 3 token, 4 from, 5 now, 6 video path, 7 sha256,
+    /// 8 bytes, 9 thumbnail path; returns scene_id, scene_version_id.
+    pub complete_job: &'static str,
+    /// 1 version id, 2 video path, 3 thumbnail path, 4 sha256, 5 bytes, 6 now.
+    pub complete_version: &'static str,
+    /// 1 scene id, 2 version id, 3 now.
+    pub complete_scene: &'static str,
+    /// 1 job id, 2 from, 3 to, 4 worker id, 5 detail, 6 now.
+    pub insert_event: &'static str,
+}
+
+#[doc(hidden)]
+pub fn completion_sql(backend: Backend) -> CompletionSql {
+    let d = match backend {
+        Backend::Sqlite => &sqlite::DIALECT,
+        Backend::Postgres => &pg::DIALECT,
+    };
+    CompletionSql {
+        begin_write: d.begin_write,
+        complete_job: d.complete_job,
+        complete_version: d.complete_version,
+        complete_scene: d.complete_scene,
+        insert_event: d.insert_event,
+    }
+}
+
 /// The batched completion's statements that read or write rows by id, by
 /// name, as the given backend runs them: for the test that checks each
 /// finds its rows through the primary key. Not for other uses.
