@@ -65,21 +65,7 @@ pub async fn complete_many_writes_each_job_as_complete_does(url: &str) {
     for (n, ((_, c), f)) in jobs.iter().zip(&files).enumerate() {
         let id = ids[n];
         assert_eq!(f.calls, [Call::Publish, Call::Committed], "{id}");
-        let row = ctx.db.job(id).await.unwrap().unwrap();
-        assert_eq!(row.status, "completed", "{id}");
-        assert_eq!(row.completed_at, Some(c.now));
-        assert_eq!(row.updated_at, c.now);
-        assert_eq!(row.video_path.as_deref(), Some(c.video.path.as_str()));
-        assert_eq!(
-            row.thumbnail_path.as_deref(),
-            Some(c.thumbnail.as_ref().unwrap().path.as_str())
-        );
-        assert_eq!(row.video_sha256.as_deref(), Some(c.video.sha256.as_str()));
-        assert_eq!(row.video_bytes, Some(1234));
-        assert_eq!(
-            (row.lease_owner, row.lease_expires_at, row.last_error),
-            (None, None, None)
-        );
+        assert_job_completed(&ctx.db.job(id).await.unwrap().unwrap(), c);
         let v = ctx.db.version(&format!("v-{id}")).await.unwrap().unwrap();
         assert_eq!(
             (v.status.as_str(), v.video_path.as_deref(), v.updated_at),

@@ -24,6 +24,25 @@ pub fn completion(from: JobStatus, now: Millis, id: &str) -> Completion {
     }
 }
 
+/// The job row as a completion `c` (of 1234 bytes) leaves it: completed at
+/// `c.now`, its outputs recorded, its lease and last error cleared.
+pub fn assert_job_completed(row: &clawcut_test_support::db::JobRow, c: &Completion) {
+    assert_eq!(row.status, "completed", "{}", row.id);
+    assert_eq!(row.completed_at, Some(c.now));
+    assert_eq!(row.updated_at, c.now);
+    assert_eq!(row.video_path.as_deref(), Some(c.video.path.as_str()));
+    assert_eq!(
+        row.thumbnail_path.as_deref(),
+        Some(c.thumbnail.as_ref().unwrap().path.as_str())
+    );
+    assert_eq!(row.video_sha256.as_deref(), Some(c.video.sha256.as_str()));
+    assert_eq!(row.video_bytes, Some(1234));
+    assert_eq!(
+        (&row.lease_owner, row.lease_expires_at, &row.last_error),
+        (&None, None, &None)
+    );
+}
+
 pub fn settle(from: JobStatus, to: JobStatus, now: Millis, reason: Option<&str>) -> Settle {
     Settle {
         from,
@@ -182,21 +201,8 @@ pub async fn complete_writes_job_version_scene_and_one_event(url: &str) {
         "published once, inside the transaction, then told it committed"
     );
 
-    let row = ctx.db.job("j").await.unwrap().unwrap();
-    assert_eq!(row.status, "completed");
-    assert_eq!(row.completed_at, Some(NOW + 5));
-    assert_eq!(row.updated_at, NOW + 5);
-    assert_eq!(row.video_path.as_deref(), Some(c.video.path.as_str()));
-    assert_eq!(
-        row.thumbnail_path.as_deref(),
-        Some(c.thumbnail.as_ref().unwrap().path.as_str())
-    );
-    assert_eq!(row.video_sha256.as_deref(), Some(c.video.sha256.as_str()));
-    assert_eq!(row.video_bytes, Some(1234));
-    assert_eq!(
-        (row.lease_owner, row.lease_expires_at, row.last_error),
-        (None, None, None)
-    );
+    assert_eq!(c.now, NOW + 5);
+    assert_job_completed(&ctx.db.job("j").await.unwrap().unwrap(), &c);
 
     let v = ctx.db.version("v-j").await.unwrap().unwrap();
     assert_eq!(v.status, "ready");
