@@ -38,6 +38,27 @@ use std::time::Duration;
 
 use clawcut_core::{EligibilityRules, Job, JobStatus, Lease, Millis, PauseCause};
 
+/// The scene pointer rule (newer version wins) as a WHERE term on `scenes`
+/// for the version `$v` (a placeholder or a column): the version exists,
+/// and the scene's current version is not newer (created later, the id
+/// breaking ties). One text for both dialects and both completions.
+macro_rules! newer_version_wins {
+    ($v:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM scene_versions WHERE id = ",
+            $v,
+            ")
+           AND NOT EXISTS (
+               SELECT 1 FROM scene_versions cur, scene_versions me
+               WHERE cur.id = scenes.current_version_id AND me.id = ",
+            $v,
+            "
+                 AND (cur.created_at > me.created_at
+                      OR (cur.created_at = me.created_at AND cur.id > me.id)))"
+        )
+    };
+}
+
 mod backup;
 mod error;
 mod migrate;

@@ -185,16 +185,14 @@ pub(crate) const POSTGRES: Dialect = Dialect {
              thumbnail_path = $3, video_sha256 = $4, video_bytes = $5, error = NULL,
              updated_at = to_timestamp($6::float8 / 1000.0)
          WHERE id = $1",
-    complete_scene: "UPDATE scenes SET current_version_id = $2,
+    complete_scene: concat!(
+        "UPDATE scenes SET current_version_id = $2,
              updated_at = to_timestamp($3::float8 / 1000.0)
          WHERE id = $1
            AND current_version_id IS DISTINCT FROM $2
-           AND EXISTS (SELECT 1 FROM scene_versions WHERE id = $2)
-           AND NOT EXISTS (
-               SELECT 1 FROM scene_versions cur, scene_versions me
-               WHERE cur.id = scenes.current_version_id AND me.id = $2
-                 AND (cur.created_at > me.created_at
-                      OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+           AND ",
+        newer_version_wins!("$2")
+    ),
     // Each batch statement names its rows' ids a second time as
     // `= ANY(ARRAY(…))`: the planner guesses 100 rows for a JSON set and,
     // for a table of some thousands, would rather hash-join it against a
@@ -249,19 +247,17 @@ pub(crate) const POSTGRES: Dialect = Dialect {
          WHERE v.id = t.version
            AND v.id = ANY(ARRAY(SELECT x.version FROM json_to_recordset($1::json)
                                  AS x(version text)))",
-    complete_scenes: "UPDATE scenes SET current_version_id = t.version,
+    complete_scenes: concat!(
+        "UPDATE scenes SET current_version_id = t.version,
              updated_at = to_timestamp(t.now::float8 / 1000.0)
          FROM json_to_recordset($1::json) AS t(scene text, version text, now int8)
          WHERE scenes.id = t.scene
            AND scenes.id = ANY(ARRAY(SELECT x.scene FROM json_to_recordset($1::json)
                                      AS x(scene text)))
            AND scenes.current_version_id IS DISTINCT FROM t.version
-           AND EXISTS (SELECT 1 FROM scene_versions WHERE id = t.version)
-           AND NOT EXISTS (
-               SELECT 1 FROM scene_versions cur, scene_versions me
-               WHERE cur.id = scenes.current_version_id AND me.id = t.version
-                 AND (cur.created_at > me.created_at
-                      OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+           AND ",
+        newer_version_wins!("t.version")
+    ),
     insert_events: "INSERT INTO ai_job_events
              (ai_job_id, from_status, to_status, worker_id, detail, created_at)
          SELECT t.job, t.from_status, t.to_status, t.worker, t.detail,

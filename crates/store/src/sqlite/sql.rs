@@ -156,15 +156,13 @@ pub(crate) const SQLITE: Dialect = Dialect {
              thumbnail_path = ?3, video_sha256 = ?4, video_bytes = ?5, error = NULL,
              updated_at = ?6
          WHERE id = ?1",
-    complete_scene: "UPDATE scenes SET current_version_id = ?2, updated_at = ?3
+    complete_scene: concat!(
+        "UPDATE scenes SET current_version_id = ?2, updated_at = ?3
          WHERE id = ?1
            AND current_version_id IS NOT ?2
-           AND EXISTS (SELECT 1 FROM scene_versions WHERE id = ?2)
-           AND NOT EXISTS (
-               SELECT 1 FROM scene_versions cur, scene_versions me
-               WHERE cur.id = scenes.current_version_id AND me.id = ?2
-                 AND (cur.created_at > me.created_at
-                      OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+           AND ",
+        newer_version_wins!("?2")
+    ),
     held_many: "SELECT j.id FROM ai_jobs j
          JOIN (SELECT value ->> 'id' AS id, value ->> 'owner' AS owner,
                       value ->> 'token' AS token, value ->> 'from_status' AS from_status
@@ -194,18 +192,16 @@ pub(crate) const SQLITE: Dialect = Dialect {
                       value ->> 'bytes' AS bytes, value ->> 'now' AS now
                FROM json_each(?1)) AS t
          WHERE scene_versions.id = t.version",
-    complete_scenes: "UPDATE scenes SET current_version_id = t.version, updated_at = t.now
+    complete_scenes: concat!(
+        "UPDATE scenes SET current_version_id = t.version, updated_at = t.now
          FROM (SELECT value ->> 'scene' AS scene, value ->> 'version' AS version,
                       value ->> 'now' AS now
                FROM json_each(?1)) AS t
          WHERE scenes.id = t.scene
            AND scenes.current_version_id IS NOT t.version
-           AND EXISTS (SELECT 1 FROM scene_versions WHERE id = t.version)
-           AND NOT EXISTS (
-               SELECT 1 FROM scene_versions cur, scene_versions me
-               WHERE cur.id = scenes.current_version_id AND me.id = t.version
-                 AND (cur.created_at > me.created_at
-                      OR (cur.created_at = me.created_at AND cur.id > me.id)))",
+           AND ",
+        newer_version_wins!("t.version")
+    ),
     insert_events: "INSERT INTO ai_job_events
              (ai_job_id, from_status, to_status, worker_id, detail, created_at)
          SELECT value ->> 'job', value ->> 'from_status', value ->> 'to_status',
