@@ -39,14 +39,15 @@ use clawcut_core::DownloadSpec;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use url::Url;
 
 use crate::error::ProvidersError;
 use crate::http::{display_url, retry_after};
 
+mod file_sink;
 mod policy;
+use file_sink::FileSink;
 pub use policy::DownloadPolicy;
 
 /// Where temporary files go, under the media directory.
@@ -127,23 +128,17 @@ impl Downloader {
         limits: &DownloadLimits,
         on_progress: impl FnMut(u64) + Send,
     ) -> Result<Staged, ProvidersError> {
-        let mut sink = FileSink {
-            temp_dir: media_dir.join(TEMP_DIR),
-            open: None,
-        };
+        let mut sink = FileSink::new(media_dir.join(TEMP_DIR));
         let fetched = self
             .fetch_into(spec, allowed, limits, &mut sink, on_progress)
             .await?;
-        let Some((temp, mut file)) = sink.open.take() else {
+        let Some(temp) = sink.finish().await? else {
             // `fetch_into` opens the sink before its first chunk, and an
             // empty output is an error: unreachable, but not worth a panic.
             return Err(ProvidersError::EmptyOutput {
                 url: spec.url.split('?').next().unwrap_or_default().to_owned(),
             });
         };
-        file.flush().await.map_err(write_err(&temp.path))?;
-        file.sync_all().await.map_err(write_err(&temp.path))?;
-        drop(file);
         Ok(Staged {
             temp,
             sha256_hex: fetched.sha256_hex,
@@ -334,39 +329,6 @@ pub struct Fetched {
     pub bytes: u64,
 }
 
-/// [`Downloader::stage`]'s sink: a new temp file under `<media>/.tmp/`.
-struct FileSink {
-    temp_dir: PathBuf,
-    open: Option<(TempFile, tokio::fs::File)>,
-}
-
-impl OutputSink for FileSink {
-    async fn open(&mut self) -> Result<(), ProvidersError> {
-        tokio::fs::create_dir_all(&self.temp_dir)
-            .await
-            .map_err(write_err(&self.temp_dir))?;
-        let temp = TempFile::new(self.temp_dir.join(temp_name()));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp.path)
-            .await
-            .map_err(write_err(&temp.path))?;
-        self.open = Some((temp, file));
-        Ok(())
-    }
-
-    async fn write(&mut self, chunk: Bytes) -> Result<(), ProvidersError> {
-        let Some((temp, file)) = self.open.as_mut() else {
-            return Err(ProvidersError::WriteOutput {
-                path: self.temp_dir.clone(),
-                source: io::Error::other("temp file written before it was opened"),
-            });
-        };
-        file.write_all(&chunk).await.map_err(write_err(&temp.path))
-    }
-}
-
 /// The deadline and the stall windows of one transfer, on tokio's clock (so
 /// `tokio::time::pause()` drives them in tests).
 #[derive(Debug)]
@@ -483,12 +445,32 @@ impl Staged {
     /// fsync, is reverted here, best effort).
     pub fn install(self, final_path: &Path) -> Result<Installed, ProvidersError> {
         let parent = parent_dir(final_path);
-        let parent_existed = parent.exists();
-        std::fs::create_dir_all(parent).map_err(write_err(parent))?;
+        // One `mkdir` tells both whether the directory is there and, when
+        // it was not, makes it: no `stat` per file on the hot path.
+        let parent_existed = match std::fs::create_dir(parent) {
+            Ok(()) => false,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(parent).map_err(write_err(parent))?;
+                false
+            }
+            Err(source) => {
+                return Err(ProvidersError::WriteOutput {
+                    path: parent.to_owned(),
+                    source,
+                });
+            }
+        };
 
         // Next to the temp file, in `.tmp`: same filesystem, swept alike.
+        // A directory this call made holds no previous file.
         let prev_path = self.temp.path.with_extension(PREV_SUFFIX);
-        let prev = match std::fs::hard_link(final_path, &prev_path) {
+        let linked = if parent_existed {
+            std::fs::hard_link(final_path, &prev_path)
+        } else {
+            Err(io::ErrorKind::NotFound.into())
+        };
+        let prev = match linked {
             Ok(()) => Some(prev_path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             // Without a copy of the previous file a failed commit could not

@@ -47,68 +47,102 @@ use crate::report::{JobOutcome, error_chain};
 /// the database alone would not order them; PostgreSQL also orders them
 /// across replicas with an advisory lock, and this costs it nothing.
 ///
-/// A turn is an async mutex per version (this process), then an exclusive
-/// lock on one of [`LOCK_FILES`] files under `<media.dir>/.locks/`
-/// chosen by the version id (other processes on this host sharing the media
-/// directory: `reconcile` run by hand beside the daemon, a second `run` on
-/// one SQLite file). Two versions may share a lock file: they then take
+/// A version's turn is one of [`LOCK_FILES`] slots, chosen by the version
+/// id: an async mutex (this process), then an exclusive lock on the slot's
+/// file under `<media.dir>/.locks/` (other processes on this host sharing
+/// the media directory: `reconcile` run by hand beside the daemon, a second
+/// `run` on one SQLite file). Two versions may share a slot: they then take
 /// turns too, which costs a few milliseconds, never correctness.
+///
+/// A slot's file is opened once and kept open, and locked without leaving
+/// the task when nobody else holds it (`try_lock`): a turn used to cost an
+/// open, a lock and a close on the blocking pool per completion.
 #[derive(Debug, Default)]
 pub struct VersionLocks {
-    turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    slots: std::sync::Mutex<HashMap<PathBuf, Arc<Slot>>>,
 }
+
+/// One lock file's turn in this process, and the file once opened.
+type Slot = tokio::sync::Mutex<Option<Arc<std::fs::File>>>;
 
 /// How many lock files a media directory holds, at most.
 pub const LOCK_FILES: u64 = 64;
 
 /// A held turn: released when dropped.
 pub struct Turn {
-    _local: tokio::sync::OwnedMutexGuard<()>,
-    /// Unlocked when the file is closed.
-    _file: Option<std::fs::File>,
+    guard: tokio::sync::OwnedMutexGuard<Option<Arc<std::fs::File>>>,
+    /// Whether the file lock is held (it is given up before the slot).
+    locked: bool,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if self.locked
+            && let Some(f) = self.guard.as_ref()
+            && let Err(e) = f.unlock()
+        {
+            // Unlocked anyway when the process exits; until then another
+            // process waits for this slot. The file is closed so the lock
+            // goes with it, and the next turn opens it again.
+            warn!(error = %e, "could not unlock a scene version's lock file");
+            *self.guard = None;
+        }
+    }
 }
 
 impl VersionLocks {
-    /// Wait for `version`'s turn. Entries nobody holds are dropped as turns
-    /// are handed out, so the map stays as small as the work in flight. A
-    /// lock file that cannot be opened or locked only loses the ordering
-    /// across processes (logged); it never fails the completion.
+    /// Wait for `version`'s turn. A lock file that cannot be opened or
+    /// locked only loses the ordering across processes (logged); it never
+    /// fails the completion.
     pub async fn turn(&self, media: &Path, version: &str) -> Turn {
-        let local = {
-            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
-            turns.retain(|_, t| Arc::strong_count(t) > 1);
-            turns.entry(version.to_owned()).or_default().clone()
-        };
-        let local = local.lock_owned().await;
         let path = lock_path(media, version);
-        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            f.lock()?;
-            Ok(f)
-        })
-        .await;
-        let file = match file {
-            Ok(Ok(f)) => Some(f),
-            Ok(Err(e)) => {
-                warn!(error = %e, "could not take the scene version's lock file; ordering only within this process");
-                None
-            }
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.entry(path.clone()).or_default().clone()
+        };
+        let mut guard = slot.lock_owned().await;
+        let locked = match lock_file(&mut guard, path).await {
+            Ok(()) => true,
             Err(e) => {
-                warn!(error = %e, "lock file task failed; ordering only within this process");
-                None
+                warn!(error = %e, "could not take the scene version's lock file; ordering only within this process");
+                false
             }
         };
-        Turn {
-            _local: local,
-            _file: file,
+        Turn { guard, locked }
+    }
+}
+
+/// Lock the slot's file, opening it first if this process has not yet.
+/// Uncontended, this is one `flock` on the caller's thread; a file another
+/// process holds is waited for on the blocking pool.
+async fn lock_file(
+    file: &mut Option<Arc<std::fs::File>>,
+    path: PathBuf,
+) -> std::io::Result<()> {
+    let f = match file {
+        Some(f) => f.clone(),
+        None => {
+            let opened = tokio::task::spawn_blocking(move || {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            file.insert(Arc::new(opened)).clone()
         }
+    };
+    match f.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => tokio::task::spawn_blocking(move || f.lock())
+            .await
+            .map_err(std::io::Error::other)?,
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

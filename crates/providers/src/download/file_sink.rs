@@ -1,0 +1,192 @@
+//! [`Downloader::stage`](super::Downloader::stage)'s sink: a new temp file
+//! under `<media>/.tmp/`, written in few blocking calls.
+//!
+//! Every `tokio::fs` call is a hand-off to the blocking pool and back (a
+//! futex wake and two context switches). Written chunk by chunk, a 64 KiB
+//! clip cost a dozen of them (directory, open, each chunk, flush, fsync),
+//! and on a busy daemon those switches were a quarter of its CPU (see
+//! BENCHMARKS.md, item 3). So bytes are gathered in memory up to
+//! [`WRITE_BATCH`] and written by one blocking call; a clip that fits is
+//! created, written, fsynced and closed by one call at the end. A larger
+//! one has one write in flight while the next batch arrives, as
+//! `tokio::fs::File` did, so disk and network still overlap.
+//!
+//! The file's modification time is what the stale-temp sweep reads, so a
+//! slow download still writes at least every [`WRITE_INTERVAL`], however
+//! little has arrived.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{OutputSink, TempFile, temp_name, write_err};
+use crate::error::ProvidersError;
+
+/// Bytes gathered before a write: two of these per download at most (one
+/// being written, one filling), so 32 downloads hold 16 MiB at most.
+pub(super) const WRITE_BATCH: usize = 256 * 1024;
+/// The longest gathered bytes wait for their write. Below the stale sweep's
+/// slack (`media::TEMP_SLACK` in the daemon, 10 s), so a live download's
+/// file never looks abandoned.
+const WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A temp file that does not exist until its first write.
+pub(super) struct FileSink {
+    temp_dir: PathBuf,
+    /// Named by `open`; `None` before that.
+    temp: Option<TempFile>,
+    file: FileState,
+    buf: Vec<u8>,
+    last_write: Instant,
+}
+
+enum FileState {
+    /// Nothing on disk yet.
+    Unopened,
+    Idle(std::fs::File),
+    /// A write of gathered bytes running on the blocking pool; it hands the
+    /// file and the emptied buffer back.
+    Writing(JoinHandle<io::Result<(std::fs::File, Vec<u8>)>>),
+}
+
+impl FileSink {
+    pub(super) fn new(temp_dir: PathBuf) -> Self {
+        FileSink {
+            temp_dir,
+            temp: None,
+            file: FileState::Unopened,
+            buf: Vec::new(),
+            last_write: Instant::now(),
+        }
+    }
+
+    /// Write what is gathered, fsync and close: the temp file, complete.
+    /// `None` when nothing was ever opened.
+    pub(super) async fn finish(mut self) -> Result<Option<TempFile>, ProvidersError> {
+        let Some(path) = self.temp.as_ref().map(|t| t.path.clone()) else {
+            return Ok(None);
+        };
+        let (file, _) = self.settle(&path).await?;
+        let data = std::mem::take(&mut self.buf);
+        let dir = self.temp_dir.clone();
+        let target = path.clone();
+        blocking(&path, move || {
+            let mut f = match file {
+                Some(f) => f,
+                None => create(&dir, &target)?,
+            };
+            f.write_all(&data)?;
+            f.sync_all()
+        })
+        .await?;
+        Ok(self.temp.take())
+    }
+
+    /// Wait for the write in flight, if any: the file when one is open, and
+    /// the buffer that write emptied, for the next batch to fill.
+    async fn settle(
+        &mut self,
+        path: &Path,
+    ) -> Result<(Option<std::fs::File>, Vec<u8>), ProvidersError> {
+        match std::mem::replace(&mut self.file, FileState::Unopened) {
+            FileState::Unopened => Ok((None, Vec::new())),
+            FileState::Idle(f) => Ok((Some(f), Vec::new())),
+            FileState::Writing(task) => {
+                let (f, mut spare) = joined(path, task.await)?;
+                spare.clear();
+                Ok((Some(f), spare))
+            }
+        }
+    }
+
+    /// Hand the gathered bytes to a blocking write. The first one (which
+    /// creates the file) is waited for, so a dropped download never leaves
+    /// a file created after its temp guard removed the name; later ones run
+    /// while the next batch arrives.
+    async fn write_gathered(&mut self, path: &Path) -> Result<(), ProvidersError> {
+        let (file, spare) = self.settle(path).await?;
+        // Two buffers take turns, so a long download allocates no more.
+        let data = std::mem::replace(&mut self.buf, spare);
+        self.last_write = Instant::now();
+        match file {
+            None => {
+                let (dir, target) = (self.temp_dir.clone(), path.to_owned());
+                let f = blocking(path, move || {
+                    let mut f = create(&dir, &target)?;
+                    f.write_all(&data)?;
+                    Ok(f)
+                })
+                .await?;
+                self.file = FileState::Idle(f);
+            }
+            Some(mut f) => {
+                self.file = FileState::Writing(tokio::task::spawn_blocking(move || {
+                    f.write_all(&data)?;
+                    Ok((f, data))
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OutputSink for FileSink {
+    async fn open(&mut self) -> Result<(), ProvidersError> {
+        self.temp = Some(TempFile::new(self.temp_dir.join(temp_name())));
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> Result<(), ProvidersError> {
+        let Some(path) = self.temp.as_ref().map(|t| t.path.clone()) else {
+            return Err(ProvidersError::WriteOutput {
+                path: self.temp_dir.clone(),
+                source: io::Error::other("temp file written before it was opened"),
+            });
+        };
+        self.buf.extend_from_slice(&chunk);
+        if self.buf.len() >= WRITE_BATCH || self.last_write.elapsed() >= WRITE_INTERVAL {
+            self.write_gathered(&path).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A new temp file at `path`, creating `dir` only when it is missing (one
+/// `open` per file otherwise, no `mkdir`).
+fn create(dir: &Path, path: &Path) -> io::Result<std::fs::File> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// `f` on the blocking pool, its error a write error at `path`.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, ProvidersError> {
+    joined(path, tokio::task::spawn_blocking(f).await)
+}
+
+fn joined<T>(
+    path: &Path,
+    res: Result<io::Result<T>, tokio::task::JoinError>,
+) -> Result<T, ProvidersError> {
+    res.map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(write_err(path))
+}
