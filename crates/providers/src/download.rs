@@ -444,6 +444,30 @@ impl Staged {
     /// `final_path` is as it was (a failure after the rename, of a directory
     /// fsync, is reverted here, best effort).
     pub fn install(self, final_path: &Path) -> Result<Installed, ProvidersError> {
+        let mut dirs = Vec::new();
+        let installed = self.install_deferring(final_path, &mut dirs)?;
+        for dir in &dirs {
+            if let Err(e) = sync_dir(dir).map_err(write_err(dir)) {
+                // The caller gets no `Installed` to revert, so undo here.
+                let _ = installed.revert();
+                return Err(e);
+            }
+        }
+        Ok(installed)
+    }
+
+    /// [`install`](Self::install) without its directory fsyncs: the
+    /// directories whose entries changed (the parent, and a newly created
+    /// parent's parent) are added to `dirs`, and the file is durable at
+    /// `final_path` only once the caller has fsynced each of them
+    /// ([`sync_dir`]) before its commit. A batch of installs into one
+    /// directory then pays for its fsync once. A caller whose fsync fails
+    /// must [`Installed::revert`].
+    pub fn install_deferring(
+        self,
+        final_path: &Path,
+        dirs: &mut Vec<PathBuf>,
+    ) -> Result<Installed, ProvidersError> {
         let parent = parent_dir(final_path);
         // One `mkdir` tells both whether the directory is there and, when
         // it was not, makes it: no `stat` per file on the hot path.
@@ -494,25 +518,15 @@ impl Staged {
             });
         }
         self.temp.keep();
-        let synced = sync_dir(parent).map_err(write_err(parent)).and_then(|()| {
-            if parent_existed {
-                return Ok(());
-            }
-            // A freshly created directory's own entry must be durable too, or
-            // a crash could lose the directory and the file with it.
-            match parent.parent().filter(|p| !p.as_os_str().is_empty()) {
-                Some(grand) => sync_dir(grand).map_err(write_err(grand)),
-                None => Ok(()),
-            }
-        });
-        match synced {
-            Ok(()) => Ok(installed),
-            Err(e) => {
-                // The caller gets no `Installed` to revert, so undo here.
-                let _ = installed.revert();
-                Err(e)
-            }
+        dirs.push(parent.to_owned());
+        // A freshly created directory's own entry must be durable too, or a
+        // crash could lose the directory and the file with it.
+        if !parent_existed
+            && let Some(grand) = parent.parent().filter(|p| !p.as_os_str().is_empty())
+        {
+            dirs.push(grand.to_owned());
         }
+        Ok(installed)
     }
 }
 
@@ -620,7 +634,9 @@ fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// fsync a directory, so the entries renamed or created in it survive a
+/// crash (a no-op where the platform has no such thing).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         std::fs::File::open(dir)?.sync_all()

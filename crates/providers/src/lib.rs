@@ -43,7 +43,7 @@ mod veo;
 pub use config::{ProviderConfig, ProviderKind, build_provider};
 pub use download::{
     DownloadLimits, DownloadPolicy, Downloaded, Downloader, Fetched, Installed, OutputSink, Staged,
-    cleanup_stale_temp, cleanup_stale_temp_older_than, is_no_space,
+    cleanup_stale_temp, cleanup_stale_temp_older_than, is_no_space, sync_dir,
 };
 pub use error::ProvidersError;
 pub use rate::RateLimiter;

@@ -230,6 +230,17 @@ pub trait Publish: Send {
     /// is not called then, so `publish` leaves nothing half-done behind
     /// when it fails.
     fn publish(&mut self) -> std::io::Result<()>;
+    /// [`publish`](Self::publish), leaving the fsync of each directory it
+    /// changed to the caller: they are added to `dirs`, and the files are
+    /// durable only once each is fsynced. [`Store::complete_many`] calls
+    /// this, then fsyncs each distinct directory of the batch once before
+    /// its commit, and treats an item whose directory's fsync failed as
+    /// one whose `publish` failed (after `revert`). By default `publish`,
+    /// which syncs its own.
+    fn publish_deferring(&mut self, dirs: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        let _ = dirs;
+        self.publish()
+    }
     /// The transaction did not commit after `publish` succeeded: put back
     /// what it replaced. Called at most once, while the completion's locks
     /// are still held when the failure came before the commit (a failed

@@ -115,10 +115,7 @@ impl VersionLocks {
 /// Lock the slot's file, opening it first if this process has not yet.
 /// Uncontended, this is one `flock` on the caller's thread; a file another
 /// process holds is waited for on the blocking pool.
-async fn lock_file(
-    file: &mut Option<Arc<std::fs::File>>,
-    path: PathBuf,
-) -> std::io::Result<()> {
+async fn lock_file(file: &mut Option<Arc<std::fs::File>>, path: PathBuf) -> std::io::Result<()> {
     let f = match file {
         Some(f) => f.clone(),
         None => {
@@ -226,8 +223,10 @@ pub struct Outputs {
     files: Vec<Pending>,
 }
 
-impl Publish for Outputs {
-    fn publish(&mut self) -> std::io::Result<()> {
+impl Outputs {
+    /// Each staged file to its final path, in order; stops at the first
+    /// that fails.
+    fn install_all(&mut self, dirs: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for f in &mut self.files {
             match f {
                 Pending::Local {
@@ -238,7 +237,7 @@ impl Publish for Outputs {
                     if let Some(s) = staged.take() {
                         // The kind of the write that failed is kept, so the
                         // caller can tell a full disk from other refusals.
-                        let done = blocking(|| s.install(path)).map_err(|e| {
+                        let done = blocking(|| s.install_deferring(path, dirs)).map_err(|e| {
                             let kind = e
                                 .local_write_error()
                                 .map_or(std::io::ErrorKind::Other, std::io::Error::kind);
@@ -255,6 +254,34 @@ impl Publish for Outputs {
             }
         }
         Ok(())
+    }
+}
+
+impl Publish for Outputs {
+    fn publish(&mut self) -> std::io::Result<()> {
+        let mut dirs = Vec::new();
+        self.publish_deferring(&mut dirs)?;
+        for dir in &dirs {
+            if let Err(e) = blocking(|| clawcut_providers::sync_dir(dir)) {
+                // `publish` leaves nothing behind when it fails.
+                self.revert();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The renames, each directory's fsync left to the batch (one per
+    /// distinct directory of the whole group commit).
+    fn publish_deferring(&mut self, dirs: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let published = self.install_all(dirs);
+        if published.is_err() {
+            // A video in place and its thumbnail refused: `publish` leaves
+            // nothing half-done, or a redo's new video would stay over the
+            // committed one while the row still describes the old.
+            self.revert();
+        }
+        published
     }
 
     fn revert(&mut self) {
@@ -686,6 +713,88 @@ mod tests {
         )
         .await
         .expect("the turn passes once released");
+    }
+
+    /// Two outputs staged in a real media directory, from the loopback fake.
+    async fn staged_pair(media: &Path) -> (StagedOutput, StagedOutput) {
+        use clawcut_providers::{
+            DownloadLimits, DownloadPolicy, Downloader, ProviderConfig, ProviderKind,
+            build_provider,
+        };
+        use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
+        let fake = FakeOpenAi::start("k").await;
+        fake.script("video_1", Script::default().with_video_bytes(5_000));
+        let cfg = ProviderConfig {
+            name: "openai".into(),
+            kind: ProviderKind::OpenAi,
+            base_url: url::Url::parse(&fake.base_url()).unwrap(),
+            api_key: "k".into(),
+            api_secret: None,
+            timeout: std::time::Duration::from_secs(5),
+            max_in_flight: 4,
+            requests_per_minute: None,
+            allowed_download_hosts: Vec::new(),
+        };
+        let clawcut_core::PollOutcome::Succeeded { video, thumbnail } =
+            build_provider(&cfg).unwrap().poll("video_1").await.unwrap()
+        else {
+            panic!("expected a finished video");
+        };
+        let d = Downloader::new(std::time::Duration::from_secs(5)).unwrap();
+        let policy = DownloadPolicy::for_provider(&cfg);
+        let limits = DownloadLimits {
+            max_bytes: 1 << 20,
+            deadline: std::time::Duration::from_secs(10),
+            stall_window: std::time::Duration::ZERO,
+            stall_min_bytes: 0,
+        };
+        let stage = async |spec| {
+            let s = d.stage(spec, &policy, media, &limits, |_| {}).await;
+            StagedOutput::Local(s.unwrap())
+        };
+        (stage(&video).await, stage(&thumbnail.unwrap()).await)
+    }
+
+    /// A redo whose video is renamed into place and whose thumbnail is then
+    /// refused puts the committed video back: the failed `publish` leaves
+    /// nothing behind, as the store expects (it calls no `revert` then).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_publish_refused_halfway_puts_the_first_file_back() {
+        let media = tempfile::tempdir().unwrap();
+        let video_path = final_path(media.path(), "videos", "s1", "v1", "mp4");
+        std::fs::create_dir_all(video_path.parent().unwrap()).unwrap();
+        std::fs::write(&video_path, b"the committed video").unwrap();
+        // `thumbnails/s1` cannot be made: `thumbnails` is a file.
+        std::fs::write(media.path().join("thumbnails"), b"").unwrap();
+        let thumb_path = final_path(media.path(), "thumbnails", "s1", "v1", "jpg");
+        for deferring in [false, true] {
+            let (video, thumb) = staged_pair(media.path()).await;
+            let mut outputs = Outputs {
+                files: vec![
+                    video.pending(video_path.clone()),
+                    thumb.pending(thumb_path.clone()),
+                ],
+            };
+            let mut dirs = Vec::new();
+            let res = if deferring {
+                outputs.publish_deferring(&mut dirs)
+            } else {
+                outputs.publish()
+            };
+            assert!(res.is_err(), "deferring {deferring}");
+            assert_eq!(
+                std::fs::read(&video_path).unwrap(),
+                b"the committed video",
+                "deferring {deferring}"
+            );
+            drop(outputs);
+            assert_eq!(std::fs::read(&video_path).unwrap(), b"the committed video");
+        }
+        let left: Vec<_> = std::fs::read_dir(media.path().join(".tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! set-based statement over a JSON array, so the cost per job is a few rows
 //! written rather than five round trips and a commit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 
 use clawcut_core::JobStatus;
 use serde_json::{Value, json};
@@ -76,8 +77,8 @@ impl<'a> Batch<'_, 'a> {
         }
     }
 
-    /// Publish every pending item, concurrently; a failure takes only that
-    /// item out.
+    /// Publish every pending item, concurrently, then fsync each directory
+    /// they changed once; a failure takes out only the items it touches.
     fn publish_pending(&mut self) {
         let (idx, files): (Vec<usize>, Vec<&mut (dyn Publish + Send + 'a)>) = self
             .items
@@ -87,12 +88,32 @@ impl<'a> Batch<'_, 'a> {
             .filter(|(_, (_, s))| matches!(s, Step::Pending))
             .map(|(i, (c, _))| (i, &mut *c.publish))
             .unzip();
-        for (i, r) in idx.into_iter().zip(publish_all(files)) {
+        // Which items each deferred directory fsync makes durable.
+        let mut deferred: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+        for (i, (r, dirs)) in idx.into_iter().zip(publish_all(files)) {
             self.steps[i] = match r {
-                Ok(()) => Step::Published,
+                Ok(()) => {
+                    for dir in dirs {
+                        deferred.entry(dir).or_default().push(i);
+                    }
+                    Step::Published
+                }
                 // `publish` leaves nothing behind when it fails.
                 Err(e) => Step::Out(StoreError::PublishOutputs(e)),
             };
+        }
+        let dirs: Vec<PathBuf> = deferred.keys().cloned().collect();
+        for (dir, synced) in dirs.iter().zip(sync_dirs(&dirs)) {
+            let Err(e) = synced else { continue };
+            for &i in &deferred[dir] {
+                if matches!(self.steps[i], Step::Published) {
+                    let err = std::io::Error::new(
+                        e.kind(),
+                        format!("fsync the directory {}: {e}", dir.display()),
+                    );
+                    self.out(i, StoreError::PublishOutputs(err));
+                }
+            }
         }
     }
 
@@ -156,17 +177,25 @@ impl Drop for Batch<'_, '_> {
 /// overlap, few enough that starting them costs little next to the writes.
 const PUBLISH_THREADS: usize = 16;
 
-/// Run the `publish` calls on up to [`PUBLISH_THREADS`] threads and wait for
-/// all: the renames and directory fsyncs of a batch overlap as those of
-/// separate completions did, instead of queuing behind one another (the
-/// filesystem's journal then commits them together). Each thread enters the
-/// caller's tokio runtime, if any, for a `publish` that needs it (an object
-/// store's upload completes through it). The caller's thread waits, as it
-/// would for one `publish`, but never stalls a multi-thread runtime's
-/// worker.
-fn publish_all<'a>(mut files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<std::io::Result<()>> {
+/// What one item's `publish_deferring` answered, and the directories it
+/// left to fsync.
+type Published = (std::io::Result<()>, Vec<PathBuf>);
+
+/// Run the `publish_deferring` calls on up to [`PUBLISH_THREADS`] threads
+/// (the calling one among them) and wait for all: the renames of a batch
+/// overlap as those of separate completions did, and so do the uploads an
+/// object store completes. Each thread enters the caller's tokio runtime,
+/// if any, for a `publish` that needs it (an object store's upload
+/// completes through it). The caller's thread waits, as it would for one
+/// `publish`, but never stalls a multi-thread runtime's worker.
+fn publish_all<'a>(mut files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<Published> {
+    let one = |f: &mut (dyn Publish + Send + 'a)| {
+        let mut dirs = Vec::new();
+        let r = f.publish_deferring(&mut dirs);
+        (r, dirs)
+    };
     if files.len() <= 1 {
-        return files.iter_mut().map(|f| f.publish()).collect();
+        return files.iter_mut().map(|f| one(&mut **f)).collect();
     }
     let n = files.len();
     let threads = n.min(PUBLISH_THREADS);
@@ -178,23 +207,24 @@ fn publish_all<'a>(mut files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<std::i
     }
     let handle = tokio::runtime::Handle::try_current().ok();
     let run = || {
+        let mut out: Vec<Option<Published>> = (0..n).map(|_| None).collect();
         std::thread::scope(|scope| {
+            let mut shares = shares.into_iter();
+            let mine = shares.next().unwrap_or_default();
             let running: Vec<_> = shares
-                .into_iter()
                 .map(|share| {
                     let handle = handle.clone();
                     let indices: Vec<usize> = share.iter().map(|(i, _)| *i).collect();
                     let thread = scope.spawn(move || {
                         let _entered = handle.as_ref().map(tokio::runtime::Handle::enter);
-                        share
-                            .into_iter()
-                            .map(|(_, f)| f.publish())
-                            .collect::<Vec<_>>()
+                        share.into_iter().map(|(_, f)| one(f)).collect::<Vec<_>>()
                     });
                     (indices, thread)
                 })
                 .collect();
-            let mut out: Vec<Option<std::io::Result<()>>> = (0..n).map(|_| None).collect();
+            for (i, f) in mine {
+                out[i] = Some(one(f));
+            }
             for (indices, thread) in running {
                 match thread.join() {
                     Ok(results) => {
@@ -204,19 +234,53 @@ fn publish_all<'a>(mut files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<std::i
                     }
                     Err(_) => {
                         for i in indices {
-                            out[i] = Some(Err(std::io::Error::other("publishing panicked")));
+                            let e = std::io::Error::other("publishing panicked");
+                            out[i] = Some((Err(e), Vec::new()));
                         }
                     }
                 }
             }
-            out.into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(std::io::Error::other("not published"))))
-                .collect()
-        })
+        });
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| (Err(std::io::Error::other("not published")), Vec::new())))
+            .collect()
     };
     match handle.as_ref().map(tokio::runtime::Handle::runtime_flavor) {
         Some(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
         _ => run(),
+    }
+}
+
+/// fsync each directory, concurrently on the runtime's blocking pool (its
+/// threads are already there, unlike a scoped thread per directory), and
+/// answer for each.
+fn sync_dirs(dirs: &[PathBuf]) -> Vec<std::io::Result<()>> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    // The same fsync the providers' `sync_dir` makes; the store does not
+    // depend on that crate.
+    fn sync(dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread && dirs.len() > 1 => {
+            let running: Vec<_> = dirs
+                .iter()
+                .map(|d| {
+                    let d = d.clone();
+                    h.spawn_blocking(move || sync(&d))
+                })
+                .collect();
+            tokio::task::block_in_place(|| {
+                running
+                    .into_iter()
+                    .map(|t| {
+                        h.block_on(t)
+                            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    })
+                    .collect()
+            })
+        }
+        _ => dirs.iter().map(|d| sync(d)).collect(),
     }
 }
 

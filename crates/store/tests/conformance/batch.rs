@@ -96,6 +96,59 @@ pub async fn complete_many_writes_each_job_as_complete_does(url: &str) {
     assert_eq!(batch(&ctx, &[], &mut []).await.unwrap().len(), 0);
 }
 
+/// The directories each item's publish left unsynced are fsynced by the
+/// batch, once each, before its commit: an item one of whose directories
+/// cannot be fsynced is taken out and its files put back; an item sharing
+/// only a good directory with it still completes.
+pub async fn complete_many_takes_out_the_jobs_whose_directory_fsync_fails(url: &str) {
+    let ctx = setup(url).await;
+    let ids = ["shares", "broken", "alone"];
+    for id in ids {
+        seed(&ctx, id, "processing", Some(&format!("p-{id}"))).await;
+    }
+    let mut ls = leases(&ctx, &ids, "w").await;
+    let now = NOW + MIN;
+    let jobs: Vec<(Lease, Completion)> = ids
+        .iter()
+        .zip(ls.drain(..))
+        .map(|(id, l)| (l, completion(JobStatus::Processing, now, id)))
+        .collect();
+    let media = tempfile::tempdir().unwrap();
+    let (d1, d2) = (media.path().join("videos"), media.path().join("thumbnails"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let gone = media.path().join("removed-before-its-fsync");
+    let mut files: Vec<Files> = [vec![d1.clone()], vec![d1, gone], vec![d2]]
+        .into_iter()
+        .map(|defer| Files {
+            defer,
+            ..Files::new()
+        })
+        .collect();
+    let results = batch(&ctx, &jobs, &mut files).await.unwrap();
+    assert_eq!(kinds(&results), ["ok", "publish", "ok"]);
+    let Err(StoreError::PublishOutputs(e)) = &results[1] else {
+        unreachable!()
+    };
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("removed-before-its-fsync"), "{e}");
+    let calls: Vec<&[Call]> = files.iter().map(|f| f.calls.as_slice()).collect();
+    assert_eq!(
+        calls,
+        [
+            &[Call::Publish, Call::Committed][..],
+            &[Call::Publish, Call::Revert],
+            &[Call::Publish, Call::Committed],
+        ]
+    );
+    for (i, id) in [(0, "shares"), (2, "alone")] {
+        assert_job_completed(&ctx.db.job(id).await.unwrap().unwrap(), &jobs[i].1);
+    }
+    let broken = ctx.db.job("broken").await.unwrap().unwrap();
+    assert_eq!(broken.status, "processing");
+    assert_eq!(ctx.db.events("broken").await.unwrap(), []);
+}
+
 pub async fn complete_many_takes_out_only_the_jobs_it_cannot_finish(url: &str) {
     let ctx = setup(url).await;
     let ids = ["ok1", "stale", "wrong_from", "disk_full", "ok2"];

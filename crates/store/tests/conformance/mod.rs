@@ -79,6 +79,7 @@ macro_rules! for_each_case {
             complete_failure_after_publish_reverts,
             complete_many_writes_each_job_as_complete_does,
             complete_many_takes_out_only_the_jobs_it_cannot_finish,
+            complete_many_takes_out_the_jobs_whose_directory_fsync_fails,
             complete_many_keeps_the_newer_version_rule_inside_a_batch,
             complete_many_failure_reverts_every_file,
             complete_many_crossed_batches_do_not_deadlock,
@@ -332,6 +333,8 @@ pub enum Call {
 pub struct Files {
     pub calls: Vec<Call>,
     pub fail: bool,
+    /// The directories `publish_deferring` leaves to the store to fsync.
+    pub defer: Vec<std::path::PathBuf>,
 }
 
 impl Files {
@@ -356,6 +359,12 @@ impl Publish for Files {
                 "no space left on device",
             ));
         }
+        Ok(())
+    }
+
+    fn publish_deferring(&mut self, dirs: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        self.publish()?;
+        dirs.extend(self.defer.iter().cloned());
         Ok(())
     }
 
