@@ -221,9 +221,10 @@ pub struct SetAside {
 ///
 /// It runs on the calling task while the transaction (and, on SQLite, the
 /// database's write lock) is held: keep it to renames and fsyncs.
-/// [`Store::complete_many`] runs the `publish` of each job of a batch on a
-/// thread of its own, inside the caller's tokio runtime context if there is
-/// one, and waits for them all.
+/// [`Store::complete_many`] runs the `publish_deferring` of the jobs of a
+/// batch on up to 16 threads, inside the caller's tokio runtime context if
+/// there is one, waits for them all, then fsyncs each directory they named
+/// once.
 pub trait Publish: Send {
     /// Rename the staged files into place (fsynced). An error aborts the
     /// completion (rolled back, [`StoreError::PublishOutputs`]); `revert`
