@@ -224,9 +224,23 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    /// Every staged file to its final path, its directories fsynced here
+    /// (`dirs` is `None`) or named in `dirs` for the caller to fsync. A
+    /// failure puts back what was already installed: a video in place and
+    /// its thumbnail refused would otherwise leave a redo's new video over
+    /// the committed one while the row still describes the old, since the
+    /// store calls no `revert` after a failed `publish`.
+    fn publish_with(&mut self, mut dirs: Option<&mut Vec<PathBuf>>) -> std::io::Result<()> {
+        let published = self.install_all(&mut dirs);
+        if published.is_err() {
+            self.revert();
+        }
+        published
+    }
+
     /// Each staged file to its final path, in order; stops at the first
     /// that fails.
-    fn install_all(&mut self, dirs: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    fn install_all(&mut self, dirs: &mut Option<&mut Vec<PathBuf>>) -> std::io::Result<()> {
         for f in &mut self.files {
             match f {
                 Pending::Local {
@@ -237,7 +251,11 @@ impl Outputs {
                     if let Some(s) = staged.take() {
                         // The kind of the write that failed is kept, so the
                         // caller can tell a full disk from other refusals.
-                        let done = blocking(|| s.install_deferring(path, dirs)).map_err(|e| {
+                        let done = blocking(|| match dirs.as_deref_mut() {
+                            Some(dirs) => s.install_deferring(path, dirs),
+                            None => s.install(path),
+                        })
+                        .map_err(|e| {
                             let kind = e
                                 .local_write_error()
                                 .map_or(std::io::ErrorKind::Other, std::io::Error::kind);
@@ -259,29 +277,13 @@ impl Outputs {
 
 impl Publish for Outputs {
     fn publish(&mut self) -> std::io::Result<()> {
-        let mut dirs = Vec::new();
-        self.publish_deferring(&mut dirs)?;
-        for dir in &dirs {
-            if let Err(e) = blocking(|| clawcut_providers::sync_dir(dir)) {
-                // `publish` leaves nothing behind when it fails.
-                self.revert();
-                return Err(e);
-            }
-        }
-        Ok(())
+        self.publish_with(None)
     }
 
     /// The renames, each directory's fsync left to the batch (one per
     /// distinct directory of the whole group commit).
     fn publish_deferring(&mut self, dirs: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let published = self.install_all(dirs);
-        if published.is_err() {
-            // A video in place and its thumbnail refused: `publish` leaves
-            // nothing half-done, or a redo's new video would stay over the
-            // committed one while the row still describes the old.
-            self.revert();
-        }
-        published
+        self.publish_with(Some(dirs))
     }
 
     fn revert(&mut self) {

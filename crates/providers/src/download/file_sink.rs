@@ -142,7 +142,7 @@ impl OutputSink for FileSink {
     }
 
     async fn write(&mut self, chunk: Bytes) -> Result<(), ProvidersError> {
-        let Some(path) = self.temp.as_ref().map(|t| t.path.clone()) else {
+        let Some(temp) = self.temp.as_ref() else {
             return Err(ProvidersError::WriteOutput {
                 path: self.temp_dir.clone(),
                 source: io::Error::other("temp file written before it was opened"),
@@ -150,6 +150,8 @@ impl OutputSink for FileSink {
         };
         self.buf.extend_from_slice(&chunk);
         if self.buf.len() >= WRITE_BATCH || self.last_write.elapsed() >= WRITE_INTERVAL {
+            // The path is copied only when a write goes out, not per chunk.
+            let path = temp.path.clone();
             self.write_gathered(&path).await?;
         }
         Ok(())
