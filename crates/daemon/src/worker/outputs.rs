@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clawcut_core::{DownloadSpec, Event, JobStatus};
 use clawcut_providers::{Installed, ProvidersError, Staged, is_no_space};
@@ -357,8 +357,36 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Bump a file's modification time (at most once a second, from a progress
-/// callback). A failure only means the sweep may take the file early.
+/// When a staged file waiting on its sibling's download is due a
+/// [`touch`]: three times per temp idle limit, as an upload's marker is
+/// rewritten. Not on every progress call: a small thumbnail finishes well
+/// within the limit, and a touch is an open, a `utimensat` and a close on
+/// the runtime's thread.
+struct Freshen {
+    every: Duration,
+    last: Instant,
+}
+
+impl Freshen {
+    fn new(every: Duration, fresh_at: Instant) -> Self {
+        Freshen {
+            every,
+            last: fresh_at,
+        }
+    }
+
+    fn due(&mut self, now: Instant) -> bool {
+        let due = now.saturating_duration_since(self.last) >= self.every;
+        if due {
+            self.last = now;
+        }
+        due
+    }
+}
+
+/// Bump a file's modification time (when [`Freshen`] says so, from a
+/// progress callback). A failure only means the sweep may take the file
+/// early.
 fn touch(path: &Path) {
     let _ = std::fs::OpenOptions::new()
         .write(true)
@@ -581,6 +609,11 @@ impl Worker {
         let metrics = self.metrics.clone();
         let progress = cx.progress.clone();
         let sibling = sibling.map(Path::to_owned);
+        // The sibling was fsynced a moment ago: it is fresh until then.
+        let mut freshen = Freshen::new(
+            crate::media::temp_max_idle(cx.s.limits.stall_window) / 3,
+            Instant::now(),
+        );
         let mut last = 0u64;
         self.downloader
             .stage(
@@ -592,7 +625,9 @@ impl Worker {
                     metrics.download_bytes.inc_by(total.saturating_sub(last));
                     last = total;
                     progress.mark();
-                    if let Some(p) = &sibling {
+                    if let Some(p) = &sibling
+                        && freshen.due(Instant::now())
+                    {
                         touch(p);
                     }
                 },
@@ -797,6 +832,24 @@ mod tests {
             .map(|e| e.unwrap().path())
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_waiting_sibling_is_touched_only_once_its_interval_passed() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(200);
+        let mut f = Freshen::new(every, t0);
+        // A thumbnail's progress calls within the interval: no touch.
+        assert!(!f.due(t0));
+        assert!(!f.due(t0 + Duration::from_secs(199)));
+        // A slow one: touched once the interval passed, then not again
+        // until a further interval from that touch.
+        assert!(f.due(t0 + every));
+        assert!(!f.due(t0 + every + Duration::from_secs(1)));
+        assert!(f.due(t0 + every * 2));
+        // A clock read before the start (never, but) is not due.
+        let mut g = Freshen::new(every, t0 + every);
+        assert!(!g.due(t0));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clawcut_core::JobStatus;
 use serde_json::{Value, json};
@@ -77,8 +78,9 @@ impl<'a> Batch<'_, 'a> {
         }
     }
 
-    /// Publish every pending item, concurrently, then fsync each directory
-    /// they changed once; a failure takes out only the items it touches.
+    /// Publish every pending item, then fsync each directory they changed
+    /// once; a failure takes out only the items it touches. All of it runs
+    /// in one stretch off the runtime's worker (see [`off_worker`]).
     fn publish_pending(&mut self) {
         let (idx, files): (Vec<usize>, Vec<&mut (dyn Publish + Send + 'a)>) = self
             .items
@@ -88,9 +90,21 @@ impl<'a> Batch<'_, 'a> {
             .filter(|(_, (_, s))| matches!(s, Step::Pending))
             .map(|(i, (c, _))| (i, &mut *c.publish))
             .unzip();
+        let (published, synced) = off_worker(|| {
+            let published = publish_all(files, FAN_OUT_AFTER);
+            let dirs: Vec<PathBuf> = published
+                .iter()
+                .filter(|(r, _)| r.is_ok())
+                .flat_map(|(_, dirs)| dirs.iter().cloned())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let synced = sync_dirs(&dirs);
+            (published, dirs.into_iter().zip(synced).collect::<Vec<_>>())
+        });
         // Which items each deferred directory fsync makes durable.
         let mut deferred: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
-        for (i, (r, dirs)) in idx.into_iter().zip(publish_all(files)) {
+        for (i, (r, dirs)) in idx.into_iter().zip(published) {
             self.steps[i] = match r {
                 Ok(()) => {
                     for dir in dirs {
@@ -102,10 +116,9 @@ impl<'a> Batch<'_, 'a> {
                 Err(e) => Step::Out(StoreError::PublishOutputs(e)),
             };
         }
-        let dirs: Vec<PathBuf> = deferred.keys().cloned().collect();
-        for (dir, synced) in dirs.iter().zip(sync_dirs(&dirs)) {
+        for (dir, synced) in synced {
             let Err(e) = synced else { continue };
-            for &i in &deferred[dir] {
+            for &i in &deferred[&dir] {
                 if matches!(self.steps[i], Step::Published) {
                     let err = std::io::Error::new(
                         e.kind(),
@@ -173,30 +186,64 @@ impl Drop for Batch<'_, '_> {
     }
 }
 
-/// The most threads one batch publishes on: enough for its fsyncs to
-/// overlap, few enough that starting them costs little next to the writes.
+/// The most threads one batch publishes on: enough for its uploads to
+/// overlap, few enough that starting them costs little next to them.
 const PUBLISH_THREADS: usize = 16;
+
+/// A publish taking longer than this sends the rest of its batch to
+/// threads. A local install is a `mkdir` and a rename or two, tens of
+/// microseconds now that its directory fsyncs are deferred: starting a
+/// thread for it would cost more than it does. An object store's
+/// completion is a network round trip, and overlapping those pays.
+const FAN_OUT_AFTER: Duration = Duration::from_millis(1);
 
 /// What one item's `publish_deferring` answered, and the directories it
 /// left to fsync.
 type Published = (std::io::Result<()>, Vec<PathBuf>);
 
-/// Run the `publish_deferring` calls on up to [`PUBLISH_THREADS`] threads
-/// (the calling one among them) and wait for all: the renames of a batch
-/// overlap as those of separate completions did, and so do the uploads an
-/// object store completes. Each thread enters the caller's tokio runtime,
-/// if any, for a `publish` that needs it (an object store's upload
-/// completes through it). The caller's thread waits, as it would for one
-/// `publish`, but never stalls a multi-thread runtime's worker.
-fn publish_all<'a>(mut files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<Published> {
-    let one = |f: &mut (dyn Publish + Send + 'a)| {
-        let mut dirs = Vec::new();
-        let r = f.publish_deferring(&mut dirs);
-        (r, dirs)
-    };
-    if files.len() <= 1 {
-        return files.iter_mut().map(|f| one(&mut **f)).collect();
+/// Runs the batch's blocking filesystem stretch (its publishes, then its
+/// directory fsyncs) without stalling a multi-thread runtime's worker: one
+/// `block_in_place` for the whole stretch, rather than one per step.
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
+}
+
+fn publish_one(f: &mut (dyn Publish + Send + '_)) -> Published {
+    let mut dirs = Vec::new();
+    let r = f.publish_deferring(&mut dirs);
+    (r, dirs)
+}
+
+/// Run the `publish_deferring` calls and answer for each, in order. They
+/// run on the calling thread while each is quick; the first to take
+/// `fan_out_after` or longer sends the rest to [`publish_on_threads`], so
+/// the uploads an object store completes overlap as separate completions'
+/// did.
+fn publish_all<'a>(
+    files: Vec<&mut (dyn Publish + Send + 'a)>,
+    fan_out_after: Duration,
+) -> Vec<Published> {
+    let mut out = Vec::with_capacity(files.len());
+    let mut rest = files.into_iter();
+    while let Some(f) = rest.next() {
+        let started = Instant::now();
+        out.push(publish_one(f));
+        if started.elapsed() >= fan_out_after && rest.len() > 1 {
+            out.extend(publish_on_threads(rest.collect()));
+            break;
+        }
+    }
+    out
+}
+
+/// The publishes on up to [`PUBLISH_THREADS`] scoped threads, the calling
+/// one among them, waiting for all. Each thread enters the caller's tokio
+/// runtime, if any, for a `publish` that needs it (an object store's
+/// upload completes through it).
+fn publish_on_threads<'a>(files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<Published> {
     let n = files.len();
     let threads = n.min(PUBLISH_THREADS);
     // Thread `t` takes items t, t + threads, ...: each keeps its indices.
@@ -206,54 +253,51 @@ fn publish_all<'a>(mut files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<Publis
         shares[i % threads].push((i, f));
     }
     let handle = tokio::runtime::Handle::try_current().ok();
-    let run = || {
-        let mut out: Vec<Option<Published>> = (0..n).map(|_| None).collect();
-        std::thread::scope(|scope| {
-            let mut shares = shares.into_iter();
-            let mine = shares.next().unwrap_or_default();
-            let running: Vec<_> = shares
-                .map(|share| {
-                    let handle = handle.clone();
-                    let indices: Vec<usize> = share.iter().map(|(i, _)| *i).collect();
-                    let thread = scope.spawn(move || {
-                        let _entered = handle.as_ref().map(tokio::runtime::Handle::enter);
-                        share.into_iter().map(|(_, f)| one(f)).collect::<Vec<_>>()
-                    });
-                    (indices, thread)
-                })
-                .collect();
-            for (i, f) in mine {
-                out[i] = Some(one(f));
-            }
-            for (indices, thread) in running {
-                match thread.join() {
-                    Ok(results) => {
-                        for (i, r) in indices.into_iter().zip(results) {
-                            out[i] = Some(r);
-                        }
+    let mut out: Vec<Option<Published>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let mut shares = shares.into_iter();
+        let mine = shares.next().unwrap_or_default();
+        let running: Vec<_> = shares
+            .map(|share| {
+                let handle = handle.clone();
+                let indices: Vec<usize> = share.iter().map(|(i, _)| *i).collect();
+                let thread = scope.spawn(move || {
+                    let _entered = handle.as_ref().map(tokio::runtime::Handle::enter);
+                    share
+                        .into_iter()
+                        .map(|(_, f)| publish_one(f))
+                        .collect::<Vec<_>>()
+                });
+                (indices, thread)
+            })
+            .collect();
+        for (i, f) in mine {
+            out[i] = Some(publish_one(f));
+        }
+        for (indices, thread) in running {
+            match thread.join() {
+                Ok(results) => {
+                    for (i, r) in indices.into_iter().zip(results) {
+                        out[i] = Some(r);
                     }
-                    Err(_) => {
-                        for i in indices {
-                            let e = std::io::Error::other("publishing panicked");
-                            out[i] = Some((Err(e), Vec::new()));
-                        }
+                }
+                Err(_) => {
+                    for i in indices {
+                        let e = std::io::Error::other("publishing panicked");
+                        out[i] = Some((Err(e), Vec::new()));
                     }
                 }
             }
-        });
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| (Err(std::io::Error::other("not published")), Vec::new())))
-            .collect()
-    };
-    match handle.as_ref().map(tokio::runtime::Handle::runtime_flavor) {
-        Some(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
-        _ => run(),
-    }
+        }
+    });
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| (Err(std::io::Error::other("not published")), Vec::new())))
+        .collect()
 }
 
 /// fsync each directory, concurrently on the runtime's blocking pool (its
 /// threads are already there, unlike a scoped thread per directory), and
-/// answer for each.
+/// answer for each. Called off the worker ([`off_worker`]).
 fn sync_dirs(dirs: &[PathBuf]) -> Vec<std::io::Result<()>> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     // The same fsync the providers' `sync_dir` makes; the store does not
@@ -270,15 +314,13 @@ fn sync_dirs(dirs: &[PathBuf]) -> Vec<std::io::Result<()>> {
                     h.spawn_blocking(move || sync(&d))
                 })
                 .collect();
-            tokio::task::block_in_place(|| {
-                running
-                    .into_iter()
-                    .map(|t| {
-                        h.block_on(t)
-                            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-                    })
-                    .collect()
-            })
+            running
+                .into_iter()
+                .map(|t| {
+                    h.block_on(t)
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                })
+                .collect()
         }
         _ => dirs.iter().map(|d| sync(d)).collect(),
     }
@@ -569,6 +611,69 @@ mod tests {
             .iter()
             .map(|r| r.iter().map(|w| w.item).collect())
             .collect()
+    }
+
+    /// A publish that records the thread it ran on and takes `takes`.
+    struct Timed {
+        takes: Duration,
+        ran_on: Option<std::thread::ThreadId>,
+        fails: bool,
+    }
+
+    impl Publish for Timed {
+        fn publish(&mut self) -> std::io::Result<()> {
+            std::thread::sleep(self.takes);
+            self.ran_on = Some(std::thread::current().id());
+            if self.fails {
+                return Err(std::io::Error::other("refused"));
+            }
+            Ok(())
+        }
+        fn revert(&mut self) {}
+        fn committed(&mut self) {}
+    }
+
+    fn timed(n: usize, takes: Duration) -> Vec<Timed> {
+        (0..n)
+            .map(|i| Timed {
+                takes,
+                ran_on: None,
+                fails: i == 3,
+            })
+            .collect()
+    }
+
+    fn run(items: &mut [Timed], fan_out_after: Duration) -> Vec<bool> {
+        let files = items
+            .iter_mut()
+            .map(|t| t as &mut (dyn Publish + Send))
+            .collect();
+        publish_all(files, fan_out_after)
+            .into_iter()
+            .map(|(r, _)| r.is_ok())
+            .collect()
+    }
+
+    #[test]
+    fn quick_publishes_stay_on_the_calling_thread() {
+        // A threshold no preemption reaches, for publishes taking nothing.
+        let mut items = timed(6, Duration::ZERO);
+        let answers = run(&mut items, Duration::from_secs(5));
+        assert_eq!(answers, [true, true, true, false, true, true]);
+        let me = std::thread::current().id();
+        assert!(items.iter().all(|t| t.ran_on == Some(me)));
+    }
+
+    #[test]
+    fn a_slow_publish_sends_the_rest_of_the_batch_to_threads() {
+        let mut items = timed(6, Duration::from_millis(3));
+        let answers = run(&mut items, Duration::from_millis(1));
+        // Each answer stays with its item, whichever thread ran it.
+        assert_eq!(answers, [true, true, true, false, true, true]);
+        let me = std::thread::current().id();
+        assert_eq!(items[0].ran_on, Some(me), "the first runs inline");
+        let threads: HashSet<_> = items[1..].iter().map(|t| t.ran_on.unwrap()).collect();
+        assert_eq!(threads.len(), 5, "the other five ran on five threads");
     }
 
     #[test]
