@@ -78,15 +78,51 @@ impl Engine {
     }
 }
 
-/// Every run's directories, removed only when the bench ends. This
-/// machine's ext4 has no journal, and there a new inode skips every inode
-/// freed in the last 30 s or so (`recently_deleted`, reading the inode
-/// table): removing a run's 30,000 files and directories made the next run
-/// pay for them (85 % of the daemon's CPU in the kernel's inode allocator).
+/// Every run's directories, removed only when the bench ends (see
+/// [`settle`]): removing a run's 30,000 files and directories made the next
+/// round pay for them (85 % of the daemon's CPU in the kernel's inode
+/// allocator).
 static KEEP: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
 
 fn keep(dir: tempfile::TempDir) {
     KEEP.lock().unwrap().push(dir);
+}
+
+/// A new file costing more than this (mean of [`PROBE_FILES`] creates)
+/// means the filesystem is still skipping recently freed inodes. A settled
+/// create measured about 10-25 µs here; one right after a run's cleanup,
+/// 70-450 µs.
+const SETTLED_CREATE: Duration = Duration::from_micros(40);
+const PROBE_FILES: u32 = 500;
+
+/// Wait until creating a file is cheap again. This machine's ext4 has no
+/// journal, and there a new inode skips every inode freed in the last 60 s,
+/// or 360 s while its inode-table block is still dirty, reading the inode
+/// table for each (`recently_deleted`). A previous run's cleanup (or a test
+/// run's) frees tens of thousands: this run's first leg, always the
+/// daemon's, would pay for them, and the baseline, which runs later, much
+/// less. So the bench probes file creation in its own temp area and waits
+/// (up to ten minutes) until it is cheap. The probe's files are removed at
+/// the end with the run's.
+async fn settle() {
+    let started = Instant::now();
+    loop {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        for i in 0..PROBE_FILES {
+            std::fs::File::create(dir.path().join(i.to_string())).unwrap();
+        }
+        let per_create = t.elapsed() / PROBE_FILES;
+        keep(dir);
+        if per_create <= SETTLED_CREATE || started.elapsed() > Duration::from_secs(600) {
+            println!("file create {per_create:.1?} (settled at {SETTLED_CREATE:?} or less)");
+            return;
+        }
+        println!(
+            "file create {per_create:.1?}: waiting for recently freed inodes to age (see `settle`)"
+        );
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
 }
 
 /// A fresh database: the URL and whatever keeps it alive.
@@ -746,6 +782,7 @@ async fn main() {
         _ => vec![Engine::Sqlite, Engine::Postgres],
     };
     let attach_tool = std::env::var("LIMIT_ATTACH").ok().filter(|s| !s.is_empty());
+    settle().await;
     println!(
         "{n} jobs, 64 KiB video + 2 KiB thumbnail each, concurrency {concurrency}, {rounds} round(s)"
     );
