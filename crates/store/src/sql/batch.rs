@@ -90,28 +90,24 @@ impl<'a> Batch<'_, 'a> {
             .filter(|(_, (_, s))| matches!(s, Step::Pending))
             .map(|(i, (c, _))| (i, &mut *c.publish))
             .unzip();
-        let (published, synced) = off_worker(|| {
+        let (published, deferred, synced) = off_worker(|| {
             let published = publish_all(files, FAN_OUT_AFTER);
-            let dirs: Vec<PathBuf> = published
-                .iter()
-                .filter(|(r, _)| r.is_ok())
-                .flat_map(|(_, dirs)| dirs.iter().cloned())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let synced = sync_dirs(&dirs);
-            (published, dirs.into_iter().zip(synced).collect::<Vec<_>>())
-        });
-        // Which items each deferred directory fsync makes durable.
-        let mut deferred: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
-        for (i, (r, dirs)) in idx.into_iter().zip(published) {
-            self.steps[i] = match r {
-                Ok(()) => {
+            // Which items each deferred directory fsync makes durable.
+            let mut deferred: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+            for (&i, (r, dirs)) in idx.iter().zip(&published) {
+                if r.is_ok() {
                     for dir in dirs {
-                        deferred.entry(dir).or_default().push(i);
+                        deferred.entry(dir.clone()).or_default().push(i);
                     }
-                    Step::Published
                 }
+            }
+            let dirs: Vec<PathBuf> = deferred.keys().cloned().collect();
+            let synced = sync_dirs(&dirs);
+            (published, deferred, dirs.into_iter().zip(synced))
+        });
+        for (i, (r, _)) in idx.into_iter().zip(published) {
+            self.steps[i] = match r {
+                Ok(()) => Step::Published,
                 // `publish` leaves nothing behind when it fails.
                 Err(e) => Step::Out(StoreError::PublishOutputs(e)),
             };
@@ -295,9 +291,11 @@ fn publish_on_threads<'a>(files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<Pub
         .collect()
 }
 
-/// fsync each directory, concurrently on the runtime's blocking pool (its
-/// threads are already there, unlike a scoped thread per directory), and
-/// answer for each. Called off the worker ([`off_worker`]).
+/// fsync each directory, concurrently: the first on the calling thread
+/// (which would otherwise only wait), the others on the runtime's blocking
+/// pool (its threads are already there, unlike a scoped thread per
+/// directory); and answer for each. Called off the worker
+/// ([`off_worker`]).
 fn sync_dirs(dirs: &[PathBuf]) -> Vec<std::io::Result<()>> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     // The same fsync the providers' `sync_dir` makes; the store does not
@@ -305,22 +303,23 @@ fn sync_dirs(dirs: &[PathBuf]) -> Vec<std::io::Result<()>> {
     fn sync(dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()
     }
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread && dirs.len() > 1 => {
-            let running: Vec<_> = dirs
+    match (Handle::try_current(), dirs.split_first()) {
+        (Ok(h), Some((first, others)))
+            if h.runtime_flavor() == RuntimeFlavor::MultiThread && !others.is_empty() =>
+        {
+            let running: Vec<_> = others
                 .iter()
                 .map(|d| {
                     let d = d.clone();
                     h.spawn_blocking(move || sync(&d))
                 })
                 .collect();
-            running
-                .into_iter()
-                .map(|t| {
-                    h.block_on(t)
-                        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-                })
-                .collect()
+            let mut out = vec![sync(first)];
+            out.extend(running.into_iter().map(|t| {
+                h.block_on(t)
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            }));
+            out
         }
         _ => dirs.iter().map(|d| sync(d)).collect(),
     }
