@@ -329,6 +329,12 @@ pub fn temp_max_idle(stall_window: Duration) -> Duration {
     stall_window.saturating_add(TEMP_SLACK)
 }
 
+/// How often a live temp file or upload marker that sees no writes is
+/// refreshed: three times per [`temp_max_idle`], so no sweep takes it.
+pub fn temp_keep_every(stall_window: Duration) -> Duration {
+    temp_max_idle(stall_window) / 3
+}
+
 /// `<videos|thumbnails>/<scene>/<version>.<ext>`, the extension cleaned: a
 /// short alphanumeric one from the provider, lowercased, else `mp4`/`jpg`.
 pub fn relative(sub: &str, scene: &str, version: &str, ext: &str) -> String {

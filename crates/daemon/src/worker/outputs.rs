@@ -358,8 +358,8 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// When a staged file waiting on its sibling's download is due a
-/// [`touch`]: three times per temp idle limit, as an upload's marker is
-/// rewritten. Not on every progress call: a small thumbnail finishes well
+/// [`touch`]: every [`crate::media::temp_keep_every`], as an upload's
+/// marker is rewritten. Not on every progress call: a small thumbnail finishes well
 /// within the limit, and a touch is an open, a `utimensat` and a close on
 /// the runtime's thread.
 struct Freshen {
@@ -574,9 +574,7 @@ impl Worker {
                 source: std::io::Error::other("not a key of the configured store"),
             }
         })?;
-        // A live upload's marker is rewritten three times per idle limit,
-        // so no sweep takes it for a dead process's.
-        let keep_every = crate::media::temp_max_idle(cx.s.limits.stall_window) / 3;
+        let keep_every = crate::media::temp_keep_every(cx.s.limits.stall_window);
         let mut upload = store.upload(key, keep_every);
         let metrics = self.metrics.clone();
         let progress = cx.progress.clone();
@@ -611,7 +609,7 @@ impl Worker {
         let sibling = sibling.map(Path::to_owned);
         // The sibling was fsynced a moment ago: it is fresh until then.
         let mut freshen = Freshen::new(
-            crate::media::temp_max_idle(cx.s.limits.stall_window) / 3,
+            crate::media::temp_keep_every(cx.s.limits.stall_window),
             Instant::now(),
         );
         let mut last = 0u64;

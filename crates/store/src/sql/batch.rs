@@ -90,22 +90,23 @@ impl<'a> Batch<'_, 'a> {
             .filter(|(_, (_, s))| matches!(s, Step::Pending))
             .map(|(i, (c, _))| (i, &mut *c.publish))
             .unzip();
-        let (published, deferred, synced) = off_worker(|| {
-            let published = publish_all(files, FAN_OUT_AFTER);
+        let (answers, deferred, synced) = off_worker(|| {
+            let mut answers = Vec::with_capacity(idx.len());
             // Which items each deferred directory fsync makes durable.
             let mut deferred: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
-            for (&i, (r, dirs)) in idx.iter().zip(&published) {
+            for (&i, (r, dirs)) in idx.iter().zip(publish_all(files, FAN_OUT_AFTER)) {
                 if r.is_ok() {
                     for dir in dirs {
-                        deferred.entry(dir.clone()).or_default().push(i);
+                        deferred.entry(dir).or_default().push(i);
                     }
                 }
+                answers.push(r);
             }
             let dirs: Vec<PathBuf> = deferred.keys().cloned().collect();
             let synced = sync_dirs(&dirs);
-            (published, deferred, dirs.into_iter().zip(synced))
+            (answers, deferred, dirs.into_iter().zip(synced))
         });
-        for (i, (r, _)) in idx.into_iter().zip(published) {
+        for (i, r) in idx.into_iter().zip(answers) {
             self.steps[i] = match r {
                 Ok(()) => Step::Published,
                 // `publish` leaves nothing behind when it fails.
