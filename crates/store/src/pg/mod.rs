@@ -7,12 +7,13 @@
 //! SQLite, in `crate::sql`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use crate::sql::{Backed, Dialect};
+use crate::sql::{Backed, Dialect, DueHint};
 use crate::{Backend, SchemaStatus, Snapshot, StoreError, backup, migrate};
 
 mod sql;
@@ -24,6 +25,7 @@ pub(crate) use sql::POSTGRES as DIALECT;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    due: Arc<DueHint>,
 }
 
 impl PgStore {
@@ -36,7 +38,10 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(StoreError::Connect)?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            due: Arc::default(),
+        })
     }
 
     /// The pool, for tests and tools that need raw access.
@@ -52,6 +57,10 @@ impl Backed for PgStore {
 
     fn sql_pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn due_hint(&self) -> &DueHint {
+        &self.due
     }
 
     async fn run_migrations(&self) -> Result<Vec<i64>, StoreError> {

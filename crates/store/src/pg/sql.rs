@@ -107,22 +107,33 @@ pub(crate) const CLAIM: &str = concat!(
 );
 
 /// The claim when few rows are due (see the SQLite twin): the due rows
-/// through `ai_jobs_due` ($9 bounds the read), then the oldest-updated of
-/// them, locked. The locking level repeats the eligibility rules, so a row
-/// another replica claimed meanwhile is re-checked and left alone.
+/// through `ai_jobs_due` ($9 bounds the read; one more found and it claims
+/// nothing), sorted oldest-updated first in memory; then the first of
+/// those the locking level finds still eligible and unlocked. The locking
+/// level repeats the eligibility rules, so a row another replica claimed
+/// meanwhile is re-checked and left alone.
+///
+/// It locks from the first `4 × $8` candidates only, by primary key: a
+/// join of all the due rows made the planner hash them against a second
+/// read of the due index and sort the lot before it could lock one, every
+/// claim. Candidates beyond are only needed when replicas claiming at the
+/// same instant hold most of them, and then a claim takes fewer jobs and
+/// the next one the rest.
 pub(crate) const CLAIM_DUE: &str = concat!(
     // MATERIALIZED: the due rows are read first, so the planner cannot
     // turn the outer ORDER BY into a walk of every unfinished row.
-    "WITH due AS MATERIALIZED (SELECT id FROM ai_jobs WHERE ",
+    "WITH due AS MATERIALIZED (SELECT id, updated_at FROM ai_jobs WHERE ",
     eligible!(),
     paused!(),
     " AND next_attempt_at <= to_timestamp($4::float8 / 1000.0)
-       ORDER BY next_attempt_at LIMIT $9)
+       ORDER BY next_attempt_at LIMIT $9 + 1),
+     candidates AS MATERIALIZED (SELECT id FROM due WHERE (SELECT COUNT(*) FROM due) <= $9
+       ORDER BY updated_at, id LIMIT $8 * 4)
      UPDATE ai_jobs
      SET lease_taken_from = lease_owner, lease_owner = $6, lease_expires_at = to_timestamp($7::float8 / 1000.0),
          fencing_token = fencing_token + 1
      WHERE id = ANY(ARRAY(SELECT id FROM ai_jobs
-                  WHERE id IN (SELECT id FROM due) AND ",
+                  WHERE id = ANY(ARRAY(SELECT id FROM candidates)) AND ",
     eligible!(),
     paused!(),
     " ORDER BY updated_at, id LIMIT $8 FOR UPDATE SKIP LOCKED))

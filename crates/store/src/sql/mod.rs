@@ -28,11 +28,14 @@ use crate::{
 };
 
 mod batch;
+mod due_hint;
 mod panel;
 mod pauses;
 mod read;
 mod resolve;
 mod write;
+
+pub use due_hint::DueHint;
 
 /// One backend's statements. Parameter numbers are the same on both
 /// backends; the comment on each field lists them.
@@ -152,7 +155,8 @@ pub struct Dialect {
     /// to be submitted: one paused provider's jobs, for a probe.
     pub claim_probe: &'static str,
     /// The claim's parameters 1 to 8, then 9 the most due rows read: the
-    /// claim for when at most that many rows are due.
+    /// claim for when at most that many rows are due. Claims nothing when
+    /// more are due, since it would not have seen the oldest-updated.
     pub claim_due: &'static str,
     /// 1 now, 2 cap. Unfinished rows due now, counted up to the cap.
     pub count_due_upto: &'static str,
@@ -198,6 +202,8 @@ pub struct Dialect {
 pub struct Sql<'p, DB: Database> {
     pub pool: &'p Pool<DB>,
     pub d: &'static Dialect,
+    /// Which claim statement to try first (`due_hint.rs`).
+    pub due: &'p DueHint,
 }
 
 impl<DB: Database> Sql<'_, DB> {
@@ -253,6 +259,8 @@ pub trait Backed: Send + Sync + 'static {
     const DIALECT: &'static Dialect;
 
     fn sql_pool(&self) -> &Pool<Self::DB>;
+    /// The store's claim hint, shared by its clones.
+    fn due_hint(&self) -> &DueHint;
     fn run_migrations(&self) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
     fn read_schema_status(&self) -> impl Future<Output = Result<SchemaStatus, StoreError>> + Send;
     /// See [`Store::begin_snapshot`]: the one operation whose mechanism
@@ -272,6 +280,7 @@ pub trait Backed: Send + Sync + 'static {
         Sql {
             pool: self.sql_pool(),
             d: Self::DIALECT,
+            due: self.due_hint(),
         }
     }
 }

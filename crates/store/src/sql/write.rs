@@ -8,6 +8,7 @@ use std::time::Duration;
 use clawcut_core::{JobStatus, Lease, Millis};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Transaction, Type};
 
+use super::due_hint::ClaimPath;
 use super::{RowsAffected, Sql};
 use crate::row::{
     OpErr, bytes_i64, claimed_from_rows, completed_at, completion_detail, detail_text, ms,
@@ -90,17 +91,49 @@ where
         }
         // Few rows due (the usual case, however many jobs are running with
         // their next poll far ahead): read just those. Many due: walk the
-        // rows in `updated_at` order, which finds due ones at once.
+        // rows in `updated_at` order, which finds due ones at once. The
+        // hint (`due_hint.rs`) says which to try; only an empty due-first
+        // claim pays for a count.
         let plain = req.probe.is_none() && req.only_job.is_none() && !req.force;
-        let due_first = plain && {
-            let due: i64 = sqlx::query_scalar(self.d.count_due_upto)
-                .bind(req.now)
-                .bind(DUE_SCAN_MAX + 1)
-                .fetch_one(self.pool)
-                .await
-                .map_err(StoreError::ClaimJobs)?;
-            due <= DUE_SCAN_MAX
-        };
+        if !plain {
+            return self.claim_with(req, false).await;
+        }
+        match self.due.path(req.now) {
+            ClaimPath::DueFirst => {
+                let got = self.claim_with(req, true).await?;
+                if !got.is_empty() || self.count_due(req.now).await? <= DUE_SCAN_MAX {
+                    return Ok(got);
+                }
+                self.due.backlog(req.now);
+                self.claim_with(req, false).await
+            }
+            ClaimPath::Walk => {
+                let got = self.claim_with(req, false).await?;
+                if got.is_empty() {
+                    self.due.drained();
+                }
+                Ok(got)
+            }
+        }
+    }
+
+    /// The due rows, counted up to one past `DUE_SCAN_MAX`.
+    async fn count_due(&self, now: Millis) -> Result<i64, StoreError> {
+        sqlx::query_scalar(self.d.count_due_upto)
+            .bind(now)
+            .bind(DUE_SCAN_MAX + 1)
+            .fetch_one(self.pool)
+            .await
+            .map_err(StoreError::ClaimJobs)
+    }
+
+    /// One claim statement with its parameters: the probe's when
+    /// `req.probe` asks for one, else the due-first claim or the walk.
+    async fn claim_with(
+        &self,
+        req: &ClaimRequest<'_>,
+        due_first: bool,
+    ) -> Result<Vec<Claimed>, StoreError> {
         let q = sqlx::query(match (req.probe, due_first) {
             (Some(_), _) => self.d.claim_probe,
             (None, true) => self.d.claim_due,

@@ -10,13 +10,14 @@
 //! PostgreSQL, in `crate::sql`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
-use crate::sql::{Backed, Dialect};
+use crate::sql::{Backed, Dialect, DueHint};
 use crate::{Backend, SchemaStatus, Snapshot, StoreError, backup, migrate};
 
 mod sql;
@@ -28,6 +29,7 @@ pub(crate) use sql::SQLITE as DIALECT;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    due: Arc<DueHint>,
 }
 
 impl SqliteStore {
@@ -66,7 +68,10 @@ impl SqliteStore {
             .when(is_locked)
             .await
             .map_err(StoreError::Connect)?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            due: Arc::default(),
+        })
     }
 
     /// The pool, for tests and tools that need raw access.
@@ -89,6 +94,10 @@ impl Backed for SqliteStore {
 
     fn sql_pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    fn due_hint(&self) -> &DueHint {
+        &self.due
     }
 
     async fn run_migrations(&self) -> Result<Vec<i64>, StoreError> {

@@ -85,22 +85,24 @@ pub(crate) const CLAIM: &str = concat!(
     job_cols!()
 );
 
-/// The claim when few rows are due (at most `DUE_SCAN_MAX`, counted just
-/// before by `count_due_upto`): read exactly the due rows through
-/// `ai_jobs_due` (?9 bounds the read), then take the oldest-updated of them.
-/// The same rows, in the same order, as [`CLAIM`], without walking the
-/// running jobs whose next poll is hours away. The extra range term on
+/// The claim when few rows are due (at most `DUE_SCAN_MAX`): read exactly
+/// the due rows through `ai_jobs_due` (?9 bounds the read), then take the
+/// oldest-updated of them. The same rows, in the same order, as [`CLAIM`],
+/// without walking the running jobs whose next poll is hours away. Finding
+/// one row more than ?9, it claims nothing: it has not read them all, so
+/// the oldest-updated may be among those it left. The extra range term on
 /// `next_attempt_at` lets SQLite seek the index (the one inside
 /// `eligible!` sits in an OR with ?2).
 pub(crate) const CLAIM_DUE: &str = concat!(
-    "UPDATE ai_jobs
-     SET lease_taken_from = lease_owner, lease_owner = ?6, lease_expires_at = ?7,
-         fencing_token = COALESCE(CAST(fencing_token AS INTEGER), 0) + 1
-     WHERE id IN (SELECT id FROM (SELECT id, updated_at FROM ai_jobs INDEXED BY ai_jobs_due WHERE ",
+    "WITH due AS MATERIALIZED (SELECT id, updated_at FROM ai_jobs INDEXED BY ai_jobs_due WHERE ",
     eligible!(),
     paused!(),
-    " AND next_attempt_at <= ?4 ORDER BY next_attempt_at LIMIT ?9)
-       ORDER BY updated_at, id LIMIT ?8)
+    " AND next_attempt_at <= ?4 ORDER BY next_attempt_at LIMIT ?9 + 1)
+     UPDATE ai_jobs
+     SET lease_taken_from = lease_owner, lease_owner = ?6, lease_expires_at = ?7,
+         fencing_token = COALESCE(CAST(fencing_token AS INTEGER), 0) + 1
+     WHERE id IN (SELECT id FROM due WHERE (SELECT COUNT(*) FROM due) <= ?9
+                  ORDER BY updated_at, id LIMIT ?8)
      RETURNING ",
     job_cols!()
 );

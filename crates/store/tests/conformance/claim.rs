@@ -439,3 +439,135 @@ pub async fn claim_takes_the_oldest_due_beside_many_not_due(url: &str) {
         report.eligible
     );
 }
+
+/// `n` processing rows `prefix<i>`, updated at `base + i`, next due at
+/// `next - i * next_step` (a later row is due earlier when the step is
+/// positive).
+fn bulk_due(
+    b: Backend,
+    prefix: &str,
+    n: i64,
+    base: Millis,
+    next: Millis,
+    next_step: i64,
+) -> String {
+    match b {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n})
+             INSERT INTO ai_jobs (id, kind, provider, request, status, provider_job_id,
+                                  created_at, updated_at, next_attempt_at)
+             SELECT '{prefix}' || i, 'video', 'openai', '{{}}', 'processing', 'p' || i,
+                    {base}, {base} + i, {next} - i * {next_step} FROM g"
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO ai_jobs (id, kind, provider, request, status, provider_job_id,
+                                  created_at, updated_at, next_attempt_at)
+             SELECT '{prefix}' || i, 'video', 'openai', '{{}}', 'processing', 'p' || i,
+                    to_timestamp(({base})::float8 / 1000.0),
+                    to_timestamp(({base} + i)::float8 / 1000.0),
+                    to_timestamp(({next} - i * {next_step})::float8 / 1000.0)
+             FROM generate_series(1, {n}) AS i;
+             ANALYZE ai_jobs;"
+        ),
+    }
+}
+
+/// The due-first claim's own guard, on the statement itself: with one row
+/// due more than it may read, it claims nothing (it would have missed the
+/// oldest-updated); with exactly as many, the oldest-updated of them.
+pub async fn claim_due_claims_nothing_when_more_are_due_than_it_reads(url: &str) {
+    let ctx = setup(url).await;
+    // 11 due rows; the later-updated are due first, so a read of the first
+    // 10 by due time misses `d1`, the oldest-updated.
+    ctx.db
+        .exec(&bulk_due(
+            ctx.backend(),
+            "d",
+            11,
+            NOW - DAY,
+            NOW - MIN,
+            1000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(claim_due_raw(&ctx, 3, 10).await, Vec::<String>::new());
+    assert_eq!(claim_due_raw(&ctx, 3, 11).await, ["d1", "d2", "d3"]);
+}
+
+/// `claim_due_sql` run as it is, with `limit` and the read's cap; the
+/// claimed ids, sorted.
+async fn claim_due_raw(ctx: &Ctx, limit: i64, cap: i64) -> Vec<String> {
+    let r = rules(false);
+    let sql = clawcut_store::claim_due_sql(ctx.backend());
+    macro_rules! run {
+        ($pool:expr) => {
+            sqlx::query_scalar::<_, String>(sql)
+                .bind(r.submit_enabled)
+                .bind(false)
+                .bind(r.updated_before(NOW))
+                .bind(NOW)
+                .bind(None::<&str>)
+                .bind("w")
+                .bind(NOW + MIN)
+                .bind(limit)
+                .bind(cap)
+                .fetch_all($pool)
+                .await
+                .unwrap()
+        };
+    }
+    let mut ids = match &ctx.db {
+        AppDb::Sqlite(pool) => run!(pool),
+        AppDb::Pg(pool) => run!(pool),
+    };
+    ids.sort();
+    ids
+}
+
+/// A backlog larger than the due-first read whose earliest-due rows are
+/// the newest: the store's claims still take the oldest-updated first,
+/// while the backlog lasts and after it has shrunk to a few due rows.
+pub async fn claim_takes_the_oldest_of_a_backlog_whose_first_due_are_newer(url: &str) {
+    let ctx = setup(url).await;
+    let b = ctx.backend();
+    // 1500 due; the due index's first 1000 are `late1500` to `late501`.
+    ctx.db
+        .exec(&bulk_due(b, "late", 1500, NOW - 2 * DAY, NOW - MIN, 1))
+        .await
+        .unwrap();
+    let r = rules(false);
+    assert_eq!(
+        claim_ids(&ctx, "w", NOW, 3, &r).await,
+        ["late1", "late2", "late3"]
+    );
+    assert_eq!(
+        claim_ids(&ctx, "w", NOW + 1, 3, &r).await,
+        ["late4", "late5", "late6"]
+    );
+    // All but the 20 newest of the rest finish.
+    let upto = NOW - 2 * DAY + 1480;
+    ctx.db
+        .exec(&match b {
+            Backend::Sqlite => format!(
+                "UPDATE ai_jobs SET status = 'completed'
+                 WHERE lease_owner IS NULL AND updated_at <= {upto}"
+            ),
+            Backend::Postgres => format!(
+                "UPDATE ai_jobs SET status = 'completed'
+                 WHERE lease_owner IS NULL AND updated_at <= to_timestamp(({upto})::float8 / 1000.0)"
+            ),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        claim_ids(&ctx, "w", NOW + 2, 3, &r).await,
+        ["late1481", "late1482", "late1483"]
+    );
+    // Long after: whichever statement the store now tries first.
+    assert_eq!(
+        claim_ids(&ctx, "w", NOW + 5_000, 3, &r).await,
+        ["late1484", "late1485", "late1486"]
+    );
+    let report = ctx.store.status_report(NOW + 5_000, &r).await.unwrap();
+    assert_eq!(report.eligible, 20 - 6);
+}

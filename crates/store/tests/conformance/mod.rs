@@ -55,6 +55,8 @@ macro_rules! for_each_case {
             concurrent_claimers_never_share_a_job,
             claim_uses_partial_index,
             claim_takes_the_oldest_due_beside_many_not_due,
+            claim_due_claims_nothing_when_more_are_due_than_it_reads,
+            claim_takes_the_oldest_of_a_backlog_whose_first_due_are_newer,
             stale_fencing_token_changes_nothing,
             heartbeat_extends_lease,
             complete_writes_job_version_scene_and_one_event,
