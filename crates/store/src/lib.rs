@@ -736,10 +736,8 @@ pub fn complete_many_sql(backend: Backend) -> Vec<(&'static str, &'static str)> 
         ("held_many", d.held_many),
         ("complete_jobs", d.complete_jobs),
         ("complete_versions", d.complete_versions),
-        ("complete_scenes", d.complete_scenes),
     ];
-    out.extend(d.lock_completions.map(|s| ("lock_completions", s)));
-    out.extend(d.lock_scenes.map(|s| ("lock_scenes", s)));
+    out.extend(d.complete_scenes.map(|s| ("complete_scenes", s)));
     out
 }
 

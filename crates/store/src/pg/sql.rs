@@ -209,57 +209,82 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     // for a table of some thousands, would rather hash-join it against a
     // scan of the whole table (every batch, under the locks) than probe
     // the primary key; the array makes it an index scan.
-    held_many: "SELECT j.id FROM ai_jobs j
+    // Three statements and no more (with BEGIN and COMMIT): under load a
+    // round trip to the server costs more than the statements' work, and
+    // every batch waits for the one before. So `held_many` takes the
+    // advisory locks too, `complete_jobs` writes the audit events and locks
+    // the scenes, and `complete_versions` moves the scene pointers.
+    //
+    // `held_many`: first `lock_completion`'s scene-version keys, each once,
+    // taken in key order (volatile functions in the target list run after
+    // the sort), in a gate evaluated before the first row is read, let
+    // alone locked; then the job rows, locked in id order. The row read's
+    // snapshot predates the wait for a key, but `FOR UPDATE` re-checks a
+    // row another completion changed meanwhile against the new version
+    // (read committed), so a lease that completion ended is not held. A job
+    // without a version needs no key: locking its row before anything is
+    // published serializes its completions (a single `complete` holds the
+    // same row lock from its fenced update on).
+    held_many: "WITH keys AS MATERIALIZED (
+             SELECT pg_advisory_xact_lock(k) FROM (
+                 SELECT DISTINCT hashtextextended(
+                     'clawcut-worker:scene_version:' || j.scene_version_id, 0) AS k
+                 FROM ai_jobs j
+                 WHERE j.id = ANY(ARRAY(SELECT x.id FROM json_to_recordset($1::json) AS x(id text)))
+                   AND j.scene_version_id IS NOT NULL) keys
+             ORDER BY k)
+         SELECT j.id FROM ai_jobs j
          JOIN json_to_recordset($1::json) AS t(id text, owner text, token int8, from_status text)
            ON j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
           AND j.status = t.from_status
          WHERE j.id = ANY(ARRAY(SELECT x.id FROM json_to_recordset($1::json) AS x(id text)))
+           AND (SELECT COUNT(*) FROM keys) >= 0
          ORDER BY j.id FOR UPDATE OF j",
-    // `lock_completion`'s scene-version keys, each once, taken in key
-    // order: volatile functions in the target list run after the sort. A
-    // job without a version needs no key: `held_many` locks its row before
-    // anything is published, which serializes its completions (a single
-    // `complete` holds the same row lock from its fenced update on).
-    lock_completions: Some(
-        "SELECT pg_advisory_xact_lock(k) FROM (
-             SELECT DISTINCT hashtextextended(
-                 'clawcut-worker:scene_version:' || j.scene_version_id, 0) AS k
-             FROM ai_jobs j
-             WHERE j.id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))
-               AND j.scene_version_id IS NOT NULL) keys
-         ORDER BY k",
-    ),
     // Versions are serialized by the advisory locks; scenes are not (two
     // versions of one scene may complete at once), and a set-based UPDATE
-    // locks its rows in no set order: taking them first in id order keeps
-    // two batches from deadlocking on two scenes.
-    lock_scenes: Some(
-        "SELECT id FROM scenes
-         WHERE id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))
-         ORDER BY id FOR UPDATE",
-    ),
-    complete_jobs: "UPDATE ai_jobs j SET status = 'completed',
-             completed_at = to_timestamp(t.now::float8 / 1000.0),
-             updated_at = to_timestamp(t.now::float8 / 1000.0),
-             video_path = t.video, video_sha256 = t.sha, video_bytes = t.bytes,
-             thumbnail_path = t.thumb,
-             last_error = NULL, lease_owner = NULL, lease_expires_at = NULL
-         FROM json_to_recordset($1::json) AS t(id text, owner text, token int8,
-             from_status text, now int8, video text, sha text, bytes int8, thumb text)
-         WHERE j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
-           AND j.status = t.from_status
-           AND j.id = ANY(ARRAY(SELECT x.id FROM json_to_recordset($1::json) AS x(id text)))
-         RETURNING j.id, j.scene_id, j.scene_version_id",
-    complete_versions: "UPDATE scene_versions v SET status = 'ready', video_path = t.video,
-             thumbnail_path = t.thumb, video_sha256 = t.sha, video_bytes = t.bytes, error = NULL,
-             updated_at = to_timestamp(t.now::float8 / 1000.0)
-         FROM json_to_recordset($1::json) AS t(version text, video text, thumb text, sha text,
-             bytes int8, now int8)
-         WHERE v.id = t.version
-           AND v.id = ANY(ARRAY(SELECT x.version FROM json_to_recordset($1::json)
-                                 AS x(version text)))",
-    complete_scenes: concat!(
-        "UPDATE scenes SET current_version_id = t.version,
+    // locks its rows in no set order: `scene_locks` takes them in id order
+    // first, so two batches cannot deadlock on two scenes. A data-modifying
+    // CTE runs whether or not it is read; `scene_locks` runs because the
+    // result's gate reads it, before the first row is returned.
+    complete_jobs: "WITH done AS (
+             UPDATE ai_jobs j SET status = 'completed',
+                 completed_at = to_timestamp(t.now::float8 / 1000.0),
+                 updated_at = to_timestamp(t.now::float8 / 1000.0),
+                 video_path = t.video, video_sha256 = t.sha, video_bytes = t.bytes,
+                 thumbnail_path = t.thumb,
+                 last_error = NULL, lease_owner = NULL, lease_expires_at = NULL
+             FROM json_to_recordset($1::json) AS t(id text, owner text, token int8,
+                 from_status text, now int8, video text, sha text, bytes int8, thumb text,
+                 detail text)
+             WHERE j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
+               AND j.status = t.from_status
+               AND j.id = ANY(ARRAY(SELECT x.id FROM json_to_recordset($1::json) AS x(id text)))
+             RETURNING j.id, j.scene_id, j.scene_version_id, t.from_status, t.owner, t.detail, t.now),
+         events AS (
+             INSERT INTO ai_job_events
+                 (ai_job_id, from_status, to_status, worker_id, detail, created_at)
+             SELECT id, from_status, 'completed', owner, detail,
+                    to_timestamp(now::float8 / 1000.0)
+             FROM done),
+         scene_locks AS (
+             SELECT s.id FROM scenes s
+             WHERE s.id = ANY(ARRAY(SELECT d.scene_id FROM done d WHERE d.scene_id IS NOT NULL))
+             ORDER BY s.id FOR UPDATE)
+         SELECT id, scene_id, scene_version_id FROM done
+         WHERE (SELECT COUNT(*) FROM scene_locks) >= 0",
+    // The scene pointers' rule reads the versions' `created_at` and ids,
+    // which the versions' update (in the same snapshot) does not change.
+    complete_versions: concat!(
+        "WITH versions AS (
+             UPDATE scene_versions v SET status = 'ready', video_path = t.video,
+                 thumbnail_path = t.thumb, video_sha256 = t.sha, video_bytes = t.bytes,
+                 error = NULL, updated_at = to_timestamp(t.now::float8 / 1000.0)
+             FROM json_to_recordset($1::json) AS t(version text, video text, thumb text,
+                 sha text, bytes int8, now int8)
+             WHERE v.id = t.version
+               AND v.id = ANY(ARRAY(SELECT x.version FROM json_to_recordset($1::json)
+                                     AS x(version text))))
+         UPDATE scenes SET current_version_id = t.version,
              updated_at = to_timestamp(t.now::float8 / 1000.0)
          FROM json_to_recordset($1::json) AS t(scene text, version text, now int8)
          WHERE scenes.id = t.scene
@@ -269,12 +294,8 @@ pub(crate) const POSTGRES: Dialect = Dialect {
            AND ",
         newer_version_wins!("t.version")
     ),
-    insert_events: "INSERT INTO ai_job_events
-             (ai_job_id, from_status, to_status, worker_id, detail, created_at)
-         SELECT t.job, t.from_status, t.to_status, t.worker, t.detail,
-                to_timestamp(t.now::float8 / 1000.0)
-         FROM json_to_recordset($1::json) AS t(job text, from_status text, to_status text,
-             worker text, detail text, now int8)",
+    complete_scenes: None,
+    insert_events: None,
     settle: "UPDATE ai_jobs SET status = $5, updated_at = to_timestamp($6::float8 / 1000.0),
              last_error = $7,
              provider_job_id = COALESCE($8::text, provider_job_id),

@@ -450,18 +450,6 @@ where
         early: bool,
     ) -> Result<(), StoreError> {
         let op: OpErr = StoreError::Complete;
-        if let Some(lock) = self.d.lock_completions {
-            let ids: Vec<&str> = batch
-                .in_play()
-                .map(|i| batch.items[i].lease.job_id.as_str())
-                .collect();
-            let ids = Value::from(ids).to_string();
-            sqlx::query(lock)
-                .bind(ids.as_str())
-                .execute(&mut **tx)
-                .await
-                .map_err(op)?;
-        }
         if !early {
             let held = self.held(Some(&mut *tx), &batch.leases_json()).await?;
             batch.drop_unheld(&held);
@@ -477,6 +465,9 @@ where
                     "video": c.video.path, "sha": c.video.sha256,
                     "bytes": bytes_i64(c.video.bytes),
                     "thumb": c.thumbnail.as_ref().map(|t| t.path.as_str()),
+                    // The audit event's, where this statement writes it.
+                    "detail": self.d.insert_events.is_none()
+                        .then(|| clawcut_core::redact::redact(&completion_detail(c)).into_owned()),
                 })
             })
             .collect();
@@ -514,24 +505,12 @@ where
         for i in unmatched {
             batch.out(i, lease_lost(&batch.items[i]));
         }
-        if let Some(lock) = self.d.lock_scenes {
-            let mut scenes: Vec<&str> = written
-                .iter()
-                .filter_map(|w| w.scene_id.as_deref())
-                .collect();
-            scenes.sort_unstable();
-            scenes.dedup();
-            if !scenes.is_empty() {
-                sqlx::query(lock)
-                    .bind(Value::from(scenes).to_string().as_str())
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(op)?;
-            }
-        }
         for round in rounds(&written) {
             self.versions_and_scenes(tx, batch, &round).await?;
         }
+        let Some(insert_events) = self.d.insert_events else {
+            return Ok(());
+        };
         let events: Vec<Value> = written
             .iter()
             .map(|w| {
@@ -545,7 +524,7 @@ where
                 })
             })
             .collect();
-        sqlx::query(self.d.insert_events)
+        sqlx::query(insert_events)
             .bind(Value::Array(events).to_string().as_str())
             .execute(&mut **tx)
             .await
@@ -561,31 +540,25 @@ where
         round: &[&Written],
     ) -> Result<(), StoreError> {
         let op: OpErr = StoreError::Complete;
-        let mut versions = Vec::new();
-        let mut scenes = Vec::new();
-        for w in round {
-            let Some(version) = w.version_id.as_deref() else {
-                continue;
-            };
-            let c = batch.items[w.item].completion;
-            versions.push(json!({
-                "version": version, "video": c.video.path,
-                "thumb": c.thumbnail.as_ref().map(|t| t.path.as_str()),
-                "sha": c.video.sha256, "bytes": bytes_i64(c.video.bytes), "now": c.now,
-            }));
-            if let Some(scene) = w.scene_id.as_deref() {
-                scenes.push(json!({"scene": scene, "version": version, "now": c.now}));
-            }
+        let versions: Vec<Value> = round
+            .iter()
+            .filter_map(|w| {
+                let version = w.version_id.as_deref()?;
+                let c = batch.items[w.item].completion;
+                Some(json!({
+                    "version": version, "scene": w.scene_id, "video": c.video.path,
+                    "thumb": c.thumbnail.as_ref().map(|t| t.path.as_str()),
+                    "sha": c.video.sha256, "bytes": bytes_i64(c.video.bytes), "now": c.now,
+                }))
+            })
+            .collect();
+        if versions.is_empty() {
+            return Ok(());
         }
-        for (stmt, rows) in [
-            (self.d.complete_versions, versions),
-            (self.d.complete_scenes, scenes),
-        ] {
-            if rows.is_empty() {
-                continue;
-            }
+        let versions = Value::Array(versions).to_string();
+        for stmt in std::iter::once(self.d.complete_versions).chain(self.d.complete_scenes) {
             sqlx::query(stmt)
-                .bind(Value::Array(rows).to_string().as_str())
+                .bind(versions.as_str())
                 .execute(&mut **tx)
                 .await
                 .map_err(op)?;

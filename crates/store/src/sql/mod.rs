@@ -82,28 +82,27 @@ pub struct Dialect {
     /// The batched completion (`batch.rs`): each takes one parameter, a
     /// JSON array of objects with the keys named here.
     /// Objects `id`, `owner`, `token`, `from_status`. Returns the `id` of
-    /// each row whose lease is held and status matches; on PostgreSQL the
-    /// rows are locked (`FOR UPDATE`) for the rest of the transaction.
+    /// each row whose lease is held and status matches. On PostgreSQL it
+    /// first takes `lock_completion`'s lock for each job with a scene
+    /// version, in key order, then locks the rows (`FOR UPDATE`) for the
+    /// rest of the transaction.
     pub held_many: &'static str,
-    /// Strings (job ids): takes `lock_completion`'s lock for each job with a
-    /// scene version, in key order; `None` where the write transaction
-    /// serializes every writer.
-    pub lock_completions: Option<&'static str>,
-    /// Strings (scene ids): locks those rows in id order; `None` where the
-    /// write transaction serializes every writer.
-    pub lock_scenes: Option<&'static str>,
     /// Objects `id`, `owner`, `token`, `from_status`, `now`, `video`, `sha`,
-    /// `bytes`, `thumb`: the fenced update of each. Returns id, scene_id,
-    /// scene_version_id of the rows it changed.
+    /// `bytes`, `thumb`, `detail` (the audit event's): the fenced update of
+    /// each. Returns id, scene_id, scene_version_id of the rows it changed.
+    /// On PostgreSQL the same statement writes each changed row's audit
+    /// event and locks its scene rows in id order.
     pub complete_jobs: &'static str,
-    /// Objects `version`, `video`, `thumb`, `sha`, `bytes`, `now`, at most
-    /// one per version.
+    /// Objects `version`, `scene` (or null), `video`, `thumb`, `sha`,
+    /// `bytes`, `now`, at most one per version and per scene. On PostgreSQL
+    /// the same statement moves the scene pointers.
     pub complete_versions: &'static str,
-    /// Objects `scene`, `version`, `now`, at most one per scene: the
-    /// newer-version-wins rule of `complete_scene`.
-    pub complete_scenes: &'static str,
-    /// Objects `job`, `from_status`, `to_status`, `worker`, `detail`, `now`.
-    pub insert_events: &'static str,
+    /// The same objects: each scene's pointer, under the newer-version-wins
+    /// rule of `complete_scene`; `None` where `complete_versions` does it.
+    pub complete_scenes: Option<&'static str>,
+    /// Objects `job`, `from_status`, `to_status`, `worker`, `detail`, `now`;
+    /// `None` where `complete_jobs` writes the events.
+    pub insert_events: Option<&'static str>,
     /// 1 id, 2 owner, 3 token, 4 from, 5 to, 6 now, 7 last_error,
     /// 8 provider_job_id, 9 idempotency_key, 10 completed_at, 11 keep lease,
     /// 12 attempts. Returns scene_version_id.

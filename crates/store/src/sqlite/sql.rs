@@ -171,8 +171,6 @@ pub(crate) const SQLITE: Dialect = Dialect {
                FROM json_each(?1)) t
            ON j.id = t.id AND j.lease_owner = t.owner AND j.fencing_token = t.token
           AND j.status = t.from_status",
-    lock_completions: None,
-    lock_scenes: None,
     complete_jobs: "UPDATE ai_jobs SET status = 'completed', completed_at = t.now,
              updated_at = t.now, video_path = t.video, video_sha256 = t.sha,
              video_bytes = t.bytes, thumbnail_path = t.thumb,
@@ -194,7 +192,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
                       value ->> 'bytes' AS bytes, value ->> 'now' AS now
                FROM json_each(?1)) AS t
          WHERE scene_versions.id = t.version",
-    complete_scenes: concat!(
+    complete_scenes: Some(concat!(
         "UPDATE scenes SET current_version_id = t.version, updated_at = t.now
          FROM (SELECT value ->> 'scene' AS scene, value ->> 'version' AS version,
                       value ->> 'now' AS now
@@ -203,12 +201,14 @@ pub(crate) const SQLITE: Dialect = Dialect {
            AND scenes.current_version_id IS NOT t.version
            AND ",
         newer_version_wins!("t.version")
-    ),
-    insert_events: "INSERT INTO ai_job_events
+    )),
+    insert_events: Some(
+        "INSERT INTO ai_job_events
              (ai_job_id, from_status, to_status, worker_id, detail, created_at)
          SELECT value ->> 'job', value ->> 'from_status', value ->> 'to_status',
                 value ->> 'worker', value ->> 'detail', value ->> 'now'
          FROM json_each(?1)",
+    ),
     settle: "UPDATE ai_jobs SET status = ?5, updated_at = ?6, last_error = ?7,
              provider_job_id = COALESCE(?8, provider_job_id),
              idempotency_key = COALESCE(?9, idempotency_key),
