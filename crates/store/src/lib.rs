@@ -64,6 +64,7 @@ mod error;
 mod migrate;
 mod panel;
 mod pg;
+mod pool;
 mod row;
 mod sql;
 mod sqlite;

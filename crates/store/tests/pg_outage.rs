@@ -204,3 +204,61 @@ async fn unsupported_url_scheme() {
         Ok(_) => panic!("expected UnsupportedUrl, got a store"),
     }
 }
+
+/// Cut every connection of the store's database from the server side, as a
+/// server restart or a proxy's idle timeout would.
+async fn cut_connections(url: &str) {
+    let admin = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+}
+
+/// A connection cut while it sat idle is pinged on its way out of the pool
+/// and replaced: the next statement succeeds the first time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_while_idle_is_replaced_before_use() {
+    let _turn = TURN.lock().await;
+    let Some(pg) = pg::require() else { return };
+    let url = pg.fresh_db("idle_cut");
+    let store = clawcut_store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    cut_connections(&url).await;
+    // Past the idle time after which a connection is pinged first.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    store.ping().await.expect("the cut connection was replaced");
+    assert!(store.schema_status().await.unwrap().is_current());
+}
+
+/// A connection cut moments after its last use is handed out unpinged: one
+/// statement fails as the database being unavailable (which callers retry),
+/// and the store is whole again without anyone reconnecting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_in_steady_use_fails_one_statement_then_recovers() {
+    let _turn = TURN.lock().await;
+    let Some(pg) = pg::require() else { return };
+    let url = pg.fresh_db("busy_cut");
+    let store = clawcut_store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    cut_connections(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut failures = 0;
+    while let Err(e) = store.ping().await {
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(Instant::now() < deadline, "store did not recover: {e:?}");
+        failures += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        failures <= 8,
+        "{failures} failed statements, one per pooled connection at most"
+    );
+    assert!(store.schema_status().await.unwrap().is_current());
+}

@@ -32,7 +32,7 @@ impl PgStore {
     /// Connect to `url` (`postgres://user@host:port/db`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let opts = PgConnectOptions::from_str(url).map_err(StoreError::Connect)?;
-        let pool = PgPoolOptions::new()
+        let pool = crate::pool::ping_when_idle(PgPoolOptions::new())
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)

@@ -52,7 +52,7 @@ impl SqliteStore {
         // handler does not cover that: processes opening one fresh database
         // at once (`migrate` beside `run`, two workers) retry instead.
         let open = || {
-            SqlitePoolOptions::new()
+            crate::pool::ping_when_idle(SqlitePoolOptions::new())
                 .max_connections(4)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(opts.clone())
