@@ -465,14 +465,8 @@ pub async fn complete_many_reads_rows_by_primary_key(url: &str) {
          "version": "v2", "scene": "s2"},
     ])
     .to_string();
-    let ids = serde_json::json!(["j1", "j2"]).to_string();
-    let scenes = serde_json::json!(["s1", "s2"]).to_string();
     for (name, sql) in clawcut_store::complete_many_sql(b) {
-        let param = match name {
-            "lock_completions" => &ids,
-            "lock_scenes" => &scenes,
-            _ => &objects,
-        };
+        let param = &objects;
         let plan: Vec<String> = match &ctx.db {
             AppDb::Sqlite(pool) => {
                 let q = format!("EXPLAIN QUERY PLAN {sql}");

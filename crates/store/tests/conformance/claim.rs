@@ -338,20 +338,31 @@ pub async fn claim_uses_partial_index(url: &str) {
     );
 }
 
+/// A claim statement's parameters 1 to 8, as a plain claim by worker `w`
+/// at `NOW` binds them.
+macro_rules! claim_params {
+    ($q:expr, $rules:expr, $limit:expr) => {
+        $q.bind($rules.submit_enabled)
+            .bind(false)
+            .bind($rules.updated_before(NOW))
+            .bind(NOW)
+            .bind(None::<&str>)
+            .bind("w")
+            .bind(NOW + MIN)
+            .bind($limit)
+    };
+}
+
 async fn explain_claim(ctx: &Ctx, sql: &str, due_cap: Option<i64>) -> String {
     let r: EligibilityRules = rules(false);
     let lines: Vec<String> = match &ctx.db {
         AppDb::Sqlite(pool) => {
             let q = format!("EXPLAIN QUERY PLAN {sql}");
-            let rows = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(q))
-                .bind(r.submit_enabled)
-                .bind(false)
-                .bind(r.updated_before(NOW))
-                .bind(NOW)
-                .bind(None::<&str>)
-                .bind("w")
-                .bind(NOW + MIN)
-                .bind(25_i64);
+            let rows = claim_params!(
+                sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(q)),
+                r,
+                25_i64
+            );
             let rows = match due_cap {
                 Some(cap) => rows.bind(cap),
                 None => rows,
@@ -361,15 +372,11 @@ async fn explain_claim(ctx: &Ctx, sql: &str, due_cap: Option<i64>) -> String {
         }
         AppDb::Pg(pool) => {
             let q = format!("EXPLAIN {sql}");
-            let rows = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(q))
-                .bind(r.submit_enabled)
-                .bind(false)
-                .bind(r.updated_before(NOW))
-                .bind(NOW)
-                .bind(None::<&str>)
-                .bind("w")
-                .bind(NOW + MIN)
-                .bind(25_i64);
+            let rows = claim_params!(
+                sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(q)),
+                r,
+                25_i64
+            );
             let rows = match due_cap {
                 Some(cap) => rows.bind(cap),
                 None => rows,
@@ -388,29 +395,8 @@ async fn explain_claim(ctx: &Ctx, sql: &str, due_cap: Option<i64>) -> String {
 pub async fn claim_takes_the_oldest_due_beside_many_not_due(url: &str) {
     let ctx = setup(url).await;
     let b = ctx.backend();
-    let ts = |ms: Millis| match b {
-        Backend::Sqlite => ms.to_string(),
-        Backend::Postgres => format!("to_timestamp(({ms})::float8 / 1000.0)"),
-    };
-    // `n` processing rows `prefix<i>`, updated at `base + i`, next due at `next`.
-    let bulk = |prefix: &str, n: i64, base: Millis, next: Millis| match b {
-        Backend::Sqlite => format!(
-            "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n})
-             INSERT INTO ai_jobs (id, kind, provider, request, status, provider_job_id,
-                                  created_at, updated_at, next_attempt_at)
-             SELECT '{prefix}' || i, 'video', 'openai', '{{}}', 'processing', 'p' || i,
-                    {base}, {base} + i, {next} FROM g"
-        ),
-        Backend::Postgres => format!(
-            "INSERT INTO ai_jobs (id, kind, provider, request, status, provider_job_id,
-                                  created_at, updated_at, next_attempt_at)
-             SELECT '{prefix}' || i, 'video', 'openai', '{{}}', 'processing', 'p' || i,
-                    {}, to_timestamp(({base} + i)::float8 / 1000.0), {}
-             FROM generate_series(1, {n}) AS i",
-            ts(base),
-            ts(next)
-        ),
-    };
+    let bulk =
+        |prefix: &str, n: i64, base: Millis, next: Millis| bulk_due(b, prefix, n, base, next, 0);
     // 3000 running jobs updated long ago whose next poll is an hour ahead,
     // then 30 due ones updated later.
     ctx.db
@@ -501,15 +487,7 @@ async fn claim_due_raw(ctx: &Ctx, limit: i64, cap: i64) -> Vec<String> {
     let sql = clawcut_store::claim_due_sql(ctx.backend());
     macro_rules! run {
         ($pool:expr) => {
-            sqlx::query_scalar::<_, String>(sql)
-                .bind(r.submit_enabled)
-                .bind(false)
-                .bind(r.updated_before(NOW))
-                .bind(NOW)
-                .bind(None::<&str>)
-                .bind("w")
-                .bind(NOW + MIN)
-                .bind(limit)
+            claim_params!(sqlx::query_scalar::<_, String>(sql), r, limit)
                 .bind(cap)
                 .fetch_all($pool)
                 .await
