@@ -206,6 +206,14 @@ async fn main() {
         bench("sqlite", &url, &busy_url, false, finished, busy).await;
     }
     if which == "postgres" || which == "both" {
+        // Two databases of a server of your own, to read their plans after.
+        if let (Ok(a), Ok(b)) = (
+            std::env::var("CLAIM_BENCH_PG"),
+            std::env::var("CLAIM_BENCH_PG_BUSY"),
+        ) {
+            bench("postgres", &a, &b, true, finished, busy).await;
+            return;
+        }
         match clawcut_test_support::pg::require() {
             Some(pg) => {
                 let (a, b) = (pg.fresh_db("bench"), pg.fresh_db("bench_busy"));

@@ -26,3 +26,6 @@ conformance::for_each_case!(pg_cases);
 // across replicas. SQLite publishes before its write lock (see
 // `sqlite.rs`), and the daemon orders one version's completions itself.
 pg_cases!(complete_serializes_publishing_per_scene_version);
+
+// PostgreSQL only: its plan cache, read through `pg_prepared_statements`.
+pg_cases!(claim_due_is_planned_once_on_a_busy_table);

@@ -25,6 +25,9 @@ pub(crate) use sql::POSTGRES as DIALECT;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The due-first claim's own connections, which plan its prepared
+    /// statement once, generically (see `connect`).
+    due_pool: PgPool,
     due: Arc<DueHint>,
 }
 
@@ -35,11 +38,27 @@ impl PgStore {
         let pool = crate::pool::ping_when_idle(PgPoolOptions::new())
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(StoreError::Connect)?;
+        // On a busy table (many live rows not yet due) PostgreSQL's plan
+        // cache estimates the due-first claim's generic plan at a third of
+        // `ai_jobs_due` (it cannot see `$4`) and so re-plans it for every
+        // call: 0.45 ms of planning against 0.25 ms of execution, on every
+        // claim. The generic plan is the right one for this statement (the
+        // `ai_jobs_due` scan with the bound applied at run time), so these
+        // connections force it. Only this statement: the walk's generic
+        // plan would scan `ai_jobs_claimable` whole, and the panel's
+        // queries want their parameters seen. `plan_cache_mode` needs
+        // PostgreSQL 12 or later; an ANALYZE still invalidates the cached
+        // plan, so it follows the table's growth. BENCHMARKS.md, item 1.
+        let due_pool = crate::pool::ping_when_idle(PgPoolOptions::new())
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(opts.options([("plan_cache_mode", "force_generic_plan")]));
         Ok(PgStore {
             pool,
+            due_pool,
             due: Arc::default(),
         })
     }
@@ -47,6 +66,12 @@ impl PgStore {
     /// The pool, for tests and tools that need raw access.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The due-first claim's pool, for the test that reads its plans.
+    #[doc(hidden)]
+    pub fn due_claim_pool(&self) -> &PgPool {
+        &self.due_pool
     }
 }
 
@@ -57,6 +82,10 @@ impl Backed for PgStore {
 
     fn sql_pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn due_claim_pool(&self) -> &PgPool {
+        &self.due_pool
     }
 
     fn due_hint(&self) -> &DueHint {

@@ -200,6 +200,8 @@ pub struct Dialect {
 /// `i64`, `bool`, their `Option`s and `String`. Both drivers provide it.
 pub struct Sql<'p, DB: Database> {
     pub pool: &'p Pool<DB>,
+    /// The pool the due-first claim runs on ([`Backed::due_claim_pool`]).
+    pub due_pool: &'p Pool<DB>,
     pub d: &'static Dialect,
     /// Which claim statement to try first (`due_hint.rs`).
     pub due: &'p DueHint,
@@ -258,6 +260,12 @@ pub trait Backed: Send + Sync + 'static {
     const DIALECT: &'static Dialect;
 
     fn sql_pool(&self) -> &Pool<Self::DB>;
+    /// Where the due-first claim (`CLAIM_DUE`) runs: the main pool unless
+    /// the backend needs that one statement planned differently (see
+    /// `PgStore`).
+    fn due_claim_pool(&self) -> &Pool<Self::DB> {
+        self.sql_pool()
+    }
     /// The store's claim hint, shared by its clones.
     fn due_hint(&self) -> &DueHint;
     fn run_migrations(&self) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
@@ -278,6 +286,7 @@ pub trait Backed: Send + Sync + 'static {
     fn sql(&self) -> Sql<'_, Self::DB> {
         Sql {
             pool: self.sql_pool(),
+            due_pool: self.due_claim_pool(),
             d: Self::DIALECT,
             due: self.due_hint(),
         }

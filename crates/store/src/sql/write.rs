@@ -152,10 +152,11 @@ where
             (None, true) => q.bind(DUE_SCAN_MAX),
             (None, false) => q,
         };
-        let rows = q
-            .fetch_all(self.pool)
-            .await
-            .map_err(StoreError::ClaimJobs)?;
+        let pool = match (req.probe, due_first) {
+            (None, true) => self.due_pool,
+            (Some(_), _) | (None, false) => self.pool,
+        };
+        let rows = q.fetch_all(pool).await.map_err(StoreError::ClaimJobs)?;
         Ok(claimed_from_rows(&rows))
     }
 

@@ -549,3 +549,49 @@ pub async fn claim_takes_the_oldest_of_a_backlog_whose_first_due_are_newer(url: 
     let report = ctx.store.status_report(NOW + 5_000, &r).await.unwrap();
     assert_eq!(report.eligible, 20 - 6);
 }
+
+/// PostgreSQL only: on a busy table (many live rows not yet due) the
+/// due-first claim keeps one generic plan instead of being planned afresh
+/// on every call, which cost more than running it (BENCHMARKS.md, item 1).
+/// The plan cache's own counters, on the connection the claims ran on.
+pub async fn claim_due_is_planned_once_on_a_busy_table(url: &str) {
+    let ctx = setup(url).await;
+    let b = ctx.backend();
+    assert_eq!(b, Backend::Postgres);
+    ctx.db
+        .exec(&bulk_due(b, "wait", 3000, NOW - 5 * DAY, NOW + 60 * MIN, 0))
+        .await
+        .unwrap();
+    ctx.db
+        .exec(&bulk_due(b, "due", 25, NOW - DAY, NOW - MIN, 0))
+        .await
+        .unwrap();
+    let store = clawcut_store::PgStore::connect(url).await.unwrap();
+    let r = rules(false);
+    for i in 0..12 {
+        let got = store.claim(&claim_req("w", NOW + i, 1, &r)).await.unwrap();
+        assert_eq!(jobs(got).len(), 1);
+    }
+    // The claims may have run on either of the pool's two connections:
+    // hold both and add up their counters.
+    let pool = store.due_claim_pool();
+    let conns = [pool.acquire().await.unwrap(), pool.acquire().await.unwrap()];
+    let (mut generic, mut custom) = (0, 0);
+    for mut conn in conns {
+        let counts: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements
+             WHERE statement = $1",
+        )
+        .bind(clawcut_store::claim_due_sql(b))
+        .fetch_optional(&mut *conn)
+        .await
+        .unwrap();
+        let (g, c) = counts.unwrap_or_default();
+        (generic, custom) = (generic + g, custom + c);
+    }
+    assert_eq!(
+        (generic >= 1, custom),
+        (true, 0),
+        "{generic} generic, {custom} custom"
+    );
+}
