@@ -9,6 +9,10 @@
 //! ratios.
 //!
 //! `cargo run --release -p clawcut-store --example claim_bench -- [N] [sqlite|postgres|both] [M]`
+//!
+//! With `CLAIM_BENCH_PG` and `CLAIM_BENCH_PG_BUSY` set (two empty
+//! databases of a server of your own), the PostgreSQL half runs there and
+//! leaves them, so `pg_stat_statements` can be read after.
 
 use std::time::{Duration, Instant};
 
