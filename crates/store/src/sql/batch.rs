@@ -82,12 +82,12 @@ impl<'a> Batch<'_, 'a> {
     /// once; a failure takes out only the items it touches. All of it runs
     /// in one stretch off the runtime's worker (see [`off_worker`]).
     fn publish_pending(&mut self) {
-        let synced = off_worker(|| {
+        let (deferred, synced) = off_worker(|| {
             let deferred = self.publish_now();
-            let synced = sync_dirs_of(deferred.keys().cloned().collect());
+            let synced = sync_dirs_of(&deferred);
             (deferred, synced)
         });
-        self.take_out_unsynced(&synced.0, synced.1);
+        self.take_out_unsynced(&deferred, synced);
     }
 
     /// Publish every pending item, leaving the directory fsyncs to the
@@ -227,8 +227,10 @@ type Deferred = BTreeMap<PathBuf, Vec<usize>>;
 /// Each directory with its fsync's answer.
 type Synced = Vec<(PathBuf, std::io::Result<()>)>;
 
-/// [`sync_dirs`], each answer with its directory.
-fn sync_dirs_of(dirs: Vec<PathBuf>) -> Synced {
+/// [`sync_dirs`] of every directory of `deferred`, each answer with its
+/// directory.
+fn sync_dirs_of(deferred: &Deferred) -> Synced {
+    let dirs: Vec<PathBuf> = deferred.keys().cloned().collect();
     let synced = sync_dirs(&dirs);
     dirs.into_iter().zip(synced).collect()
 }
@@ -240,8 +242,8 @@ fn start_syncs(deferred: &Deferred) -> Option<tokio::task::JoinHandle<Synced>> {
     if deferred.is_empty() {
         return None;
     }
-    let dirs: Vec<PathBuf> = deferred.keys().cloned().collect();
-    Some(tokio::task::spawn_blocking(move || sync_dirs_of(dirs)))
+    let deferred = deferred.clone();
+    Some(tokio::task::spawn_blocking(move || sync_dirs_of(&deferred)))
 }
 
 /// Runs the batch's blocking filesystem stretch (its publishes, then its

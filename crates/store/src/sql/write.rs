@@ -134,27 +134,25 @@ where
         req: &ClaimRequest<'_>,
         due_first: bool,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let q = sqlx::query(match (req.probe, due_first) {
-            (Some(_), _) => self.d.claim_probe,
-            (None, true) => self.d.claim_due,
-            (None, false) => self.d.claim,
-        })
-        .bind(req.rules.submit_enabled)
-        .bind(req.force)
-        .bind(req.rules.updated_before(req.now))
-        .bind(req.now)
-        .bind(req.only_job)
-        .bind(req.worker_id)
-        .bind(req.now.saturating_add(ms(req.lease_ttl)))
-        .bind(i64::from(req.limit));
+        // The due-first claim runs on its own pool (`Backed::due_claim_pool`).
+        let (stmt, pool) = match (req.probe, due_first) {
+            (Some(_), _) => (self.d.claim_probe, self.pool),
+            (None, true) => (self.d.claim_due, self.due_pool),
+            (None, false) => (self.d.claim, self.pool),
+        };
+        let q = sqlx::query(stmt)
+            .bind(req.rules.submit_enabled)
+            .bind(req.force)
+            .bind(req.rules.updated_before(req.now))
+            .bind(req.now)
+            .bind(req.only_job)
+            .bind(req.worker_id)
+            .bind(req.now.saturating_add(ms(req.lease_ttl)))
+            .bind(i64::from(req.limit));
         let q = match (req.probe, due_first) {
             (Some(p), _) => q.bind(p.provider).bind(p.prefer_unsubmitted),
             (None, true) => q.bind(DUE_SCAN_MAX),
             (None, false) => q,
-        };
-        let pool = match (req.probe, due_first) {
-            (None, true) => self.due_pool,
-            (Some(_), _) | (None, false) => self.pool,
         };
         let rows = q.fetch_all(pool).await.map_err(StoreError::ClaimJobs)?;
         Ok(claimed_from_rows(&rows))

@@ -553,7 +553,7 @@ pub async fn claim_takes_the_oldest_of_a_backlog_whose_first_due_are_newer(url: 
 /// PostgreSQL only: on a busy table (many live rows not yet due) the
 /// due-first claim keeps one generic plan instead of being planned afresh
 /// on every call, which cost more than running it (BENCHMARKS.md, item 1).
-/// The plan cache's own counters, on the connection the claims ran on.
+/// The plan cache's own counters, on the claim pool's connections.
 pub async fn claim_due_is_planned_once_on_a_busy_table(url: &str) {
     let ctx = setup(url).await;
     let b = ctx.backend();
