@@ -61,6 +61,15 @@ macro_rules! migrations {
                     "/0006_hot_updates.sql"
                 )),
             },
+            Migration {
+                version: 7,
+                description: "fewer index writes",
+                sql: include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0007_fewer_index_writes.sql"
+                )),
+            },
         ]
     };
 }

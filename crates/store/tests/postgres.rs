@@ -29,3 +29,4 @@ pg_cases!(complete_serializes_publishing_per_scene_version);
 
 // PostgreSQL only: its plan cache, read through `pg_prepared_statements`.
 pg_cases!(claim_due_is_planned_once_on_a_busy_table);
+pg_cases!(claim_of_a_run_of_rows_updates_them_in_place);

@@ -382,7 +382,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
              fencing_token = fencing_token + 1
          WHERE id = $1 AND status = $4",
     // An id stored as `<prefix>|<id>` also matches its bare `<id>`. Each arm
-    // of the OR is a probe of its own index (`ai_jobs_provider_job`,
+    // of the OR is a probe of its own index (`ai_jobs_provider_ids`, migration 7;
     // `ai_jobs_provider_job_tail`, migration 3).
     make_due: "UPDATE ai_jobs SET next_attempt_at = to_timestamp($3::float8 / 1000.0)
          WHERE provider = $1

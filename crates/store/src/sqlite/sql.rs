@@ -284,7 +284,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
              fencing_token = COALESCE(CAST(fencing_token AS INTEGER), 0) + 1
          WHERE id = ?1 AND status = ?4",
     // An id stored as `<prefix>|<id>` also matches its bare `<id>`. Each arm
-    // of the OR is a probe of its own index (`ai_jobs_provider_job`,
+    // of the OR is a probe of its own index (`ai_jobs_provider_ids`, migration 7;
     // `ai_jobs_provider_job_tail`, migration 3): no scan under the write lock.
     make_due: "UPDATE ai_jobs SET next_attempt_at = ?3
          WHERE rowid IN (

@@ -25,7 +25,7 @@ pub async fn migrate_is_idempotent_and_app_insert_works(url: &str) {
                 .fetch_one(&pool)
                 .await
                 .unwrap();
-        assert_eq!(opts, Some(vec!["fillfactor=85".to_owned()]));
+        assert_eq!(opts, Some(vec!["fillfactor=50".to_owned()]));
         pool.close().await;
     }
 

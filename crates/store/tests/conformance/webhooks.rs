@@ -39,6 +39,10 @@ pub async fn make_due_probes_indexes_not_a_scan(url: &str) {
         "make_due must probe the tail index; plan:\n{plan}"
     );
     assert!(
+        plan.contains("ai_jobs_provider_ids"),
+        "make_due must probe the provider-id index for the exact id; plan:\n{plan}"
+    );
+    assert!(
         !plan.contains("SCAN ai_jobs") || plan.contains("USING INDEX"),
         "make_due must not scan ai_jobs; plan:\n{plan}"
     );
