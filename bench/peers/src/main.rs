@@ -116,15 +116,31 @@ impl Pool {
         }
     }
 
-    /// [`Pool::commits`] once the setup's transactions are counted: a
-    /// backend idle with uncounted transactions publishes them within 10 s
-    /// (PostgreSQL's `PGSTAT_IDLE_INTERVAL`), so on PostgreSQL this waits
-    /// that long first, or they would be counted against the system.
-    pub async fn commits_at_rest(&self) -> anyhow::Result<Option<i64>> {
+    /// Where a run starts: [`Pool::commits`] once the setup's transactions
+    /// are counted (a backend idle with uncounted transactions publishes
+    /// them within 10 s, PostgreSQL's `PGSTAT_IDLE_INTERVAL`, so on
+    /// PostgreSQL this waits that long first, or they would be counted
+    /// against the system), and the WAL's position.
+    pub async fn commits_at_rest(&self) -> anyhow::Result<AtRest> {
         if let Pool::Pg(_) = self {
             tokio::time::sleep(Duration::from_millis(10_500)).await;
         }
-        self.commits().await
+        Ok(AtRest {
+            commits: self.commits().await?,
+            wal: self.wal_lsn().await?,
+        })
+    }
+
+    /// PostgreSQL: where the WAL's inserts are now.
+    async fn wal_lsn(&self) -> anyhow::Result<Option<String>> {
+        match self {
+            Pool::Sqlite(_) => Ok(None),
+            Pool::Pg(p) => Ok(Some(
+                sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+                    .fetch_one(p)
+                    .await?,
+            )),
+        }
     }
 
     /// Transactions committed since `before`, read last: the pool is closed
@@ -162,19 +178,29 @@ impl Pool {
     }
 
     /// What a run measured, read once the system has stopped: the
-    /// durability settings, then (closing the pool) the transactions since
-    /// `before`.
+    /// durability settings, what the cluster wrote to its WAL since
+    /// `before` (the library's maintenance included, the harness's reads
+    /// writing none), then (closing the pool) the transactions since.
     pub async fn measured(
         &self,
         url: &str,
-        before: Option<i64>,
+        before: AtRest,
         elapsed: Duration,
     ) -> anyhow::Result<Measured> {
         let durability = self.durability().await?;
-        let commits = self.close_counting_commits(url, before).await?;
+        let wal = match (before.wal, self.wal_lsn().await?) {
+            (Some(from), Some(to)) => {
+                // The WAL writer flushes asynchronously (`synchronous_commit=off`).
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                clawcut_test_support::pg::require().and_then(|pg| pg.wal_stats(&from, &to))
+            }
+            _ => None,
+        };
+        let commits = self.close_counting_commits(url, before.commits).await?;
         Ok(Measured {
             elapsed,
             commits,
+            wal,
             durability,
         })
     }
@@ -237,11 +263,19 @@ impl Pool {
     }
 }
 
+/// Where a run started ([`Pool::commits_at_rest`]).
+pub struct AtRest {
+    commits: Option<i64>,
+    wal: Option<String>,
+}
+
 /// What one system's run produced.
 pub struct Measured {
     pub elapsed: Duration,
     /// PostgreSQL only: transactions committed from start to stop.
     pub commits: Option<u64>,
+    /// PostgreSQL only: the WAL written from start to stop, by record type.
+    pub wal: Option<clawcut_test_support::pg::WalStats>,
     pub durability: String,
 }
 
@@ -381,11 +415,16 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("{} / {system}: {n} jobs ...", engine.label());
             let result = run_one(system, engine, n, &opts).await;
             match &result {
-                Ok(m) => eprintln!(
-                    "  {:.2} s, {:.0} jobs/s",
-                    m.elapsed.as_secs_f64(),
-                    n as f64 / m.elapsed.as_secs_f64()
-                ),
+                Ok(m) => {
+                    eprintln!(
+                        "  {:.2} s, {:.0} jobs/s",
+                        m.elapsed.as_secs_f64(),
+                        n as f64 / m.elapsed.as_secs_f64()
+                    );
+                    if let (Some(w), true) = (&m.wal, std::env::var_os("PEERS_WALDUMP").is_some()) {
+                        eprintln!("{}", w.text());
+                    }
+                }
                 Err(e) => eprintln!("  FAILED: {e:#}"),
             }
             rows.push(Row {
@@ -403,9 +442,9 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| engine | system | seconds | jobs/s | time / best peer | transactions per job | durability (as the pool's connections have it) |"
+        "| engine | system | seconds | jobs/s | time / best peer | transactions per job | WAL per job: records, B-tree entries, bytes | durability (as the pool's connections have it) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for &engine in &engines {
         let best_peer = rows
             .iter()
@@ -424,8 +463,22 @@ async fn main() -> anyhow::Result<()> {
                         .commits
                         .map(|c| format!("{:.2}", c as f64 / n as f64))
                         .unwrap_or_else(|| "—".into());
+                    let wal =
+                        m.wal
+                            .as_ref()
+                            .map(|w| {
+                                let per = |v: u64| v as f64 / n as f64;
+                                format!(
+                                    "{:.1}, {:.1}, {:.0}",
+                                    per(w.records("Total")),
+                                    per(w.records("Btree/INSERT_LEAF")
+                                        + w.records("Btree/INSERT_POST")),
+                                    per(w.bytes())
+                                )
+                            })
+                            .unwrap_or_else(|| "—".into());
                     println!(
-                        "| {} | {} | {secs:.2} | {:.0} | {ratio} | {commits} | {} |",
+                        "| {} | {} | {secs:.2} | {:.0} | {ratio} | {commits} | {wal} | {} |",
                         engine.label(),
                         r.system,
                         n as f64 / secs,
@@ -433,7 +486,7 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
                 Err(e) => println!(
-                    "| {} | {} | failed | | | | {} |",
+                    "| {} | {} | failed | | | | | {} |",
                     engine.label(),
                     r.system,
                     format!("{e:#}").replace('|', "/")

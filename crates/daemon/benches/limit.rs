@@ -42,7 +42,7 @@
 //! baseline; the time includes the tool's overhead.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -308,48 +308,22 @@ async fn verify(db: &Db, n: usize) {
     }
 }
 
-/// PostgreSQL: where the WAL is now, and the data directory.
-async fn wal_lsn(db: &Db) -> Option<(String, String)> {
+/// PostgreSQL: where the WAL is now.
+async fn wal_lsn(db: &Db) -> Option<String> {
     let Db::Pg(p) = db else { return None };
-    let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
-        .fetch_one(p)
-        .await
-        .unwrap();
-    let data: String = sqlx::query_scalar("SHOW data_directory")
-        .fetch_one(p)
-        .await
-        .unwrap();
-    Some((lsn, data))
+    Some(
+        sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+            .fetch_one(p)
+            .await
+            .unwrap(),
+    )
 }
 
 /// Commit records between two WAL positions: every write transaction of the
 /// cluster (read-only ones write none, so the bench's polling is not in it).
-fn wal_commits(data: &str, from: &str, to: &str) -> Option<u64> {
-    let bin = [
-        "/usr/lib/postgresql/15/bin",
-        "/usr/lib/postgresql/16/bin",
-        "/usr/lib/postgresql/17/bin",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join("pg_waldump"))
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| PathBuf::from("pg_waldump"));
-    let out = Command::new(bin)
-        .args([
-            "-p",
-            &format!("{data}/pg_wal"),
-            "-s",
-            from,
-            "-e",
-            to,
-            "--stats=record",
-        ])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        (f.next()? == "Transaction/COMMIT").then(|| f.next()?.parse().ok())?
-    })
+fn wal_commits(from: &str, to: &str) -> Option<u64> {
+    let stats = clawcut_test_support::pg::require()?.wal_stats(from, to)?;
+    Some(stats.records("Transaction/COMMIT"))
 }
 
 /// A counter or gauge from the daemon's `/metrics` text (the sum of its
@@ -550,11 +524,11 @@ async fn daemon_run(
     let _ = child.kill();
     let _ = child.wait();
     let commits = match wal_before {
-        Some((from, data)) => {
+        Some(from) => {
             // The WAL writer flushes asynchronously (`synchronous_commit=off`).
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let (to, _) = wal_lsn(&db).await.unwrap();
-            wal_commits(&data, &from, &to)
+            let to = wal_lsn(&db).await.unwrap();
+            wal_commits(&from, &to)
         }
         None => None,
     };

@@ -18,6 +18,41 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// `pg_waldump --stats=record` over a stretch of WAL ([`TestPg::wal_stats`]).
+#[derive(Debug, Clone)]
+pub struct WalStats {
+    text: String,
+}
+
+impl WalStats {
+    /// Records of one type (`Transaction/COMMIT`, `Btree/INSERT_LEAF`;
+    /// `Total` for all of them), 0 when there were none.
+    pub fn records(&self, kind: &str) -> u64 {
+        self.field(kind, 1)
+    }
+
+    /// Bytes written in all, records and full-page images.
+    pub fn bytes(&self) -> u64 {
+        // `Total  N  record-bytes [%]  fpi-bytes [%]  combined [100%]`
+        self.field("Total", 6)
+    }
+
+    /// The whole report, one line per record type.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn field(&self, first: &str, at: usize) -> u64 {
+        self.text
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.first() == Some(&first)).then(|| f.get(at)?.parse().ok())?
+            })
+            .unwrap_or(0)
+    }
+}
+
 /// The running cluster.
 #[derive(Debug)]
 pub struct TestPg {
@@ -132,6 +167,23 @@ impl TestPg {
     pub fn start(&self) {
         self.pg_ctl(&["start", "-w", "-t", "60", "-o", &self.server_opts()])
             .expect("pg_ctl start");
+    }
+
+    /// What the cluster wrote to its WAL between two positions (from
+    /// `pg_current_wal_insert_lsn()`), by record type: `pg_waldump
+    /// --stats=record`, run as the server's user. `None` when it fails.
+    pub fn wal_stats(&self, from: &str, to: &str) -> Option<WalStats> {
+        let out = self
+            .server_cmd("pg_waldump")
+            .arg("-p")
+            .arg(self.data().join("pg_wal"))
+            .args(["-s", from, "-e", to, "--stats=record"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status.success().then(|| WalStats {
+            text: String::from_utf8_lossy(&out.stdout).into_owned(),
+        })
     }
 
     fn data(&self) -> PathBuf {
