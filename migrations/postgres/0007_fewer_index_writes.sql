@@ -6,8 +6,8 @@
 -- new version; at fillfactor 85 only the first few rows of each page found
 -- it, and every other claimed row took a new page and an entry in each of
 -- the table's indexes (the store-throughput bench, BENCHMARKS.md item 2:
--- 17 % of claims in place, 17.8 index entries per completed job). Half a
--- page leaves room for all of them (92 % in place, 9.4 entries per job).
+-- 17 % of claims in place, 17.8 B-tree leaf entries per job). Half a
+-- page leaves room for nearly all of them (87 % in place, 9.4 entries).
 -- The price is space: pages the app fills stop at half; updates still fill
 -- them up, so finished rows settle between half and full pages.
 ALTER TABLE ai_jobs SET (fillfactor = 50);

@@ -27,6 +27,7 @@ conformance::for_each_case!(pg_cases);
 // `sqlite.rs`), and the daemon orders one version's completions itself.
 pg_cases!(complete_serializes_publishing_per_scene_version);
 
-// PostgreSQL only: its plan cache, read through `pg_prepared_statements`.
+// PostgreSQL only: its plan cache (`pg_prepared_statements`) and its table
+// counters (`pg_stat_user_tables`).
 pg_cases!(claim_due_is_planned_once_on_a_busy_table);
 pg_cases!(claim_of_a_run_of_rows_updates_them_in_place);
