@@ -82,18 +82,6 @@ impl<'a> Batch<'_, 'a> {
     /// once; a failure takes out only the items it touches. All of it runs
     /// in one stretch off the runtime's worker (see [`off_worker`]).
     fn publish_pending(&mut self) {
-        let (deferred, synced) = off_worker(|| {
-            let deferred = self.publish_now();
-            let synced = sync_dirs_of(&deferred);
-            (deferred, synced)
-        });
-        self.take_out_unsynced(&deferred, synced);
-    }
-
-    /// Publish every pending item, leaving the directory fsyncs to the
-    /// caller: each directory to fsync, with the items it makes durable.
-    /// Blocks: call it off the worker.
-    fn publish_now(&mut self) -> Deferred {
         let (idx, files): (Vec<usize>, Vec<&mut (dyn Publish + Send + 'a)>) = self
             .items
             .iter_mut()
@@ -102,49 +90,39 @@ impl<'a> Batch<'_, 'a> {
             .filter(|(_, (_, s))| matches!(s, Step::Pending))
             .map(|(i, (c, _))| (i, &mut *c.publish))
             .unzip();
-        let mut deferred = Deferred::new();
-        let published = publish_all(files, FAN_OUT_AFTER);
-        for (i, (r, dirs)) in idx.into_iter().zip(published) {
-            self.steps[i] = match r {
-                Ok(()) => {
+        let (answers, deferred, synced) = off_worker(|| {
+            let mut answers = Vec::with_capacity(idx.len());
+            // Which items each deferred directory fsync makes durable.
+            let mut deferred: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+            for (&i, (r, dirs)) in idx.iter().zip(publish_all(files, FAN_OUT_AFTER)) {
+                if r.is_ok() {
                     for dir in dirs {
                         deferred.entry(dir).or_default().push(i);
                     }
-                    Step::Published
                 }
+                answers.push(r);
+            }
+            let dirs: Vec<PathBuf> = deferred.keys().cloned().collect();
+            let synced = sync_dirs(&dirs);
+            (answers, deferred, dirs.into_iter().zip(synced))
+        });
+        for (i, r) in idx.into_iter().zip(answers) {
+            self.steps[i] = match r {
+                Ok(()) => Step::Published,
                 // `publish` leaves nothing behind when it fails.
                 Err(e) => Step::Out(StoreError::PublishOutputs(e)),
             };
         }
-        deferred
-    }
-
-    /// Take out, files put back, every item (published or written) of a
-    /// directory whose fsync failed; whether there was one.
-    fn take_out_unsynced(&mut self, deferred: &Deferred, synced: Synced) -> bool {
-        let mut any = false;
         for (dir, synced) in synced {
             let Err(e) = synced else { continue };
             for &i in &deferred[&dir] {
-                if matches!(self.steps[i], Step::Published | Step::Written) {
+                if matches!(self.steps[i], Step::Published) {
                     let err = std::io::Error::new(
                         e.kind(),
                         format!("fsync the directory {}: {e}", dir.display()),
                     );
                     self.out(i, StoreError::PublishOutputs(err));
-                    any = true;
                 }
-            }
-        }
-        any
-    }
-
-    /// The transaction is to be rolled back and written again: the items
-    /// it wrote are published again, their files kept in place.
-    fn unwrite(&mut self) {
-        for s in &mut self.steps {
-            if matches!(s, Step::Written) {
-                *s = Step::Published;
             }
         }
     }
@@ -152,7 +130,7 @@ impl<'a> Batch<'_, 'a> {
     /// Take item `i` out with `err`, putting back its files if they were
     /// published.
     fn out(&mut self, i: usize, err: StoreError) {
-        if matches!(self.steps[i], Step::Published | Step::Written) {
+        if matches!(self.steps[i], Step::Published) {
             self.items[i].publish.revert();
         }
         self.steps[i] = Step::Out(err);
@@ -219,32 +197,6 @@ const FAN_OUT_AFTER: Duration = Duration::from_millis(1);
 /// What one item's `publish_deferring` answered, and the directories it
 /// left to fsync.
 type Published = (std::io::Result<()>, Vec<PathBuf>);
-
-/// The directories a batch's publishes left to fsync, each with the items
-/// it makes durable.
-type Deferred = BTreeMap<PathBuf, Vec<usize>>;
-
-/// Each directory with its fsync's answer.
-type Synced = Vec<(PathBuf, std::io::Result<()>)>;
-
-/// [`sync_dirs`] of every directory of `deferred`, each answer with its
-/// directory.
-fn sync_dirs_of(deferred: &Deferred) -> Synced {
-    let dirs: Vec<PathBuf> = deferred.keys().cloned().collect();
-    let synced = sync_dirs(&dirs);
-    dirs.into_iter().zip(synced).collect()
-}
-
-/// The fsyncs of `deferred` started on the runtime's blocking pool, to run
-/// while the batch's statements do (sqlx runs only inside a tokio
-/// runtime); nothing to wait for when there are none.
-fn start_syncs(deferred: &Deferred) -> Option<tokio::task::JoinHandle<Synced>> {
-    if deferred.is_empty() {
-        return None;
-    }
-    let deferred = deferred.clone();
-    Some(tokio::task::spawn_blocking(move || sync_dirs_of(&deferred)))
-}
 
 /// Runs the batch's blocking filesystem stretch (its publishes, then its
 /// directory fsyncs) without stalling a multi-thread runtime's worker: one
@@ -380,16 +332,6 @@ fn lease_lost(c: &Completing<'_>) -> StoreError {
     }
 }
 
-/// How [`Sql::write_batch`] left the transaction.
-enum Wrote {
-    /// Every item in play written: commit.
-    All,
-    /// A directory fsync failed after the statements ran: its items are
-    /// out, and the transaction is to be rolled back and the rest written
-    /// again.
-    Again,
-}
-
 /// A written item's scene and version, from `complete_jobs`.
 struct Written {
     item: usize,
@@ -459,24 +401,12 @@ where
             batch.publish_pending();
         }
         let mut tx = self.begin_write(op).await?;
-        loop {
-            match self.write_batch(&mut tx, &mut batch, early).await {
-                Ok(Wrote::All) => break,
-                // At most once: the second time round nothing is left to
-                // publish, so no fsync can fail.
-                Ok(Wrote::Again) => {
-                    if let Err(e) = tx.rollback().await {
-                        batch.revert_all();
-                        return Err(op(e));
-                    }
-                    batch.unwrite();
-                    tx = self.begin_write(op).await?;
-                }
-                Err(e) => {
-                    let e = self.abandon(tx, e).await;
-                    batch.revert_all();
-                    return Err(e);
-                }
+        match self.write_batch(&mut tx, &mut batch, early).await {
+            Ok(()) => {}
+            Err(e) => {
+                let e = self.abandon(tx, e).await;
+                batch.revert_all();
+                return Err(e);
             }
         }
         match tx.commit().await {
@@ -512,51 +442,19 @@ where
         Ok(ids.map_err(StoreError::Complete)?.into_iter().collect())
     }
 
-    /// Everything between begin and commit. Where the publishes happen
-    /// here, under the rows' locks (PostgreSQL), their directory fsyncs run
-    /// while the statements do, and are waited for before this returns:
-    /// the commit still follows them. An fsync that failed takes its items
-    /// out, and the rest must be written again without them.
+    /// Everything between begin and commit.
     async fn write_batch(
         &self,
         tx: &mut Transaction<'static, DB>,
         batch: &mut Batch<'_, '_>,
         early: bool,
-    ) -> Result<Wrote, StoreError> {
-        if early {
-            self.write_statements(tx, batch).await?;
-            return Ok(Wrote::All);
-        }
-        let held = self.held(Some(&mut *tx), &batch.leases_json()).await?;
-        batch.drop_unheld(&held);
-        let deferred = off_worker(|| batch.publish_now());
-        let syncing = start_syncs(&deferred);
-        self.write_statements(tx, batch).await?;
-        let Some(syncing) = syncing else {
-            return Ok(Wrote::All);
-        };
-        let synced = match syncing.await {
-            Ok(synced) => synced,
-            // The fsyncs' task panicked: none of them counts as done.
-            Err(e) => deferred
-                .keys()
-                .map(|d| (d.clone(), Err(std::io::Error::other(e.to_string()))))
-                .collect(),
-        };
-        Ok(if batch.take_out_unsynced(&deferred, synced) {
-            Wrote::Again
-        } else {
-            Wrote::All
-        })
-    }
-
-    /// The batch's statements, for the items in play once published.
-    async fn write_statements(
-        &self,
-        tx: &mut Transaction<'static, DB>,
-        batch: &mut Batch<'_, '_>,
     ) -> Result<(), StoreError> {
         let op: OpErr = StoreError::Complete;
+        if !early {
+            let held = self.held(Some(&mut *tx), &batch.leases_json()).await?;
+            batch.drop_unheld(&held);
+            batch.publish_pending();
+        }
         let jobs: Vec<Value> = batch
             .in_play()
             .map(|i| {

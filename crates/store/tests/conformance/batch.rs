@@ -147,9 +147,8 @@ pub async fn complete_many_takes_out_the_jobs_whose_directory_fsync_fails(url: &
     let broken = ctx.db.job("broken").await.unwrap().unwrap();
     assert_eq!(broken.status, "processing");
     assert_eq!(ctx.db.events("broken").await.unwrap(), []);
-    // Where the fsyncs ran beside the statements (PostgreSQL), the batch
-    // was written again without `broken`: one event each, once, and the
-    // broken job's version and scene untouched.
+    // Only the others were written: one event each, and the broken job's
+    // version and scene untouched.
     assert_eq!(ctx.db.all_events().await.unwrap().len(), 2);
     let v = ctx.db.version("v-broken").await.unwrap().unwrap();
     assert_eq!(v.status, "generating");

@@ -550,23 +550,31 @@ pub async fn claim_takes_the_oldest_of_a_backlog_whose_first_due_are_newer(url: 
     assert_eq!(report.eligible, 20 - 6);
 }
 
+/// PostgreSQL only: a migrated database seeded by `seeds` (bulk inserts),
+/// and a `PgStore` of its own, whose pools a case may read and close.
+async fn pg_store_over(url: &str, seeds: &[String]) -> clawcut_store::PgStore {
+    let ctx = setup(url).await;
+    assert_eq!(ctx.backend(), Backend::Postgres);
+    for seed in seeds {
+        ctx.db.exec(seed).await.unwrap();
+    }
+    clawcut_store::PgStore::connect(url).await.unwrap()
+}
+
 /// PostgreSQL only: on a busy table (many live rows not yet due) the
 /// due-first claim keeps one generic plan instead of being planned afresh
 /// on every call, which cost more than running it (BENCHMARKS.md, item 1).
 /// The plan cache's own counters, on the claim pool's connections.
 pub async fn claim_due_is_planned_once_on_a_busy_table(url: &str) {
-    let ctx = setup(url).await;
-    let b = ctx.backend();
-    assert_eq!(b, Backend::Postgres);
-    ctx.db
-        .exec(&bulk_due(b, "wait", 3000, NOW - 5 * DAY, NOW + 60 * MIN, 0))
-        .await
-        .unwrap();
-    ctx.db
-        .exec(&bulk_due(b, "due", 25, NOW - DAY, NOW - MIN, 0))
-        .await
-        .unwrap();
-    let store = clawcut_store::PgStore::connect(url).await.unwrap();
+    let b = Backend::Postgres;
+    let store = pg_store_over(
+        url,
+        &[
+            bulk_due(b, "wait", 3000, NOW - 5 * DAY, NOW + 60 * MIN, 0),
+            bulk_due(b, "due", 25, NOW - DAY, NOW - MIN, 0),
+        ],
+    )
+    .await;
     let r = rules(false);
     for i in 0..12 {
         let got = store.claim(&claim_req("w", NOW + i, 1, &r)).await.unwrap();
@@ -602,14 +610,8 @@ pub async fn claim_due_is_planned_once_on_a_busy_table(url: &str) {
 /// Needs room for a page's rows on that page (migration 7's fillfactor); at
 /// the old 85, 17 % of them were.
 pub async fn claim_of_a_run_of_rows_updates_them_in_place(url: &str) {
-    let ctx = setup(url).await;
-    let b = ctx.backend();
-    assert_eq!(b, Backend::Postgres);
-    ctx.db
-        .exec(&bulk_due(b, "run", 400, NOW - DAY, NOW - MIN, 0))
-        .await
-        .unwrap();
-    let store = clawcut_store::PgStore::connect(url).await.unwrap();
+    let b = Backend::Postgres;
+    let store = pg_store_over(url, &[bulk_due(b, "run", 400, NOW - DAY, NOW - MIN, 0)]).await;
     let r = rules(false);
     let got = store.claim(&claim_req("w", NOW, 400, &r)).await.unwrap();
     assert_eq!(jobs(got).len(), 400);
