@@ -243,6 +243,13 @@ pub trait Publish: Send {
         let _ = dirs;
         self.publish()
     }
+    /// Whether `publish` waits on the network (an object store completing
+    /// an upload) rather than on the local filesystem. A batch runs such
+    /// publishes on threads so their round trips overlap, and a local one
+    /// on the calling thread, however long a loaded machine makes it take.
+    fn remote(&self) -> bool {
+        false
+    }
     /// The transaction did not commit after `publish` succeeded: put back
     /// what it replaced. Called at most once, while the completion's locks
     /// are still held when the failure came before the commit (a failed

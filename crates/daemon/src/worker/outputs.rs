@@ -289,6 +289,13 @@ impl Publish for Outputs {
         self.publish_with(Some(dirs))
     }
 
+    /// An upload's completion is a round trip to the object store.
+    fn remote(&self) -> bool {
+        self.files
+            .iter()
+            .any(|f| matches!(f, Pending::Object { .. }))
+    }
+
     fn revert(&mut self) {
         // Newest first, so a thumbnail never outlives its video's revert.
         for f in self.files.iter_mut().rev() {
