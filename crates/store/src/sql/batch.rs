@@ -229,13 +229,7 @@ fn publish_all<'a>(files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<Published>
 /// upload completes through it).
 fn publish_on_threads<'a>(files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<Published> {
     let n = files.len();
-    let threads = n.min(PUBLISH_THREADS);
-    // Thread `t` takes items t, t + threads, ...: each keeps its indices.
-    let mut shares: Vec<Vec<(usize, &mut (dyn Publish + Send + 'a))>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    for (i, f) in files.into_iter().enumerate() {
-        shares[i % threads].push((i, f));
-    }
+    let shares = deal(files, PUBLISH_THREADS);
     let handle = tokio::runtime::Handle::try_current().ok();
     let mut out: Vec<Option<Published>> = (0..n).map(|_| None).collect();
     std::thread::scope(|scope| {
@@ -304,31 +298,53 @@ fn sync_dirs(dirs: &[PathBuf]) -> Vec<std::io::Result<()>> {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread && threads > 1 => h,
         _ => return dirs.iter().map(|d| sync(d)).collect(),
     };
-    let share = |t: usize| dirs.iter().skip(t).step_by(threads);
-    let running: Vec<_> = (1..threads)
-        .map(|t| {
-            let mine: Vec<PathBuf> = share(t).cloned().collect();
-            handle.spawn_blocking(move || mine.iter().map(|d| sync(d)).collect::<Vec<_>>())
+    let mut shares = deal(dirs.iter().cloned(), threads).into_iter();
+    let mine = shares.next().unwrap_or_default();
+    let running: Vec<_> = shares
+        .map(|share| {
+            let indices: Vec<usize> = share.iter().map(|(i, _)| *i).collect();
+            let task = handle.spawn_blocking(move || {
+                share.into_iter().map(|(_, d)| sync(&d)).collect::<Vec<_>>()
+            });
+            (indices, task)
         })
         .collect();
     let mut out: Vec<Option<std::io::Result<()>>> = (0..dirs.len()).map(|_| None).collect();
-    for (i, d) in share(0).enumerate() {
-        out[i * threads] = Some(sync(d));
+    for (i, d) in mine {
+        out[i] = Some(sync(&d));
     }
-    for (t, task) in (1..threads).zip(running) {
-        let n = share(t).count();
-        let results = handle.block_on(task).unwrap_or_else(|e| {
-            (0..n)
-                .map(|_| Err(std::io::Error::other(e.to_string())))
-                .collect()
-        });
-        for (k, r) in results.into_iter().enumerate() {
-            out[t + k * threads] = Some(r);
+    for (indices, task) in running {
+        match handle.block_on(task) {
+            Ok(results) => {
+                for (i, r) in indices.into_iter().zip(results) {
+                    out[i] = Some(r);
+                }
+            }
+            Err(e) => {
+                for i in indices {
+                    out[i] = Some(Err(std::io::Error::other(e.to_string())));
+                }
+            }
         }
     }
     out.into_iter()
         .map(|r| r.unwrap_or_else(|| Err(std::io::Error::other("not fsynced"))))
         .collect()
+}
+
+/// `items` dealt round-robin into at most `hands` shares, each item with
+/// its index: share `t` holds items t, t + hands, ..., so a thread running
+/// a share can answer for each in the caller's order.
+fn deal<T>(items: impl IntoIterator<Item = T>, hands: usize) -> Vec<Vec<(usize, T)>> {
+    let mut shares: Vec<Vec<(usize, T)>> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let t = i % hands.max(1);
+        if shares.len() <= t {
+            shares.push(Vec::new());
+        }
+        shares[t].push((i, item));
+    }
+    shares
 }
 
 fn lease_lost(c: &Completing<'_>) -> StoreError {
