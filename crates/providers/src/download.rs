@@ -128,19 +128,43 @@ impl Downloader {
         limits: &DownloadLimits,
         on_progress: impl FnMut(u64) + Send,
     ) -> Result<Staged, ProvidersError> {
+        let received = self
+            .receive(spec, allowed, media_dir, limits, on_progress)
+            .await?;
+        let mut synced = sync_all(vec![received]).await;
+        synced.pop().unwrap_or_else(|| {
+            Err(ProvidersError::EmptyOutput {
+                url: display_url_of(&spec.url),
+            })
+        })
+    }
+
+    /// [`stage`](Self::stage) up to its fsync: every byte received and
+    /// verified, the last of them (all of them, for an output under 256
+    /// KiB) still in memory. [`sync_all`] finishes several in one blocking
+    /// call, so a job's video and thumbnail cost one hand-off to the
+    /// blocking pool, not two. Dropped, the temp file is removed.
+    pub async fn receive(
+        &self,
+        spec: &DownloadSpec,
+        allowed: &DownloadPolicy,
+        media_dir: &Path,
+        limits: &DownloadLimits,
+        on_progress: impl FnMut(u64) + Send,
+    ) -> Result<Received, ProvidersError> {
         let mut sink = FileSink::new(media_dir.join(TEMP_DIR));
         let fetched = self
             .fetch_into(spec, allowed, limits, &mut sink, on_progress)
             .await?;
-        let Some(temp) = sink.finish().await? else {
+        let Some(unsynced) = sink.into_unsynced().await? else {
             // `fetch_into` opens the sink before its first chunk, and an
             // empty output is an error: unreachable, but not worth a panic.
             return Err(ProvidersError::EmptyOutput {
-                url: spec.url.split('?').next().unwrap_or_default().to_owned(),
+                url: display_url_of(&spec.url),
             });
         };
-        Ok(Staged {
-            temp,
+        Ok(Received {
+            unsynced,
             sha256_hex: fetched.sha256_hex,
             bytes: fetched.bytes,
         })
@@ -164,7 +188,7 @@ impl Downloader {
         mut on_progress: impl FnMut(u64) + Send,
     ) -> Result<Fetched, ProvidersError> {
         let url = Url::parse(&spec.url).map_err(|source| ProvidersError::BadUrl {
-            url: spec.url.split('?').next().unwrap_or_default().to_owned(),
+            url: display_url_of(&spec.url),
             source,
         })?;
         let headers = header_map(spec)?;
@@ -408,6 +432,55 @@ impl Watch {
     }
 }
 
+/// A verified output, received but not yet fsynced: [`sync_all`] (or
+/// [`Received::sync`], blocking) makes it a [`Staged`]. Dropped, its temp
+/// file is removed.
+#[derive(Debug)]
+pub struct Received {
+    unsynced: file_sink::Unsynced,
+    sha256_hex: String,
+    bytes: u64,
+}
+
+impl Received {
+    /// The temp file under `<media_dir>/.tmp/`. It may not exist yet: an
+    /// output that fit in memory is created by its sync.
+    pub fn temp_path(&self) -> &Path {
+        self.unsynced.path()
+    }
+
+    /// Blocking: write what is still in memory, fsync, close.
+    pub fn sync(self) -> Result<Staged, ProvidersError> {
+        let Received {
+            unsynced,
+            sha256_hex,
+            bytes,
+        } = self;
+        Ok(Staged {
+            temp: unsynced.sync()?,
+            sha256_hex,
+            bytes,
+        })
+    }
+}
+
+/// [`Received::sync`] for each, one after another in one blocking call;
+/// each answered on its own, in order. A failed sync removes only its own
+/// file.
+pub async fn sync_all(received: Vec<Received>) -> Vec<Result<Staged, ProvidersError>> {
+    let paths: Vec<PathBuf> = received.iter().map(|r| r.temp_path().to_owned()).collect();
+    match tokio::task::spawn_blocking(move || received.into_iter().map(Received::sync).collect())
+        .await
+    {
+        Ok(synced) => synced,
+        // A panicked sync dropped every `Received`, and their files with them.
+        Err(e) => paths
+            .iter()
+            .map(|p| Err(write_err(p)(io::Error::other(e.to_string()))))
+            .collect(),
+    }
+}
+
 /// A verified, fsynced output in the temp dir, not at any final path yet.
 /// Removed on drop unless installed.
 #[derive(Debug)]
@@ -621,6 +694,10 @@ pub fn is_no_space(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
     )
+}
+
+fn display_url_of(url: &str) -> String {
+    url.split('?').next().unwrap_or_default().to_owned()
 }
 
 fn write_err(path: &Path) -> impl FnOnce(io::Error) -> ProvidersError + use<> {

@@ -42,8 +42,9 @@ mod veo;
 
 pub use config::{ProviderConfig, ProviderKind, build_provider};
 pub use download::{
-    DownloadLimits, DownloadPolicy, Downloaded, Downloader, Fetched, Installed, OutputSink, Staged,
-    cleanup_stale_temp, cleanup_stale_temp_older_than, is_no_space, sync_dir,
+    DownloadLimits, DownloadPolicy, Downloaded, Downloader, Fetched, Installed, OutputSink,
+    Received, Staged, cleanup_stale_temp, cleanup_stale_temp_older_than, is_no_space, sync_all,
+    sync_dir,
 };
 pub use error::ProvidersError;
 pub use rate::RateLimiter;

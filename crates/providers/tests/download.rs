@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clawcut_core::{DownloadSpec, OutputKind, PollOutcome};
 use clawcut_providers::{
     DownloadLimits, DownloadPolicy, Downloader, ProviderKind, ProvidersError, build_provider,
-    cleanup_stale_temp, cleanup_stale_temp_older_than,
+    cleanup_stale_temp, cleanup_stale_temp_older_than, sync_all,
 };
 use clawcut_test_support::fake_openai::{FakeOpenAi, Script};
 use clawcut_test_support::fake_replicate::{self, FakeReplicate};
@@ -612,6 +612,99 @@ async fn stage_then_install_then_commit() {
     installed.commit();
     assert_eq!(std::fs::read(&final_path).unwrap(), expected);
     assert!(temp_files(media.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_received_small_output_is_written_only_by_its_sync_and_both_outputs_by_one() {
+    let (fake, policy, video, thumb) =
+        completed(Script::default().with_video_bytes(64 * 1024)).await;
+    let media = tempfile::tempdir().unwrap();
+    let d = downloader();
+    let v = d
+        .receive(&video, &policy, media.path(), &limits(MAX), |_| {})
+        .await
+        .unwrap();
+    let t = d
+        .receive(&thumb, &policy, media.path(), &limits(MAX), |_| {})
+        .await
+        .unwrap();
+    // Both fit in memory: nothing is on disk before the sync.
+    assert!(!v.temp_path().exists());
+    assert!(!t.temp_path().exists());
+    assert!(temp_files(media.path()).is_empty());
+    let mut synced = sync_all(vec![v, t]).await.into_iter();
+    let (v, t) = (
+        synced.next().unwrap().unwrap(),
+        synced.next().unwrap().unwrap(),
+    );
+    assert!(synced.next().is_none());
+    let (want_v, want_t) = (fake.content("video_1"), fake.thumbnail("video_1"));
+    assert_eq!(std::fs::read(v.temp_path()).unwrap(), want_v);
+    assert_eq!(v.sha256_hex(), sha(&want_v));
+    assert_eq!(std::fs::read(t.temp_path()).unwrap(), want_t);
+    assert_eq!(t.bytes(), want_t.len() as u64);
+    drop((v, t));
+    assert!(temp_files(media.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_dropped_received_output_removes_what_it_wrote() {
+    // Over the 256 KiB write batch: part of it is on disk before the sync.
+    let (_fake, policy, video, _) = completed(Script::default().with_video_bytes(700_000)).await;
+    let media = tempfile::tempdir().unwrap();
+    let r = downloader()
+        .receive(&video, &policy, media.path(), &limits(MAX), |_| {})
+        .await
+        .unwrap();
+    let written = std::fs::metadata(r.temp_path()).unwrap().len();
+    assert!(written > 0 && written < 700_000, "{written}");
+    drop(r);
+    assert!(temp_files(media.path()).is_empty());
+}
+
+#[tokio::test]
+async fn each_sync_of_a_pair_answers_for_its_own_file() {
+    let big = Script::default().with_video_bytes(700_000);
+    let (fake, policy, video, thumb) = completed(big).await;
+    let d = downloader();
+    for big_first in [true, false] {
+        let media = tempfile::tempdir().unwrap();
+        let lim = limits(MAX);
+        // The large video has its file open; the small thumbnail has none.
+        let v = d
+            .receive(&video, &policy, media.path(), &lim, |_| {})
+            .await
+            .unwrap();
+        let t = d
+            .receive(&thumb, &policy, media.path(), &lim, |_| {})
+            .await
+            .unwrap();
+        // A file where the temp directory was: only the thumbnail, still to
+        // be created, can no longer be.
+        let tmp = media.path().join(".tmp");
+        std::fs::rename(&tmp, media.path().join("moved")).unwrap();
+        std::fs::write(&tmp, b"not a directory").unwrap();
+        let pair = if big_first { vec![v, t] } else { vec![t, v] };
+        let synced = sync_all(pair).await;
+        assert_eq!(synced.len(), 2);
+        let (v, t) = if big_first {
+            (&synced[0], &synced[1])
+        } else {
+            (&synced[1], &synced[0])
+        };
+        let Err(e) = t else {
+            panic!("the thumbnail's sync must fail");
+        };
+        assert!(e.local_write_error().is_some(), "{e:?}");
+        let v = v.as_ref().unwrap();
+        assert_eq!(v.bytes(), 700_000);
+        assert_eq!(v.sha256_hex(), sha(&fake.content("video_1")));
+        let moved = media
+            .path()
+            .join("moved")
+            .join(v.temp_path().file_name().unwrap());
+        assert_eq!(std::fs::read(moved).unwrap(), fake.content("video_1"));
+    }
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clawcut_core::{DownloadSpec, Event, JobStatus};
-use clawcut_providers::{Installed, ProvidersError, Staged, is_no_space};
+use clawcut_providers::{Installed, ProvidersError, Received, Staged, is_no_space, sync_all};
 use clawcut_store::{Completion, Publish, StoreError, StoredOutput};
 use tracing::{error, info, warn};
 
@@ -197,15 +197,6 @@ impl StagedOutput {
         }
     }
 
-    /// The temp file to keep fresh while the thumbnail downloads (an
-    /// upload keeps its own marker fresh).
-    fn temp_path(&self) -> Option<&Path> {
-        match self {
-            StagedOutput::Local(s) => Some(s.temp_path()),
-            StagedOutput::Object(_) => None,
-        }
-    }
-
     fn pending(self, path: PathBuf) -> Pending {
         match self {
             StagedOutput::Local(s) => Pending::Local {
@@ -218,6 +209,76 @@ impl StagedOutput {
                 installed: None,
             },
         }
+    }
+}
+
+/// An output received on either store: a local one still to be fsynced.
+enum ReceivedOutput {
+    Local(Received),
+    Object(ObjectStaged),
+}
+
+impl ReceivedOutput {
+    /// The temp file to keep fresh while the thumbnail downloads (an
+    /// upload keeps its own marker fresh).
+    fn temp_path(&self) -> Option<&Path> {
+        match self {
+            ReceivedOutput::Local(r) => Some(r.temp_path()),
+            ReceivedOutput::Object(_) => None,
+        }
+    }
+}
+
+/// A job's outputs staged: the local ones fsynced in one hand-off to the
+/// blocking pool for the pair (a hand-off is a thread woken and parked
+/// again, and on a CPU-bound daemon those were its largest cost after
+/// HTTP; BENCHMARKS.md, item 3). Each answers for itself.
+async fn sync_outputs(
+    video: ReceivedOutput,
+    thumbnail: Option<ReceivedOutput>,
+) -> (
+    Result<StagedOutput, ProvidersError>,
+    Option<Result<StagedOutput, ProvidersError>>,
+) {
+    match (video, thumbnail) {
+        (ReceivedOutput::Local(v), Some(ReceivedOutput::Local(t))) => {
+            let mut synced = sync_all(vec![v, t]).await.into_iter();
+            let mut next = || {
+                synced
+                    .next()
+                    .map(|r| r.map(StagedOutput::Local))
+                    .unwrap_or_else(|| Err(lost_sync()))
+            };
+            let v = next();
+            (v, Some(next()))
+        }
+        (v, t) => {
+            let v = sync_one(v).await;
+            let t = match t {
+                Some(t) => Some(sync_one(t).await),
+                None => None,
+            };
+            (v, t)
+        }
+    }
+}
+
+async fn sync_one(r: ReceivedOutput) -> Result<StagedOutput, ProvidersError> {
+    match r {
+        ReceivedOutput::Local(r) => sync_all(vec![r])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(lost_sync()))
+            .map(StagedOutput::Local),
+        ReceivedOutput::Object(s) => Ok(StagedOutput::Object(s)),
+    }
+}
+
+/// `sync_all` answers once per file; this stands in should it not.
+fn lost_sync() -> ProvidersError {
+    ProvidersError::WriteOutput {
+        path: PathBuf::from(clawcut_providers::download::TEMP_DIR),
+        source: std::io::Error::other("a staged output's fsync gave no answer"),
     }
 }
 
@@ -449,12 +510,12 @@ impl Worker {
                 self.storage
                     .location("videos", scene, version, &video.extension),
             );
-        let staged_video = match self.stage_output(cx, video, &video_path, None).await {
+        let video_received = match self.receive_output(cx, video, &video_path, None).await {
             Ok(v) => v,
             Err(f) => return self.download_failed(cx, f).await,
         };
         let mut thumb_problem = None;
-        let staged_thumb = match thumbnail {
+        let thumb_received = match thumbnail {
             None => None,
             Some(t) => {
                 let thumb_path = PathBuf::from(self.storage.location(
@@ -464,13 +525,13 @@ impl Worker {
                     &t.extension,
                 ));
                 match self
-                    .stage_output(cx, t, &thumb_path, staged_video.temp_path())
+                    .receive_output(cx, t, &thumb_path, video_received.temp_path())
                     .await
                 {
-                    Ok(s) => Some((s, thumb_path)),
+                    Ok(r) => Some((r, thumb_path)),
                     Err(e) => {
                         if let Some(io) = e.local_write_error() {
-                            // The staged video goes with this return; both are
+                            // The received video goes with this return; both are
                             // fetched again once the media directory takes them.
                             let detail = format!("thumbnail: {}", error_chain(&e));
                             return self.media_refused(cx, copy_io(io), detail).await;
@@ -481,6 +542,23 @@ impl Worker {
                         None
                     }
                 }
+            }
+        };
+        let (thumb_received, thumb_path) = thumb_received.unzip();
+        let (video_synced, thumb_synced) = sync_outputs(video_received, thumb_received).await;
+        let staged_video = match video_synced {
+            Ok(v) => v,
+            Err(f) => return self.download_failed(cx, f).await,
+        };
+        let staged_thumb = match thumb_synced.zip(thumb_path) {
+            None => None,
+            Some((Ok(s), path)) => Some((s, path)),
+            Some((Err(e), _)) => {
+                let io = e
+                    .local_write_error()
+                    .map_or_else(|| std::io::Error::other(error_chain(&e)), copy_io);
+                let detail = format!("thumbnail: {}", error_chain(&e));
+                return self.media_refused(cx, io, detail).await;
             }
         };
         // Only a whole job's outputs end a fault: a small file slipping
@@ -562,21 +640,21 @@ impl Worker {
         }
     }
 
-    /// Stage `spec` for `location` on the configured store: a temp file,
-    /// or a multipart upload at the final key (every part sent, not yet
-    /// completed).
-    async fn stage_output(
+    /// Receive `spec` for `location` on the configured store: a temp file
+    /// that [`sync_outputs`] fsyncs, or a multipart upload at the final key
+    /// (every part sent, not yet completed).
+    async fn receive_output(
         &self,
         cx: &Ctx<'_>,
         spec: &DownloadSpec,
         location: &Path,
         sibling: Option<&Path>,
-    ) -> Result<StagedOutput, ProvidersError> {
+    ) -> Result<ReceivedOutput, ProvidersError> {
         let Storage::Object(store) = &self.storage else {
             return self
-                .stage_beside(cx, spec, sibling)
+                .receive_beside(cx, spec, sibling)
                 .await
-                .map(StagedOutput::Local);
+                .map(ReceivedOutput::Local);
         };
         let key = store.key_of(&location.to_string_lossy()).ok_or_else(|| {
             ProvidersError::WriteOutput {
@@ -603,28 +681,29 @@ impl Worker {
                 },
             )
             .await?;
-        upload.finish(fetched).await.map(StagedOutput::Object)
+        upload.finish(fetched).await.map(ReceivedOutput::Object)
     }
 
-    /// Stage `spec`; while it progresses, keep `sibling` (the staged video,
-    /// waiting for its thumbnail) fresh so the temp sweep leaves it alone.
-    async fn stage_beside(
+    /// Receive `spec`; while it progresses, keep `sibling` (the received
+    /// video, waiting for its thumbnail) fresh so the temp sweep leaves it
+    /// alone.
+    async fn receive_beside(
         &self,
         cx: &Ctx<'_>,
         spec: &DownloadSpec,
         sibling: Option<&Path>,
-    ) -> Result<Staged, ProvidersError> {
+    ) -> Result<Received, ProvidersError> {
         let metrics = self.metrics.clone();
         let progress = cx.progress.clone();
         let sibling = sibling.map(Path::to_owned);
-        // The sibling was fsynced a moment ago: it is fresh until then.
+        // The sibling was written a moment ago, or is still in memory.
         let mut freshen = Freshen::new(
             crate::media::temp_keep_every(cx.s.limits.stall_window),
             Instant::now(),
         );
         let mut last = 0u64;
         self.downloader
-            .stage(
+            .receive(
                 spec,
                 &cx.handle.policy,
                 &cx.s.media_dir,

@@ -53,6 +53,48 @@ enum FileState {
     Writing(JoinHandle<io::Result<(std::fs::File, Vec<u8>)>>),
 }
 
+/// A received download whose last bytes (all of them, for a clip that fits
+/// in [`WRITE_BATCH`]) are still in memory: [`Unsynced::sync`] writes them,
+/// fsyncs and closes. Separate from the receiving so that one blocking call
+/// can finish a job's video and thumbnail together.
+#[derive(Debug)]
+pub(super) struct Unsynced {
+    /// Owned here, so a sync whose caller is gone still removes the file.
+    temp: TempFile,
+    dir: PathBuf,
+    file: Option<std::fs::File>,
+    rest: Vec<u8>,
+}
+
+impl Unsynced {
+    pub(super) fn path(&self) -> &Path {
+        &self.temp.path
+    }
+
+    /// Blocking: create the file if nothing was written yet, write the
+    /// rest, fsync. On error the guard removes the file.
+    pub(super) fn sync(self) -> Result<TempFile, ProvidersError> {
+        let Unsynced {
+            temp,
+            dir,
+            file,
+            rest,
+        } = self;
+        let done = (|| {
+            let mut f = match file {
+                Some(f) => f,
+                None => create(&dir, &temp.path)?,
+            };
+            f.write_all(&rest)?;
+            f.sync_all()
+        })();
+        match done {
+            Ok(()) => Ok(temp),
+            Err(e) => Err(write_err(&temp.path)(e)),
+        }
+    }
+}
+
 impl FileSink {
     pub(super) fn new(temp_dir: PathBuf) -> Self {
         FileSink {
@@ -64,26 +106,19 @@ impl FileSink {
         }
     }
 
-    /// Write what is gathered, fsync and close: the temp file, complete.
-    /// `None` when nothing was ever opened.
-    pub(super) async fn finish(mut self) -> Result<Option<TempFile>, ProvidersError> {
+    /// Wait for the write in flight: what is left to write and fsync, with
+    /// the temp file's guard. `None` when nothing was ever opened.
+    pub(super) async fn into_unsynced(mut self) -> Result<Option<Unsynced>, ProvidersError> {
         let Some(path) = self.temp.as_ref().map(|t| t.path.clone()) else {
             return Ok(None);
         };
         let (file, _) = self.settle(&path).await?;
-        let data = std::mem::take(&mut self.buf);
-        let dir = self.temp_dir.clone();
-        let target = path.clone();
-        blocking(&path, move || {
-            let mut f = match file {
-                Some(f) => f,
-                None => create(&dir, &target)?,
-            };
-            f.write_all(&data)?;
-            f.sync_all()
-        })
-        .await?;
-        Ok(self.temp.take())
+        Ok(self.temp.take().map(|temp| Unsynced {
+            temp,
+            dir: std::mem::take(&mut self.temp_dir),
+            file,
+            rest: std::mem::take(&mut self.buf),
+        }))
     }
 
     /// Wait for the write in flight, if any: the file when one is open, and
