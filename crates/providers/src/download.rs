@@ -203,7 +203,7 @@ impl Downloader {
         if expected.is_some_and(|len| len > max_bytes) {
             return Err(ProvidersError::OutputTooLarge { limit: max_bytes });
         }
-        sink.open().await?;
+        sink.open(expected).await?;
 
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
@@ -340,7 +340,12 @@ impl Downloader {
 pub trait OutputSink: Send {
     /// Called once, after the answer was found good and before the first
     /// chunk: where nothing is created for a download that fails early.
-    fn open(&mut self) -> impl Future<Output = Result<(), ProvidersError>> + Send;
+    /// `announced` is the answer's `Content-Length`, already within the
+    /// limit (a hint for buffers; the body is still checked against it).
+    fn open(
+        &mut self,
+        announced: Option<u64>,
+    ) -> impl Future<Output = Result<(), ProvidersError>> + Send;
     /// The next chunk of the body.
     fn write(&mut self, chunk: Bytes) -> impl Future<Output = Result<(), ProvidersError>> + Send;
 }

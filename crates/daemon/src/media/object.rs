@@ -656,7 +656,7 @@ impl ObjectUpload {
 }
 
 impl OutputSink for ObjectUpload {
-    async fn open(&mut self) -> Result<(), ProvidersError> {
+    async fn open(&mut self, _announced: Option<u64>) -> Result<(), ProvidersError> {
         let id = self
             .media
             .s3

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clawcut_core::JobStatus;
 use serde_json::{Value, json};
@@ -281,37 +282,64 @@ fn publish_on_threads<'a>(files: Vec<&mut (dyn Publish + Send + 'a)>) -> Vec<Pub
 /// to sleep.
 const SYNC_THREADS: usize = 8;
 
-/// fsync each directory, up to [`SYNC_THREADS`] at once: the calling
-/// thread (which would otherwise only wait) takes every `threads`-th from
-/// the first, a task on the runtime's blocking pool (its threads are
-/// already there, unlike a scoped thread) each of the other shares; and
-/// answer for each, in order. Called off the worker ([`off_worker`]).
+/// A directory fsync quicker than this costs less than handing it to
+/// another thread (a futex wake and a thread parked again, each side): on
+/// tmpfs or a disk with a power-safe cache the batch then fsyncs alone.
+const CHEAP_FSYNC: Duration = Duration::from_micros(20);
+
+/// fsync each directory and answer for each, in order. One after another
+/// on the calling thread while each is [`CHEAP_FSYNC`]; from the first
+/// that is not, the rest up to [`SYNC_THREADS`] at once: the calling thread
+/// (which would otherwise only wait) takes every `threads`-th, a task on
+/// the runtime's blocking pool (its threads are already there, unlike a
+/// scoped thread) each of the other shares. Called off the worker
+/// ([`off_worker`]).
 fn sync_dirs(dirs: &[PathBuf]) -> Vec<std::io::Result<()>> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
     // The same fsync the providers' `sync_dir` makes; the store does not
     // depend on that crate.
-    fn sync(dir: &std::path::Path) -> std::io::Result<()> {
+    sync_dirs_with(dirs, CHEAP_FSYNC, |dir| {
         std::fs::File::open(dir)?.sync_all()
+    })
+}
+
+fn sync_dirs_with(
+    dirs: &[PathBuf],
+    cheap: Duration,
+    sync: fn(&std::path::Path) -> std::io::Result<()>,
+) -> Vec<std::io::Result<()>> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let mut out: Vec<Option<std::io::Result<()>>> = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        let started = Instant::now();
+        out.push(Some(sync(d)));
+        if started.elapsed() > cheap {
+            break;
+        }
     }
-    let threads = dirs.len().min(SYNC_THREADS);
+    let rest = &dirs[out.len()..];
+    let threads = rest.len().min(SYNC_THREADS);
     let handle = match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread && threads > 1 => h,
-        _ => return dirs.iter().map(|d| sync(d)).collect(),
+        _ => {
+            out.extend(rest.iter().map(|d| Some(sync(d))));
+            return out.into_iter().flatten().collect();
+        }
     };
-    let mut shares = deal(dirs.iter().cloned(), threads).into_iter();
+    let offset = out.len();
+    out.extend((0..rest.len()).map(|_| None));
+    let mut shares = deal(rest.iter().cloned(), threads).into_iter();
     let mine = shares.next().unwrap_or_default();
     let running: Vec<_> = shares
         .map(|share| {
-            let indices: Vec<usize> = share.iter().map(|(i, _)| *i).collect();
+            let indices: Vec<usize> = share.iter().map(|(i, _)| offset + *i).collect();
             let task = handle.spawn_blocking(move || {
                 share.into_iter().map(|(_, d)| sync(&d)).collect::<Vec<_>>()
             });
             (indices, task)
         })
         .collect();
-    let mut out: Vec<Option<std::io::Result<()>>> = (0..dirs.len()).map(|_| None).collect();
     for (i, d) in mine {
-        out[i] = Some(sync(&d));
+        out[offset + i] = Some(sync(&d));
     }
     for (indices, task) in running {
         match handle.block_on(task) {
@@ -590,6 +618,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
     use std::time::Duration;
 
     use super::*;
@@ -696,6 +725,83 @@ mod tests {
         for (i, a) in answers.iter().enumerate() {
             assert_eq!(a.is_err(), missing.contains(&i), "directory {i}: {a:?}");
         }
+    }
+
+    /// Which thread fsynced each directory, for the tests below (each under
+    /// its own temp root).
+    static SYNCED_ON: Mutex<Vec<(PathBuf, std::thread::ThreadId)>> = Mutex::new(Vec::new());
+
+    /// A stand-in fsync: recorded, 5 ms for a directory named `slow*`, an
+    /// error for one named `missing*`.
+    fn recorded(dir: &std::path::Path) -> std::io::Result<()> {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("slow") {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        SYNCED_ON
+            .lock()
+            .unwrap()
+            .push((dir.to_owned(), std::thread::current().id()));
+        if name.starts_with("missing") {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        }
+        Ok(())
+    }
+
+    fn threads_of(root: &std::path::Path, dirs: &[PathBuf]) -> Vec<std::thread::ThreadId> {
+        let seen = SYNCED_ON.lock().unwrap();
+        dirs.iter()
+            .map(|d| {
+                assert!(d.starts_with(root));
+                seen.iter().find(|(p, _)| p == d).map(|(_, t)| *t).unwrap()
+            })
+            .collect()
+    }
+
+    fn named(root: &std::path::Path, names: impl Fn(usize) -> String, n: usize) -> Vec<PathBuf> {
+        (0..n).map(|i| root.join(names(i))).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cheap_directory_fsyncs_stay_on_the_calling_thread() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = named(root.path(), |i| format!("d{i}"), 20);
+        let (answers, me) = tokio::task::block_in_place(|| {
+            let answers = sync_dirs_with(&dirs, Duration::from_secs(1), recorded);
+            (answers, std::thread::current().id())
+        });
+        assert!(answers.iter().all(Result::is_ok));
+        assert!(threads_of(root.path(), &dirs).iter().all(|t| *t == me));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn from_the_first_slow_fsync_the_rest_go_to_threads_each_answering_for_its_own() {
+        let root = tempfile::tempdir().unwrap();
+        // The 4th is slow; failures before it, in the calling thread's
+        // share after it and in the other shares.
+        let missing = [1, 4, 12, 13];
+        let dirs = named(
+            root.path(),
+            |i| match i {
+                3 => "slow".to_owned(),
+                i if missing.contains(&i) => format!("missing{i}"),
+                i => format!("d{i}"),
+            },
+            20,
+        );
+        let (answers, me) = tokio::task::block_in_place(|| {
+            let answers = sync_dirs_with(&dirs, Duration::from_millis(1), recorded);
+            (answers, std::thread::current().id())
+        });
+        assert_eq!(answers.len(), dirs.len());
+        for (i, a) in answers.iter().enumerate() {
+            assert_eq!(a.is_err(), missing.contains(&i), "directory {i}: {a:?}");
+        }
+        let threads = threads_of(root.path(), &dirs);
+        assert_eq!(threads[3], me, "the slow one ran where it was found slow");
+        let others = threads[4..].iter().filter(|t| **t != me).count();
+        // 16 after it, in 8 shares of 2: the calling thread keeps one.
+        assert_eq!(others, 14, "{threads:?}");
     }
 
     #[test]
