@@ -7,7 +7,9 @@
 //! and on a busy daemon those switches were a quarter of its CPU (see
 //! BENCHMARKS.md, item 3). So bytes are gathered in memory up to
 //! [`WRITE_BATCH`] and written by one blocking call; a clip that fits is
-//! created, written, fsynced and closed by one call at the end. A larger
+//! created, written, fsynced and closed by [`Unsynced::sync`] at the end,
+//! which the daemon runs for a job's video and thumbnail in one call
+//! (`download::sync_all`). A larger
 //! one has one write in flight while the next batch arrives, as
 //! `tokio::fs::File` did, so disk and network still overlap.
 //!
@@ -27,7 +29,8 @@ use super::{OutputSink, TempFile, temp_name, write_err};
 use crate::error::ProvidersError;
 
 /// Bytes gathered before a write: two of these per download at most (one
-/// being written, one filling), so 32 downloads hold 16 MiB at most.
+/// being written, one filling), and one more per job while a received
+/// video waits for its thumbnail: 32 jobs hold 24 MiB at most.
 pub(super) const WRITE_BATCH: usize = 256 * 1024;
 /// The longest gathered bytes wait for their write. Below the stale sweep's
 /// slack (`media::TEMP_SLACK` in the daemon, 10 s), so a live download's
