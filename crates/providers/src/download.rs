@@ -131,12 +131,8 @@ impl Downloader {
         let received = self
             .receive(spec, allowed, media_dir, limits, on_progress)
             .await?;
-        let mut synced = sync_all(vec![received]).await;
-        synced.pop().unwrap_or_else(|| {
-            Err(ProvidersError::EmptyOutput {
-                url: display_url_of(&spec.url),
-            })
-        })
+        let [staged] = sync_all([received]).await;
+        staged
     }
 
     /// [`stage`](Self::stage) up to its fsync: every byte received and
@@ -472,17 +468,14 @@ impl Received {
 /// [`Received::sync`] for each, one after another in one blocking call;
 /// each answered on its own, in order. A failed sync removes only its own
 /// file.
-pub async fn sync_all(received: Vec<Received>) -> Vec<Result<Staged, ProvidersError>> {
-    let paths: Vec<PathBuf> = received.iter().map(|r| r.temp_path().to_owned()).collect();
-    match tokio::task::spawn_blocking(move || received.into_iter().map(Received::sync).collect())
-        .await
-    {
+pub async fn sync_all<const N: usize>(
+    received: [Received; N],
+) -> [Result<Staged, ProvidersError>; N] {
+    let paths = received.each_ref().map(|r| r.temp_path().to_owned());
+    match tokio::task::spawn_blocking(move || received.map(Received::sync)).await {
         Ok(synced) => synced,
         // A panicked sync dropped every `Received`, and their files with them.
-        Err(e) => paths
-            .iter()
-            .map(|p| Err(write_err(p)(io::Error::other(e.to_string()))))
-            .collect(),
+        Err(e) => paths.map(|p| Err(write_err(&p)(io::Error::other(e.to_string())))),
     }
 }
 

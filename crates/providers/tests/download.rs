@@ -632,12 +632,8 @@ async fn a_received_small_output_is_written_only_by_its_sync_and_both_outputs_by
     assert!(!v.temp_path().exists());
     assert!(!t.temp_path().exists());
     assert!(temp_files(media.path()).is_empty());
-    let mut synced = sync_all(vec![v, t]).await.into_iter();
-    let (v, t) = (
-        synced.next().unwrap().unwrap(),
-        synced.next().unwrap().unwrap(),
-    );
-    assert!(synced.next().is_none());
+    let [v, t] = sync_all([v, t]).await;
+    let (v, t) = (v.unwrap(), t.unwrap());
     let (want_v, want_t) = (fake.content("video_1"), fake.thumbnail("video_1"));
     assert_eq!(std::fs::read(v.temp_path()).unwrap(), want_v);
     assert_eq!(v.sha256_hex(), sha(&want_v));
@@ -684,19 +680,18 @@ async fn each_sync_of_a_pair_answers_for_its_own_file() {
         let tmp = media.path().join(".tmp");
         std::fs::rename(&tmp, media.path().join("moved")).unwrap();
         std::fs::write(&tmp, b"not a directory").unwrap();
-        let pair = if big_first { vec![v, t] } else { vec![t, v] };
-        let synced = sync_all(pair).await;
-        assert_eq!(synced.len(), 2);
         let (v, t) = if big_first {
-            (&synced[0], &synced[1])
+            let [v, t] = sync_all([v, t]).await;
+            (v, t)
         } else {
-            (&synced[1], &synced[0])
+            let [t, v] = sync_all([t, v]).await;
+            (v, t)
         };
         let Err(e) = t else {
             panic!("the thumbnail's sync must fail");
         };
         assert!(e.local_write_error().is_some(), "{e:?}");
-        let v = v.as_ref().unwrap();
+        let v = v.unwrap();
         assert_eq!(v.bytes(), 700_000);
         assert_eq!(v.sha256_hex(), sha(&fake.content("video_1")));
         let moved = media

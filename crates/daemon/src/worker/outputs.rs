@@ -242,15 +242,8 @@ async fn sync_outputs(
 ) {
     match (video, thumbnail) {
         (ReceivedOutput::Local(v), Some(ReceivedOutput::Local(t))) => {
-            let mut synced = sync_all(vec![v, t]).await.into_iter();
-            let mut next = || {
-                synced
-                    .next()
-                    .map(|r| r.map(StagedOutput::Local))
-                    .unwrap_or_else(|| Err(lost_sync()))
-            };
-            let v = next();
-            (v, Some(next()))
+            let [v, t] = sync_all([v, t]).await;
+            (v.map(StagedOutput::Local), Some(t.map(StagedOutput::Local)))
         }
         (v, t) => {
             let v = sync_one(v).await;
@@ -265,20 +258,11 @@ async fn sync_outputs(
 
 async fn sync_one(r: ReceivedOutput) -> Result<StagedOutput, ProvidersError> {
     match r {
-        ReceivedOutput::Local(r) => sync_all(vec![r])
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(lost_sync()))
-            .map(StagedOutput::Local),
+        ReceivedOutput::Local(r) => {
+            let [staged] = sync_all([r]).await;
+            staged.map(StagedOutput::Local)
+        }
         ReceivedOutput::Object(s) => Ok(StagedOutput::Object(s)),
-    }
-}
-
-/// `sync_all` answers once per file; this stands in should it not.
-fn lost_sync() -> ProvidersError {
-    ProvidersError::WriteOutput {
-        path: PathBuf::from(clawcut_providers::download::TEMP_DIR),
-        source: std::io::Error::other("a staged output's fsync gave no answer"),
     }
 }
 
