@@ -45,6 +45,8 @@ pub(super) struct FileSink {
     file: FileState,
     buf: Vec<u8>,
     last_write: Instant,
+    /// Bytes handed to writes so far: where the next one starts.
+    written: u64,
 }
 
 enum FileState {
@@ -106,6 +108,7 @@ impl FileSink {
             file: FileState::Unopened,
             buf: Vec::new(),
             last_write: Instant::now(),
+            written: 0,
         }
     }
 
@@ -150,12 +153,15 @@ impl FileSink {
         // Two buffers take turns, so a long download allocates no more.
         let data = std::mem::replace(&mut self.buf, spare);
         self.last_write = Instant::now();
+        let offset = self.written;
+        self.written += data.len() as u64;
         match file {
             None => {
                 let (dir, target) = (self.temp_dir.clone(), path.to_owned());
                 let f = blocking(path, move || {
                     let mut f = create(&dir, &target)?;
                     f.write_all(&data)?;
+                    start_writeback(&f, offset, data.len());
                     Ok(f)
                 })
                 .await?;
@@ -164,6 +170,7 @@ impl FileSink {
             Some(mut f) => {
                 self.file = FileState::Writing(tokio::task::spawn_blocking(move || {
                     f.write_all(&data)?;
+                    start_writeback(&f, offset, data.len());
                     Ok((f, data))
                 }));
             }
@@ -199,6 +206,28 @@ impl OutputSink for FileSink {
         Ok(())
     }
 }
+
+/// Start writing `len` bytes at `offset` to the disk, without waiting: a
+/// long download's pages then go out while the rest arrives, and its final
+/// fsync waits for the last batch only, not for the whole file (a 1 GiB
+/// output's fsync took 1.2 s after the fact). Best effort: the fsync that
+/// follows is what makes the file durable, so a failure here changes
+/// nothing but timing.
+#[cfg(target_os = "linux")]
+fn start_writeback(f: &std::fs::File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: `f` keeps the descriptor open for the call, which only names
+    // a byte range of that file and reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &std::fs::File, _: u64, _: usize) {}
 
 /// A new temp file at `path`, creating `dir` only when it is missing (one
 /// `open` per file otherwise, no `mkdir`).
