@@ -11,7 +11,9 @@
 //! which the daemon runs for a job's video and thumbnail in one call
 //! (`download::sync_all`). A larger
 //! one has one write in flight while the next batch arrives, as
-//! `tokio::fs::File` did, so disk and network still overlap.
+//! `tokio::fs::File` did, so disk and network still overlap, and each
+//! write starts the disk's writeback of its range (`sync_file_range`), so
+//! the final fsync waits for the last batch, not the whole file.
 //!
 //! The file's modification time is what the stale-temp sweep reads, so a
 //! slow download still writes at least every [`WRITE_INTERVAL`], however
