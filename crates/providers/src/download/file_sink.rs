@@ -68,7 +68,6 @@ enum FileState {
 pub(super) struct Unsynced {
     /// Owned here, so a sync whose caller is gone still removes the file.
     temp: TempFile,
-    dir: PathBuf,
     file: Option<std::fs::File>,
     rest: Vec<u8>,
 }
@@ -81,16 +80,12 @@ impl Unsynced {
     /// Blocking: create the file if nothing was written yet, write the
     /// rest, fsync. On error the guard removes the file.
     pub(super) fn sync(self) -> Result<TempFile, ProvidersError> {
-        let Unsynced {
-            temp,
-            dir,
-            file,
-            rest,
-        } = self;
+        let Unsynced { temp, file, rest } = self;
         let done = (|| {
             let mut f = match file {
                 Some(f) => f,
-                None => create(&dir, &temp.path)?,
+                // Named `<temp dir>/<name>` by `open`.
+                None => create(super::parent_dir(&temp.path), &temp.path)?,
             };
             f.write_all(&rest)?;
             f.sync_all()
@@ -123,7 +118,6 @@ impl FileSink {
         let (file, _) = self.settle(&path).await?;
         Ok(self.temp.take().map(|temp| Unsynced {
             temp,
-            dir: std::mem::take(&mut self.temp_dir),
             file,
             rest: std::mem::take(&mut self.buf),
         }))

@@ -307,39 +307,45 @@ fn sync_dirs_with(
     cheap: Duration,
     sync: fn(&std::path::Path) -> std::io::Result<()>,
 ) -> Vec<std::io::Result<()>> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    let mut out: Vec<Option<std::io::Result<()>>> = Vec::with_capacity(dirs.len());
+    let mut out = Vec::with_capacity(dirs.len());
     for d in dirs {
         let started = Instant::now();
-        out.push(Some(sync(d)));
+        out.push(sync(d));
         if started.elapsed() > cheap {
             break;
         }
     }
     let rest = &dirs[out.len()..];
-    let threads = rest.len().min(SYNC_THREADS);
+    out.extend(sync_dirs_on_threads(rest, sync));
+    out
+}
+
+/// `sync` for each directory, up to [`SYNC_THREADS`] at once, the calling
+/// thread taking the first share; answered in order.
+fn sync_dirs_on_threads(
+    dirs: &[PathBuf],
+    sync: fn(&std::path::Path) -> std::io::Result<()>,
+) -> Vec<std::io::Result<()>> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let threads = dirs.len().min(SYNC_THREADS);
     let handle = match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread && threads > 1 => h,
-        _ => {
-            out.extend(rest.iter().map(|d| Some(sync(d))));
-            return out.into_iter().flatten().collect();
-        }
+        _ => return dirs.iter().map(|d| sync(d)).collect(),
     };
-    let offset = out.len();
-    out.extend((0..rest.len()).map(|_| None));
-    let mut shares = deal(rest.iter().cloned(), threads).into_iter();
+    let mut shares = deal(dirs.iter().cloned(), threads).into_iter();
     let mine = shares.next().unwrap_or_default();
     let running: Vec<_> = shares
         .map(|share| {
-            let indices: Vec<usize> = share.iter().map(|(i, _)| offset + *i).collect();
+            let indices: Vec<usize> = share.iter().map(|(i, _)| *i).collect();
             let task = handle.spawn_blocking(move || {
                 share.into_iter().map(|(_, d)| sync(&d)).collect::<Vec<_>>()
             });
             (indices, task)
         })
         .collect();
+    let mut out: Vec<Option<std::io::Result<()>>> = (0..dirs.len()).map(|_| None).collect();
     for (i, d) in mine {
-        out[offset + i] = Some(sync(&d));
+        out[i] = Some(sync(&d));
     }
     for (indices, task) in running {
         match handle.block_on(task) {
