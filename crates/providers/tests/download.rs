@@ -615,6 +615,24 @@ async fn stage_then_install_then_commit() {
 }
 
 #[tokio::test]
+async fn a_long_output_is_staged_whole_through_direct_writes_and_a_buffered_tail() {
+    // Past the size that is written around the page cache, and not a
+    // whole number of blocks: the tail goes out after the file turns
+    // buffered again.
+    let len = 17 * 1024 * 1024 + 4097;
+    let (fake, policy, video, _) = completed(Script::default().with_video_bytes(len)).await;
+    let media = tempfile::tempdir().unwrap();
+    let staged = downloader()
+        .stage(&video, &policy, media.path(), &limits(64 << 20), |_| {})
+        .await
+        .unwrap();
+    let expected = fake.content("video_1");
+    assert_eq!(staged.bytes(), len as u64);
+    assert_eq!(staged.sha256_hex(), sha(&expected));
+    assert!(std::fs::read(staged.temp_path()).unwrap() == expected);
+}
+
+#[tokio::test]
 async fn a_received_small_output_is_written_only_by_its_sync_and_both_outputs_by_one() {
     let (fake, policy, video, thumb) =
         completed(Script::default().with_video_bytes(64 * 1024)).await;
