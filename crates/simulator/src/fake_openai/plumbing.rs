@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -291,6 +292,8 @@ pub(crate) struct ContentBody {
 
 /// The default chunk size of streamed content.
 const CHUNK: usize = 16 * 1024;
+/// The buffer a stream's chunks are cut from.
+const POOL: usize = 256 * 1024;
 
 impl ContentBody {
     /// The response; `guard` lives until the body is fully sent or dropped,
@@ -301,9 +304,13 @@ impl ContentBody {
         let (announced, delay) = (self.len, self.chunk_delay);
         let len = self.truncate_at.map_or(announced, |t| t.min(announced));
         let chunk = self.chunk_bytes.unwrap_or(CHUNK).max(1);
+        // Chunks are cut from one buffer, which `reserve` takes back once
+        // the server has sent and dropped them: a fresh allocation per
+        // chunk had the fake faulting in new pages for most of a GiB.
+        let pool = BytesMut::with_capacity(POOL.max(chunk));
         let stream = futures_util::stream::unfold(
-            (0usize, guard, shutdown),
-            move |(offset, guard, shutdown)| async move {
+            (0usize, guard, shutdown, pool),
+            move |(offset, guard, shutdown, mut pool)| async move {
                 if offset >= len {
                     return None;
                 }
@@ -313,15 +320,17 @@ impl ContentBody {
                 {
                     return Some((
                         Err(io::Error::other("fake server shutting down")),
-                        (len, guard, shutdown),
+                        (len, guard, shutdown, pool),
                     ));
                 }
                 let n = chunk.min(len - offset);
-                let mut buf = vec![0; n];
-                fill_fake_bytes(seed, offset, &mut buf);
+                pool.reserve(n);
+                pool.resize(n, 0);
+                fill_fake_bytes(seed, offset, &mut pool[..n]);
+                let bytes = pool.split().freeze();
                 Some((
-                    Ok::<_, io::Error>(Bytes::from(buf)),
-                    (offset + n, guard, shutdown),
+                    Ok::<_, io::Error>(bytes),
+                    (offset + n, guard, shutdown, pool),
                 ))
             },
         );
