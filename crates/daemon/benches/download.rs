@@ -140,12 +140,12 @@ async fn main() {
         cs / d
     );
     println!(
-        "  daemon resident-set growth over idle: {} (max {} MiB)",
+        "  daemon resident-set growth over idle: {} (max {:.1} MiB)",
         growth
             .iter()
             .map(|g| format!("{:.1} MiB", *g as f64 / 1048576.0))
             .collect::<Vec<_>>()
             .join(", "),
-        growth.iter().max().copied().unwrap_or(0) >> 20
+        growth.iter().max().copied().unwrap_or(0) as f64 / 1048576.0
     );
 }

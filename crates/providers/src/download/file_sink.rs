@@ -20,6 +20,9 @@
 //! buffer: a buffered write of a GiB cost the kernel over a second of CPU
 //! copying it into the cache (more than the sha256 of it), a direct one a
 //! tenth of that, and its fsync then has almost nothing left to wait for.
+//! Its batches queue to one writer thread ([`QUEUED_BUFFERS`] buffers take
+//! turns), so a direct write that waits for the disk holds up the receive
+//! only when every buffer is queued.
 //! A filesystem that refuses `O_DIRECT`, a write it rejects as unaligned,
 //! or a batch that is not a whole number of blocks (the interval's partial
 //! write of a slow download, the last bytes) turns the file back to
