@@ -45,7 +45,9 @@ use crate::error::ProvidersError;
 
 /// Bytes gathered before a write: two of these per download at most (one
 /// being written, one filling), and one more per job while a received
-/// video waits for its thumbnail: 32 jobs hold 24 MiB at most.
+/// video waits for its thumbnail: 32 jobs hold 24 MiB at most (a long
+/// output, past [`DIRECT_MIN`], takes [`QUEUED_BUFFERS`] of
+/// [`DIRECT_BATCH`] instead).
 pub(super) const WRITE_BATCH: usize = 256 * 1024;
 /// The longest gathered bytes wait for their write. Below the stale sweep's
 /// slack (`media::TEMP_SLACK` in the daemon, 10 s), so a live download's
@@ -94,7 +96,7 @@ enum FileState {
 /// the others queued or being written. One write in flight (two buffers)
 /// left the receive waiting for it on a sixth of a GiB's batches, for
 /// 0.1–0.2 s in all: a direct write waits for the disk, and on a busy
-/// machine for a core to submit it.
+/// machine for a core to submit it. A long download holds 4 MiB.
 const QUEUED_BUFFERS: usize = 4;
 
 /// One blocking thread writing a long output's batches as they come, so a
@@ -367,30 +369,9 @@ impl FileSink {
     /// a file created after its temp guard removed the name; later ones run
     /// while the next batch arrives.
     async fn write_gathered(&mut self, path: &Path) -> Result<(), ProvidersError> {
-        if let FileState::Queued(writer) = &mut self.file {
-            let spare = writer.spare(self.batch).await;
-            let sent = match spare {
-                Some(spare) => {
-                    let data = std::mem::replace(&mut self.buf, spare);
-                    // `note_write`, with the writer still borrowed.
-                    self.last_write = Instant::now();
-                    self.written += data.len() as u64;
-                    writer.batches.send(data).is_ok()
-                }
-                None => false,
-            };
-            if sent {
-                return Ok(());
-            }
-            // The thread stopped: its error is the download's.
-            let FileState::Queued(writer) = std::mem::replace(&mut self.file, FileState::Unopened)
-            else {
-                unreachable!("matched above");
-            };
-            writer.finish(path).await?;
-            return Err(write_err(path)(io::Error::other(
-                "the writer thread stopped",
-            )));
+        match std::mem::replace(&mut self.file, FileState::Unopened) {
+            FileState::Queued(writer) => return self.queue_gathered(writer, path).await,
+            other => self.file = other,
         }
         let (file, spare) = self.settle(path).await?;
         // Two buffers take turns, so a long download allocates no more.
@@ -422,6 +403,28 @@ impl FileSink {
             }
         }
         Ok(())
+    }
+
+    /// Hand the gathered bytes to a long output's writer thread, once it
+    /// has a buffer to give back (or may make one more). Its error, when
+    /// it stopped on one, is the download's.
+    async fn queue_gathered(
+        &mut self,
+        mut writer: Writer,
+        path: &Path,
+    ) -> Result<(), ProvidersError> {
+        if let Some(spare) = writer.spare(self.batch).await {
+            let data = std::mem::replace(&mut self.buf, spare);
+            self.note_write(data.len());
+            if writer.batches.send(data).is_ok() {
+                self.file = FileState::Queued(writer);
+                return Ok(());
+            }
+        }
+        writer.finish(path).await?;
+        Err(write_err(path)(io::Error::other(
+            "the writer thread stopped",
+        )))
     }
 
     /// Count `len` bytes as handed to a write: where that write starts.
