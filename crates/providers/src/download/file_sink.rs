@@ -72,8 +72,6 @@ pub(super) struct FileSink {
     temp: Option<TempFile>,
     file: FileState,
     buf: Batch,
-    /// Bytes gathered before a write: [`WRITE_BATCH`] or [`DIRECT_BATCH`].
-    batch: usize,
     /// Whether `open` chose direct writes for this output.
     direct: bool,
     last_write: Instant,
@@ -139,10 +137,10 @@ impl Writer {
     /// An empty buffer for the next batch: a new one while fewer than
     /// [`QUEUED_BUFFERS`] exist, else the next one the thread is done with.
     /// `None` when the thread stopped (on an error: see [`Writer::finish`]).
-    async fn spare(&mut self, batch: usize) -> Option<Batch> {
+    async fn spare(&mut self) -> Option<Batch> {
         if self.buffers < QUEUED_BUFFERS {
             self.buffers += 1;
-            return Some(Batch::new(batch, true));
+            return Some(Batch::new(DIRECT_BATCH, true));
         }
         self.spares.recv().await
     }
@@ -191,7 +189,10 @@ impl Out {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if self.direct && e.raw_os_error() == Some(EINVAL) => self.leave_direct()?,
+                // EINVAL, as std names it.
+                Err(e) if self.direct && e.kind() == io::ErrorKind::InvalidInput => {
+                    self.leave_direct()?
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -309,7 +310,6 @@ impl FileSink {
             temp: None,
             file: FileState::Unopened,
             buf: Batch::new(0, false),
-            batch: WRITE_BATCH,
             direct: false,
             last_write: Instant::now(),
             written: 0,
@@ -375,7 +375,7 @@ impl FileSink {
         }
         let (file, spare) = self.settle(path).await?;
         // Two buffers take turns, so a long download allocates no more.
-        let spare = spare.unwrap_or_else(|| Batch::new(self.batch, self.direct));
+        let spare = spare.unwrap_or_else(|| Batch::new(self.batch(), self.direct));
         let data = std::mem::replace(&mut self.buf, spare);
         let offset = self.note_write(data.len());
         match file {
@@ -413,7 +413,7 @@ impl FileSink {
         mut writer: Writer,
         path: &Path,
     ) -> Result<(), ProvidersError> {
-        if let Some(spare) = writer.spare(self.batch).await {
+        if let Some(spare) = writer.spare().await {
             let data = std::mem::replace(&mut self.buf, spare);
             self.note_write(data.len());
             if writer.batches.send(data).is_ok() {
@@ -425,6 +425,15 @@ impl FileSink {
         Err(write_err(path)(io::Error::other(
             "the writer thread stopped",
         )))
+    }
+
+    /// Bytes gathered before a write.
+    fn batch(&self) -> usize {
+        if self.direct {
+            DIRECT_BATCH
+        } else {
+            WRITE_BATCH
+        }
     }
 
     /// Count `len` bytes as handed to a write: where that write starts.
@@ -441,12 +450,7 @@ impl OutputSink for FileSink {
         // Sized once: grown by doubling, a 64 KiB clip was copied three
         // times over on its way in (memmove was 3 % of a busy daemon).
         self.direct = cfg!(target_os = "linux") && announced.is_some_and(|n| n >= DIRECT_MIN);
-        self.batch = if self.direct {
-            DIRECT_BATCH
-        } else {
-            WRITE_BATCH
-        };
-        let first = announced.map_or(0, |n| n.min(self.batch as u64) as usize);
+        let first = announced.map_or(0, |n| n.min(self.batch() as u64) as usize);
         self.buf = Batch::new(first, self.direct);
         self.temp = Some(TempFile::new(self.temp_dir.join(temp_name())));
         self.last_write = Instant::now();
@@ -460,20 +464,15 @@ impl OutputSink for FileSink {
         // Batches are filled to their size exactly, never past it: a direct
         // write's buffer must not grow (and move), and its length must
         // stay a whole number of blocks.
-        let mut rest = &chunk[..];
-        let mut path = None;
+        let (batch, mut rest) = (self.batch(), &chunk[..]);
         loop {
-            let n = self.batch.saturating_sub(self.buf.len()).min(rest.len());
+            let n = batch.saturating_sub(self.buf.len()).min(rest.len());
             self.buf.extend(&rest[..n]);
             rest = &rest[n..];
-            if self.buf.len() >= self.batch || self.last_write.elapsed() >= WRITE_INTERVAL {
+            if self.buf.len() >= batch || self.last_write.elapsed() >= WRITE_INTERVAL {
                 // The path is copied only when a write goes out, not per chunk.
-                let p = match path.take() {
-                    Some(p) => p,
-                    None => self.temp_path()?,
-                };
-                self.write_gathered(&p).await?;
-                path = Some(p);
+                let path = self.temp_path()?;
+                self.write_gathered(&path).await?;
             }
             if rest.is_empty() {
                 return Ok(());
@@ -503,11 +502,6 @@ fn start_writeback(f: &std::fs::File, offset: u64, len: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_: &std::fs::File, _: u64, _: usize) {}
-
-#[cfg(target_os = "linux")]
-const EINVAL: i32 = libc::EINVAL;
-#[cfg(not(target_os = "linux"))]
-const EINVAL: i32 = 22;
 
 /// Set or clear `O_DIRECT` on an open descriptor. Fails where the
 /// filesystem has no direct I/O, which leaves the file buffered.

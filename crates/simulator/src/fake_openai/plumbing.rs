@@ -52,9 +52,8 @@ fn fill_fake_bytes(seed: u64, offset: usize, buf: &mut [u8]) {
         let block = block_bytes(seed, (offset / 8) as u64);
         head.copy_from_slice(&block[skip..skip + head.len()]);
     }
-    let first = (offset + head_len) / 8;
     let mut blocks = rest.chunks_exact_mut(8);
-    let mut index = first as u64;
+    let mut index = ((offset + head_len) / 8) as u64;
     for out in &mut blocks {
         out.copy_from_slice(&block_bytes(seed, index));
         index += 1;
@@ -304,8 +303,8 @@ impl ContentBody {
         let (announced, delay) = (self.len, self.chunk_delay);
         let len = self.truncate_at.map_or(announced, |t| t.min(announced));
         let chunk = self.chunk_bytes.unwrap_or(CHUNK).max(1);
-        // Chunks are cut from one buffer, which `reserve` takes back once
-        // the server has sent and dropped them: a fresh allocation per
+        // Chunks are cut from one buffer, which `resize` (reserving) takes
+        // back once the server has sent and dropped them: a fresh allocation per
         // chunk had the fake faulting in new pages for most of a GiB.
         let pool = BytesMut::with_capacity(POOL.max(chunk));
         let stream = futures_util::stream::unfold(
@@ -324,7 +323,6 @@ impl ContentBody {
                     ));
                 }
                 let n = chunk.min(len - offset);
-                pool.reserve(n);
                 pool.resize(n, 0);
                 fill_fake_bytes(seed, offset, &mut pool[..n]);
                 let bytes = pool.split().freeze();
